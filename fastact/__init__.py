@@ -1,0 +1,31 @@
+"""fastact: Numba-compiled activation kernels, in place, forward and backward.
+
+Every activation in :data:`ACTIVATIONS` has four functions, ``name``, ``name_``,
+``name_backward`` and ``name_backward_`` (see ``help(fastact.relu)``), and two
+numpy ufuncs in :mod:`fastact.ufuncs`. Importing fastact compiles nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._api import make_functions
+from .definitions import ACTIVATIONS, Activation, Param
+
+__version__ = "0.1.0"
+
+_functions = {}
+for _entry in ACTIVATIONS.values():
+    if _entry.public:
+        _functions.update(make_functions(_entry, ACTIVATIONS))
+globals().update(_functions)
+
+__all__ = ["ACTIVATIONS", "Activation", "Param", "ufuncs", "__version__", *_functions]
+
+_LAZY = {"ufuncs"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fastact' has no attribute {name!r}")

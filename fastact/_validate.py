@@ -1,0 +1,77 @@
+"""Argument checks shared by every public entry point.
+
+Each check raises before anything is written: ``TypeError`` for a wrong type or
+dtype, ``ValueError`` for a wrong value (read-only array, shape mismatch, bad
+parameter). Messages name the argument and say what was expected.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _dtype_error(name: str, dtype: object) -> TypeError:
+    return TypeError(f"{name} must be a float32 or float64 array, got dtype {dtype}")
+
+
+def as_input(x: object, name: str) -> np.ndarray:
+    """An array to read from: ndarrays pass through, array-likes are converted."""
+    if type(x) is not np.ndarray:
+        if isinstance(x, np.ndarray):
+            x = np.asarray(x)
+        elif isinstance(x, (list, tuple, float, np.floating)):
+            x = np.asarray(x)
+        else:
+            try:
+                x = np.asarray(x)
+            except Exception as exc:  # noqa: BLE001 - any failure means "not an array"
+                raise TypeError(f"{name} must be an array, got {type(x).__name__}") from exc
+            if x.dtype == object:
+                raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise _dtype_error(name, x.dtype)
+    return x
+
+
+def as_output(a: object, name: str) -> np.ndarray:
+    """An array to write into in place: must be a writeable float ndarray."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray to be written in place, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise _dtype_error(name, a.dtype)
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only; in-place calls need a writeable array")
+    if a.ndim and 0 in a.strides and a.size > 1:
+        for n, s in zip(a.shape, a.strides):
+            if s == 0 and n > 1:
+                raise ValueError(f"{name} has a zero stride (a broadcast view); it cannot be written element by element")
+    return a
+
+
+def same_layout(a: np.ndarray, name: str, ref: np.ndarray, ref_name: str) -> None:
+    """``a`` must have the shape and dtype of ``ref``."""
+    if a.shape != ref.shape:
+        raise ValueError(f"{name} has shape {a.shape}, expected {ref.shape} (the shape of {ref_name})")
+    if a.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {a.dtype}, expected {ref.dtype} (the dtype of {ref_name})")
+
+
+def real(value: object, name: str) -> float:
+    """A real-number parameter as a Python float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if value != value:
+        raise ValueError(f"{name} must not be NaN")
+    return value
+
+
+def choice(value: object, name: str, choices: dict[str, str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return choices[value]

@@ -1,0 +1,694 @@
+"""The table of activation definitions: the one place an activation is described.
+
+Each :class:`Activation` entry holds a scalar forward ``f(x, *params)``, a scalar
+backward ``b(grad, saved, *params) -> dL/dx`` written in terms of what the forward
+saves (its input or its output), the parameters with their defaults and checks,
+a float64 numpy reference and its derivative, and the edge points of the function.
+The CPU kernels, the ufuncs, the public wrappers, the tests, the benchmarks and the
+README table are all generated from :data:`ACTIVATIONS`.
+
+Adding an activation = adding one entry below (plus, if needed, a math helper).
+
+NaN and infinities follow PyTorch, except where PyTorch's composite formula gives
+NaN for an infinite input whose limit exists (silu, gelu, mish, hardswish at -inf,
+softsign at +-inf, and their derivatives at +-inf): fastact returns the limit there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from numba import njit
+
+from . import _libm as fm
+
+_scalar = njit(cache=True)
+
+SQRT_HALF = 0.7071067811865476  # 1/sqrt(2)
+INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
+SQRT_2_OVER_PI = 0.7978845608028654  # sqrt(2/pi)
+GELU_TANH_C = 0.044715
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter of an activation: name, default (``None``: required) and choices.
+
+    ``choices`` maps each allowed string value to the name of the table entry that
+    implements it (e.g. gelu's ``approximate``); such a parameter selects an entry
+    rather than reaching the kernel.
+    """
+
+    name: str
+    default: float | str | None
+    choices: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation: scalar kernels, what its backward needs, references, edges."""
+
+    name: str
+    formula: str
+    derivative: str
+    forward: Callable
+    backward: Callable
+    saves: Literal["input", "output"]
+    reference: Callable[..., np.ndarray]
+    reference_derivative: Callable[..., np.ndarray]
+    params: tuple[Param, ...] = ()
+    check: Callable[..., str | None] | None = None
+    edges: tuple[float, ...] = ()
+    ulp: int = 4
+    public: bool = True
+    note: str = ""
+    defaults: dict = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defaults", {p.name: p.default for p in self.params})
+
+    @property
+    def kernel_params(self) -> tuple[Param, ...]:
+        """The numeric parameters the scalar kernels take, in order."""
+        return tuple(p for p in self.params if p.choices is None)
+
+
+# --- scalar kernels -----------------------------------------------------------------
+# Conditions are written in PyTorch's orientation so NaN takes the same branch.
+
+
+@_scalar
+def _step(x, threshold):
+    if x != x:
+        return x
+    return 1.0 if x >= threshold else 0.0
+
+
+@_scalar
+def _step_backward(g, y, threshold):
+    return 0.0
+
+
+@_scalar
+def _linear(x, slope):
+    return slope * x
+
+
+@_scalar
+def _linear_backward(g, y, slope):
+    return g * slope
+
+
+@_scalar
+def _sigmoid(x):
+    return fm.sigmoid(x)
+
+
+@_scalar
+def _sigmoid_backward(g, y):
+    return g * (1.0 - y) * y
+
+
+@_scalar
+def _tanh(x):
+    return fm.tanh(x)
+
+
+@_scalar
+def _tanh_backward(g, y):
+    return g * (1.0 - y * y)
+
+
+@_scalar
+def _relu(x):
+    return 0.0 if x < 0.0 else x
+
+
+@_scalar
+def _relu_backward(g, y):
+    return 0.0 if y <= 0.0 else g
+
+
+@_scalar
+def _relu6(x):
+    return 0.0 if x < 0.0 else (6.0 if x > 6.0 else x)
+
+
+@_scalar
+def _relu6_backward(g, y):
+    return 0.0 if (y <= 0.0 or y >= 6.0) else g
+
+
+@_scalar
+def _leaky_relu(x, negative_slope):
+    return x if x > 0.0 else x * negative_slope
+
+
+@_scalar
+def _leaky_relu_backward(g, y, negative_slope):
+    return g if y > 0.0 else g * negative_slope
+
+
+@_scalar
+def _elu(x, alpha):
+    return alpha * fm.expm1(x) if x <= 0.0 else x
+
+
+@_scalar
+def _elu_backward(g, y, alpha):
+    return g * (y + alpha) if y <= 0.0 else g
+
+
+@_scalar
+def _selu(x):
+    return SELU_SCALE * SELU_ALPHA * fm.expm1(x) if x <= 0.0 else SELU_SCALE * x
+
+
+@_scalar
+def _selu_backward(g, y):
+    return g * (y + SELU_SCALE * SELU_ALPHA) if y <= 0.0 else g * SELU_SCALE
+
+
+@_scalar
+def _celu(x, alpha):
+    return alpha * fm.expm1(x / alpha) if x <= 0.0 else x
+
+
+@_scalar
+def _celu_backward(g, y, alpha):
+    return g * (y / alpha + 1.0) if y <= 0.0 else g
+
+
+@_scalar
+def _gelu(x):
+    if x == -math.inf:
+        return 0.0
+    return 0.5 * x * (1.0 + fm.erf(x * SQRT_HALF))
+
+
+@_scalar
+def _gelu_backward(g, x):
+    if abs(x) == math.inf:
+        return 0.0 if x < 0.0 else g
+    cdf = 0.5 * (1.0 + fm.erf(x * SQRT_HALF))
+    pdf = INV_SQRT_2PI * fm.exp(-0.5 * x * x)
+    return g * (cdf + x * pdf)
+
+
+@_scalar
+def _gelu_tanh(x):
+    if x == -math.inf:
+        return 0.0
+    if abs(x) > 1e10:  # x**3 would overflow; gelu is x or 0 well before this
+        return x if x > 0.0 else 0.0
+    inner = SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)
+    return 0.5 * x * (1.0 + fm.tanh(inner))
+
+
+@_scalar
+def _gelu_tanh_backward(g, x):
+    if abs(x) > 1e10:  # the derivative is exactly 0 or 1 far before x**2 overflows
+        return 0.0 if x < 0.0 else g
+    inner = SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)
+    t = fm.tanh(inner)
+    dinner = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_C * x * x)
+    return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
+
+
+@_scalar
+def _silu(x):
+    if x == -math.inf:
+        return 0.0
+    return x * fm.sigmoid(x)
+
+
+@_scalar
+def _silu_backward(g, x):
+    if abs(x) == math.inf:
+        return 0.0 if x < 0.0 else g
+    s = fm.sigmoid(x)
+    return g * s * (1.0 + x * (1.0 - s))
+
+
+@_scalar
+def _mish(x):
+    if x == -math.inf:
+        return 0.0
+    return x * fm.tanh(fm.softplus(x))
+
+
+@_scalar
+def _mish_backward(g, x):
+    if abs(x) == math.inf:
+        return 0.0 if x < 0.0 else g
+    t = fm.tanh(fm.softplus(x))
+    return g * (t + x * fm.sigmoid(x) * (1.0 - t * t))
+
+
+@_scalar
+def _softplus(x, beta, threshold):
+    return x if x * beta > threshold else fm.softplus(x * beta) / beta
+
+
+@_scalar
+def _softplus_backward(g, y, beta, threshold):
+    return g if y * beta > threshold else g * -fm.expm1(-beta * y)
+
+
+@_scalar
+def _softsign(x):
+    if abs(x) == math.inf:
+        return 1.0 if x > 0.0 else -1.0
+    return x / (1.0 + abs(x))
+
+
+@_scalar
+def _softsign_backward(g, y):
+    d = 1.0 - abs(y)
+    return g * d * d
+
+
+@_scalar
+def _hardsigmoid(x):
+    if x <= -3.0:
+        return 0.0
+    if x >= 3.0:
+        return 1.0
+    return x / 6.0 + 0.5
+
+
+@_scalar
+def _hardsigmoid_backward(g, y):
+    return g / 6.0 if (y > 0.0 and y < 1.0) else 0.0
+
+
+@_scalar
+def _hardswish(x):
+    if x <= -3.0:
+        return -0.0
+    if x >= 3.0:
+        return x
+    return x * (x + 3.0) / 6.0
+
+
+@_scalar
+def _hardswish_backward(g, x):
+    if x < -3.0:
+        return 0.0
+    if x <= 3.0:
+        return g * (x / 3.0 + 0.5)
+    return g
+
+
+@_scalar
+def _hardtanh(x, min_val, max_val):
+    return min_val if x < min_val else (max_val if x > max_val else x)
+
+
+@_scalar
+def _hardtanh_backward(g, y, min_val, max_val):
+    return 0.0 if (y <= min_val or y >= max_val) else g
+
+
+@_scalar
+def _log_sigmoid(x):
+    return fm.log_sigmoid(x)
+
+
+@_scalar
+def _log_sigmoid_backward(g, y):
+    return g * -fm.expm1(y)
+
+
+@_scalar
+def _threshold(x, threshold, value):
+    return value if x <= threshold else x
+
+
+@_scalar
+def _threshold_backward(g, x, threshold, value):
+    return 0.0 if x <= threshold else g
+
+
+# --- float64 references (clarity over speed) ------------------------------------------
+
+
+def _sigmoid_ref(x):
+    with np.errstate(over="ignore"):
+        return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
+
+
+def _softplus_ref(x):
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def _phi(x):
+    """Standard normal cdf, accurate in the negative tail (erfc, no cancellation)."""
+    return 0.5 * _erfc(-x * SQRT_HALF)
+
+
+def _limits(x, value, at_neg_inf, at_pos_inf=None):
+    """`value` with the limits at +-inf patched in (where a formula gives inf*0)."""
+    value = np.where(x == -np.inf, at_neg_inf, value)
+    if at_pos_inf is not None:
+        value = np.where(x == np.inf, at_pos_inf, value)
+    return value
+
+
+def _gelu_tanh_ref(x):
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = np.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_C * x**3))
+        return _limits(x, 0.5 * x * (1 + t), 0.0)
+
+
+def _gelu_tanh_ref_derivative(x):
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = np.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_C * x**3))
+        d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_C * x * x)
+        return np.where(np.abs(x) > 1e10, (x > 0) * 1.0, d)
+
+
+def _mish_ref(x):
+    with np.errstate(invalid="ignore"):
+        return _limits(x, x * np.tanh(_softplus_ref(x)), 0.0)
+
+
+def _mish_ref_derivative(x):
+    with np.errstate(invalid="ignore"):
+        t = np.tanh(_softplus_ref(x))
+        return _limits(x, t + x * _sigmoid_ref(x) * (1 - t * t), 0.0, 1.0)
+
+
+def _nonneg(name):
+    def check(value, *_):
+        return None if value >= 0 else f"{name} must be >= 0, got {value}"
+
+    return check
+
+
+def _check_softplus(beta, threshold):
+    return None if beta > 0 else f"beta must be > 0, got {beta}"
+
+
+def _check_celu(alpha):
+    return None if alpha != 0 else "alpha must be nonzero"
+
+
+def _check_hardtanh(min_val, max_val):
+    return None if min_val <= max_val else f"min_val ({min_val}) must be <= max_val ({max_val})"
+
+
+_OUTPUT_NOTE = "the derivative is a function of the output"
+
+ACTIVATION_LIST: tuple[Activation, ...] = (
+    Activation(
+        "step",
+        "1 if x >= threshold else 0",
+        "0",
+        _step,
+        _step_backward,
+        "output",
+        lambda x, threshold: np.where(np.isnan(x), x, (x >= threshold) * 1.0),
+        lambda x, threshold: np.zeros_like(x),
+        params=(Param("threshold", 0.0),),
+        edges=(0.0,),
+        ulp=0,
+        note="NaN stays NaN (a hidden NaN is worse than a visible one); the gradient is 0.",
+    ),
+    Activation(
+        "linear",
+        "slope * x",
+        "slope",
+        _linear,
+        _linear_backward,
+        "output",
+        lambda x, slope: slope * x,
+        lambda x, slope: np.full_like(x, slope),
+        params=(Param("slope", 1.0),),
+        ulp=1,
+        note="the derivative is constant",
+    ),
+    Activation(
+        "sigmoid",
+        "1 / (1 + exp(-x))",
+        "y * (1 - y)",
+        _sigmoid,
+        _sigmoid_backward,
+        "output",
+        _sigmoid_ref,
+        lambda x: _sigmoid_ref(x) * _sigmoid_ref(-x),
+        edges=(-88.7, -17.0, 17.0, 88.7),
+        note=_OUTPUT_NOTE,
+    ),
+    Activation(
+        "tanh",
+        "tanh(x)",
+        "1 - y**2",
+        _tanh,
+        _tanh_backward,
+        "output",
+        np.tanh,
+        lambda x: 1 / np.cosh(x) ** 2,
+        edges=(-9.0, 9.0),
+        note=_OUTPUT_NOTE,
+    ),
+    Activation(
+        "relu",
+        "max(x, 0)",
+        "1 if y > 0 else 0",
+        _relu,
+        _relu_backward,
+        "output",
+        lambda x: np.where(x < 0, 0.0, x),
+        lambda x: (x > 0) * 1.0,
+        edges=(0.0,),
+        ulp=0,
+        note="y > 0 exactly where x > 0",
+    ),
+    Activation(
+        "relu6",
+        "min(max(x, 0), 6)",
+        "1 if 0 < y < 6 else 0",
+        _relu6,
+        _relu6_backward,
+        "output",
+        lambda x: np.where(x < 0, 0.0, np.where(x > 6, 6.0, x)),
+        lambda x: ((x > 0) & (x < 6)) * 1.0,
+        edges=(0.0, 6.0),
+        ulp=0,
+        note="0 < y < 6 exactly where 0 < x < 6",
+    ),
+    Activation(
+        "leaky_relu",
+        "x if x > 0 else negative_slope * x",
+        "1 if y > 0 else negative_slope",
+        _leaky_relu,
+        _leaky_relu_backward,
+        "output",
+        lambda x, negative_slope: np.where(x > 0, x, x * negative_slope),
+        lambda x, negative_slope: np.where(x > 0, 1.0, negative_slope),
+        params=(Param("negative_slope", 0.01),),
+        check=_nonneg("negative_slope"),
+        edges=(0.0,),
+        ulp=1,
+        note="sign(y) = sign(x) needs negative_slope >= 0 (as PyTorch's in-place backward)",
+    ),
+    Activation(
+        "elu",
+        "x if x > 0 else alpha * (exp(x) - 1)",
+        "1 if y > 0 else y + alpha",
+        _elu,
+        _elu_backward,
+        "output",
+        lambda x, alpha: np.where(x <= 0, alpha * np.expm1(x), x),
+        lambda x, alpha: np.where(x <= 0, alpha * np.exp(x), 1.0),
+        params=(Param("alpha", 1.0),),
+        check=_nonneg("alpha"),
+        edges=(0.0, -17.0, -88.7),
+        note="y <= 0 exactly where x <= 0 when alpha >= 0 (as PyTorch's in-place backward)",
+    ),
+    Activation(
+        "selu",
+        "scale * (x if x > 0 else alpha * (exp(x) - 1))",
+        "scale if y > 0 else y + scale * alpha",
+        _selu,
+        _selu_backward,
+        "output",
+        lambda x: SELU_SCALE * np.where(x <= 0, SELU_ALPHA * np.expm1(x), x),
+        lambda x: SELU_SCALE * np.where(x <= 0, SELU_ALPHA * np.exp(x), 1.0),
+        edges=(0.0, -17.0, -88.7),
+        note=_OUTPUT_NOTE,
+    ),
+    Activation(
+        "celu",
+        "x if x > 0 else alpha * (exp(x / alpha) - 1)",
+        "1 if y > 0 else y / alpha + 1",
+        _celu,
+        _celu_backward,
+        "output",
+        lambda x, alpha: np.where(x <= 0, alpha * np.expm1(x / alpha), x),
+        lambda x, alpha: np.where(x <= 0, np.exp(x / alpha), 1.0),
+        params=(Param("alpha", 1.0),),
+        check=_check_celu,
+        edges=(0.0, -17.0),
+        note="sign(y) = sign(x) for every alpha != 0",
+    ),
+    Activation(
+        "gelu",
+        "x * Phi(x) = x/2 * (1 + erf(x / sqrt(2)))",
+        "Phi(x) + x * phi(x)",
+        _gelu,
+        _gelu_backward,
+        "input",
+        lambda x: _limits(x, x * _phi(x), 0.0),
+        lambda x: _limits(x, _phi(x) + x * INV_SQRT_2PI * np.exp(-0.5 * x * x), 0.0, 1.0),
+        params=(Param("approximate", "none", choices={"none": "gelu", "tanh": "gelu_tanh"}),),
+        edges=(0.0, -5.0, -10.0),
+        note="not monotonic, so the output cannot give back the input",
+    ),
+    Activation(
+        "gelu_tanh",
+        "x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x**3)))",
+        "(1 + t)/2 + x/2 * (1 - t**2) * sqrt(2/pi) * (1 + 3 * 0.044715 x**2)",
+        _gelu_tanh,
+        _gelu_tanh_backward,
+        "input",
+        _gelu_tanh_ref,
+        _gelu_tanh_ref_derivative,
+        edges=(0.0, -5.0, -10.0),
+        public=False,
+        note="gelu(x, approximate='tanh'); not monotonic",
+    ),
+    Activation(
+        "silu",
+        "x * sigmoid(x)",
+        "s * (1 + x * (1 - s)), s = sigmoid(x)",
+        _silu,
+        _silu_backward,
+        "input",
+        lambda x: _limits(x, x * _sigmoid_ref(x), 0.0),
+        lambda x: _limits(
+            x, _sigmoid_ref(x) * (1 + x * _sigmoid_ref(-x)), 0.0, 1.0
+        ),
+        edges=(0.0, -1.278, -20.0),
+        note="not monotonic",
+    ),
+    Activation(
+        "mish",
+        "x * tanh(softplus(x))",
+        "t + x * sigmoid(x) * (1 - t**2), t = tanh(softplus(x))",
+        _mish,
+        _mish_backward,
+        "input",
+        _mish_ref,
+        _mish_ref_derivative,
+        edges=(0.0, -1.19, -20.0),
+        note="not monotonic",
+    ),
+    Activation(
+        "softplus",
+        "log(1 + exp(beta * x)) / beta, or x where beta * x > threshold",
+        "1 if beta * y > threshold else 1 - exp(-beta * y)",
+        _softplus,
+        _softplus_backward,
+        "output",
+        lambda x, beta, threshold: np.where(x * beta > threshold, x, _softplus_ref(x * beta) / beta),
+        lambda x, beta, threshold: np.where(x * beta > threshold, 1.0, _sigmoid_ref(x * beta)),
+        params=(Param("beta", 1.0), Param("threshold", 20.0)),
+        check=_check_softplus,
+        edges=(0.0, 20.0, -20.0),
+        note="sigmoid(beta x) = 1 - exp(-beta y)",
+    ),
+    Activation(
+        "softsign",
+        "x / (1 + |x|)",
+        "(1 - |y|)**2",
+        _softsign,
+        _softsign_backward,
+        "output",
+        lambda x: _limits(x, x / (1 + np.abs(x)), -1.0, 1.0),
+        lambda x: _limits(x, 1 / (1 + np.abs(x)) ** 2, 0.0, 0.0),
+        edges=(0.0,),
+        note="1 / (1 + |x|) = 1 - |y|",
+    ),
+    Activation(
+        "hardsigmoid",
+        "min(max(x + 3, 0), 6) / 6",
+        "1/6 if 0 < y < 1 else 0",
+        _hardsigmoid,
+        _hardsigmoid_backward,
+        "output",
+        lambda x: np.where(x <= -3, 0.0, np.where(x >= 3, 1.0, x / 6 + 0.5)),
+        lambda x: ((x > -3) & (x < 3)) / 6.0,
+        edges=(-3.0, 3.0),
+        ulp=1,
+        note="0 < y < 1 where -3 < x < 3 (up to the rounding of y next to the break points)",
+    ),
+    Activation(
+        "hardswish",
+        "x * min(max(x + 3, 0), 6) / 6",
+        "0 if x < -3 else 1 if x > 3 else x/3 + 1/2",
+        _hardswish,
+        _hardswish_backward,
+        "input",
+        lambda x: np.where(x <= -3, -0.0, np.where(x >= 3, x, x * (x + 3) / 6)),
+        lambda x: np.where(x < -3, 0.0, np.where(x <= 3, x / 3 + 0.5, 1.0)),
+        edges=(-3.0, 3.0, -1.5),
+        ulp=2,
+        note="not monotonic",
+    ),
+    Activation(
+        "hardtanh",
+        "min(max(x, min_val), max_val)",
+        "1 if min_val < y < max_val else 0",
+        _hardtanh,
+        _hardtanh_backward,
+        "output",
+        lambda x, min_val, max_val: np.where(x < min_val, min_val, np.where(x > max_val, max_val, x)),
+        lambda x, min_val, max_val: ((x > min_val) & (x < max_val)) * 1.0,
+        params=(Param("min_val", -1.0), Param("max_val", 1.0)),
+        check=_check_hardtanh,
+        edges=(-1.0, 1.0),
+        ulp=0,
+        note="min_val < y < max_val exactly where min_val < x < max_val",
+    ),
+    Activation(
+        "log_sigmoid",
+        "log(sigmoid(x)) = -softplus(-x)",
+        "1 - exp(y)",
+        _log_sigmoid,
+        _log_sigmoid_backward,
+        "output",
+        lambda x: -_softplus_ref(-x),
+        lambda x: _sigmoid_ref(-x),
+        edges=(0.0, -20.0, 20.0, 88.7),
+        note="sigmoid(-x) = 1 - exp(y)",
+    ),
+    Activation(
+        "threshold",
+        "x if x > threshold else value",
+        "1 if x > threshold else 0",
+        _threshold,
+        _threshold_backward,
+        "input",
+        lambda x, threshold, value: np.where(x <= threshold, value, x),
+        lambda x, threshold, value: (x > threshold) * 1.0,
+        params=(Param("threshold", None), Param("value", None)),
+        edges=(0.0,),
+        ulp=0,
+        note="y = value cannot tell x <= threshold from x == value > threshold",
+    ),
+)
+
+ACTIVATIONS: dict[str, Activation] = {a.name: a for a in ACTIVATION_LIST}

@@ -1,0 +1,46 @@
+"""Real numpy ufuncs (``@vectorize``, float32 and float64 loops) for every activation.
+
+``ufuncs.<name>(x, *params)`` is the forward and ``ufuncs.<name>_backward(grad, saved,
+*params)`` the backward (``saved`` as in the table's ``saves``). Parameters are ufunc
+inputs, so they broadcast and have no defaults: ``ufuncs.elu(x, 1.0)``. gelu's tanh
+approximation is ``ufuncs.gelu_tanh``. They support ``out=``, ``where=``, broadcasting,
+and every other ufunc feature; they are built (and compiled) on first access.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+from numba import vectorize
+
+from .definitions import ACTIVATIONS
+
+__all__ = [n for a in ACTIVATIONS for n in (a, f"{a}_backward")]
+
+
+def _signatures(nin: int) -> list[str]:
+    return [f"{t}({', '.join([t] * nin)})" for t in ("float32", "float64")]
+
+
+@cache
+def _build(name: str) -> np.ufunc:
+    if name not in __all__:
+        raise AttributeError(f"module 'fastact.ufuncs' has no attribute {name!r}")
+    backward = name.endswith("_backward")
+    entry = ACTIVATIONS[name.removesuffix("_backward")]
+    scalar = entry.backward if backward else entry.forward
+    nin = (2 if backward else 1) + len(entry.kernel_params)
+    ufunc = vectorize(_signatures(nin), cache=True)(scalar.py_func).ufunc
+    ufunc.__doc__ = f"{name}: numpy ufunc of fastact.{name} (y = {entry.formula})."
+    return ufunc
+
+
+def __getattr__(name: str) -> np.ufunc:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return _build(name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
