@@ -24,7 +24,7 @@ from ._dispatch import run
 from ._kernels import backward_kernels, forward_kernels
 from .definitions import Activation
 
-_TEMPLATE = '''
+_TEMPLATE = """
 def {name}(x{sig}, *, out=None):
     x = as_input(x, "x")
     {kname}
@@ -65,7 +65,7 @@ def {name}_backward_(grad, saved{sig}):
     {kname}
     params = convert(entry, ({pargs}), grad.dtype)
     return run(backward_kernels(kname), (grad, saved), grad, params)
-'''
+"""
 
 
 def convert(entry: Activation, values: tuple, dtype: np.dtype) -> tuple:
@@ -106,9 +106,7 @@ def _docstrings(entry: Activation) -> dict[str, str]:
 
 def make_functions(entry: Activation, table: dict[str, Activation]) -> dict[str, Callable]:
     """The four public functions of ``entry``, keyed by their names."""
-    sig = "".join(
-        f", {p.name}" + ("" if p.default is None else f"={p.default!r}") for p in entry.params
-    )
+    sig = "".join(f", {p.name}" + ("" if p.default is None else f"={p.default!r}") for p in entry.params)
     pargs = "".join(f"{p.name}, " for p in entry.kernel_params)
     chooser = next((p for p in entry.params if p.choices), None)
     if chooser is None:
@@ -130,7 +128,7 @@ def make_functions(entry: Activation, table: dict[str, Activation]) -> dict[str,
         "choices": chooser.choices if chooser else None,
     }
     source = _TEMPLATE.format(name=entry.name, sig=sig, pargs=pargs, kname=kname)
-    exec(compile(source, f"<fastact.{entry.name}>", "exec"), namespace)  # noqa: S102 - trusted template
+    exec(compile(source, f"<fastact.{entry.name}>", "exec"), namespace)
     functions = {}
     for suffix, doc in _docstrings(entry).items():
         function = namespace[entry.name + suffix]

@@ -28,7 +28,7 @@ def as_input(x: object, name: str) -> np.ndarray:
         else:
             try:
                 x = np.asarray(x)
-            except Exception as exc:  # noqa: BLE001 - any failure means "not an array"
+            except Exception as exc:
                 raise TypeError(f"{name} must be an array, got {type(x).__name__}") from exc
             if x.dtype == object:
                 raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__}")
@@ -48,7 +48,9 @@ def as_output(a: object, name: str) -> np.ndarray:
     if a.ndim and 0 in a.strides and a.size > 1:
         for n, s in zip(a.shape, a.strides):
             if s == 0 and n > 1:
-                raise ValueError(f"{name} has a zero stride (a broadcast view); it cannot be written element by element")
+                raise ValueError(
+                    f"{name} has a zero stride (a broadcast view); it cannot be written in place"
+                )
     return a
 
 

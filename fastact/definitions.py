@@ -578,9 +578,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         _silu_backward,
         "input",
         lambda x: _limits(x, x * _sigmoid_ref(x), 0.0),
-        lambda x: _limits(
-            x, _sigmoid_ref(x) * (1 + x * _sigmoid_ref(-x)), 0.0, 1.0
-        ),
+        lambda x: _limits(x, _sigmoid_ref(x) * (1 + x * _sigmoid_ref(-x)), 0.0, 1.0),
         edges=(0.0, -1.278, -20.0),
         note="not monotonic",
     ),
