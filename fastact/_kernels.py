@@ -9,8 +9,10 @@ of a signature, and cached on disk.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from numba import njit, prange
 
@@ -69,20 +71,34 @@ class KernelSet:
     parallel_2d: object
 
 
-def _pin_uuid(dispatcher) -> None:
-    """Give a scalar dispatcher a stable identity so kernels built on it cache.
+@cache
+def source_fingerprint() -> str:
+    """A hash of fastact's own sources.
 
-    numba keys a closure's on-disk cache entry by the pickled cell contents, and a
-    dispatcher pickles with a uuid drawn at random in each process: without this,
-    every process would compile the kernels again.
+    numba's cache notices a change in a kernel's own code, not in the functions it
+    calls from other files (the table's scalars, the math layer): the fingerprint
+    goes into every kernel's cache key so a stale kernel is never loaded.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def pin_uuid(dispatcher) -> None:
+    """Give a scalar dispatcher a stable identity, so closures over it cache.
+
+    numba keys a closure's on-disk cache entry by its pickled cell contents, and a
+    dispatcher pickles with a uuid drawn at random in each process: without a fixed
+    one, every process would compile every kernel again.
     """
     if dispatcher._MemoMixin__uuid is None:
         func = dispatcher.py_func
-        dispatcher._set_uuid(f"fastact:{func.__module__}.{func.__qualname__}")
+        dispatcher._set_uuid(f"fastact:{func.__module__}.{func.__qualname__}:{source_fingerprint()}")
 
 
 def _kernel_set(scalar, nin: int) -> KernelSet:
-    _pin_uuid(scalar)
+    pin_uuid(scalar)
     flat, strided = (_unary, _unary_2d) if nin == 1 else (_binary, _binary_2d)
     return KernelSet(flat(scalar, False), flat(scalar, True), strided(scalar, False), strided(scalar, True))
 

@@ -1,55 +1,62 @@
 """Scalar math through the C library: accurate, but not vectorizable by LLVM.
 
+Everything is computed in float64 (float32 inputs are widened first), so composites
+such as x * sigmoid(x) never see a float32 subnormal intermediate.
+
 These are the baseline implementations the definitions table calls. The fast,
 vectorizing replacements live in :mod:`fastact._math` and have the same names.
 """
 
 import math
 
+import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit
 def exp(x):
-    return math.exp(x)
+    return math.exp(np.float64(x))
 
 
-@njit(cache=True)
+@njit
 def expm1(x):
-    return math.expm1(x)
+    return math.expm1(np.float64(x))
 
 
-@njit(cache=True)
+@njit
 def log1p(x):
-    return math.log1p(x)
+    return math.log1p(np.float64(x))
 
 
-@njit(cache=True)
+@njit
 def tanh(x):
-    return math.tanh(x)
+    return math.tanh(np.float64(x))
 
 
-@njit(cache=True)
+@njit
 def erf(x):
-    return math.erf(x)
+    return math.erf(np.float64(x))
 
 
-@njit(cache=True)
+@njit
 def sigmoid(x):
     """1 / (1 + e^-x), written so neither tail overflows."""
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
+    t = np.float64(x)
+    if t >= 0:
+        return 1.0 / (1.0 + math.exp(-t))
+    e = math.exp(t)
     return e / (1.0 + e)
 
 
-@njit(cache=True)
+@njit
 def softplus(x):
     """log(1 + e^x) = max(x, 0) + log1p(e^-|x|)."""
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+    t = np.float64(x)
+    return max(t, 0.0) + math.log1p(math.exp(-abs(t)))
 
 
-@njit(cache=True)
+@njit
 def log_sigmoid(x):
     """log(sigmoid(x)) = min(x, 0) - log1p(e^-|x|)."""
-    return min(x, 0.0) - math.log1p(math.exp(-abs(x)))
+    t = np.float64(x)
+    return min(t, 0.0) - math.log1p(math.exp(-abs(t)))

@@ -26,7 +26,7 @@ from numba import njit
 
 from . import _libm as fm
 
-_scalar = njit(cache=True)
+_scalar = njit  # not cached itself: kernels inline it and are cached
 
 SQRT_HALF = 0.7071067811865476  # 1/sqrt(2)
 INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
@@ -668,7 +668,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         _log_sigmoid,
         _log_sigmoid_backward,
         "output",
-        lambda x: -_softplus_ref(-x),
+        lambda x: np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x))),
         lambda x: _sigmoid_ref(-x),
         edges=(0.0, -20.0, 20.0, 88.7),
         note="sigmoid(-x) = 1 - exp(y)",

@@ -14,6 +14,7 @@ from functools import cache
 import numpy as np
 from numba import vectorize
 
+from ._kernels import pin_uuid
 from .definitions import ACTIVATIONS
 
 __all__ = [n for a in ACTIVATIONS for n in (a, f"{a}_backward")]
@@ -21,6 +22,16 @@ __all__ = [n for a in ACTIVATIONS for n in (a, f"{a}_backward")]
 
 def _signatures(nin: int) -> list[str]:
     return [f"{t}({', '.join([t] * nin)})" for t in ("float32", "float64")]
+
+
+# Closures over the scalar, with fixed arity as @vectorize needs: like the kernels,
+# they cache on disk under a key that includes the source fingerprint (pin_uuid).
+_ARITY = {
+    1: lambda f: lambda a: f(a),
+    2: lambda f: lambda a, b: f(a, b),
+    3: lambda f: lambda a, b, c: f(a, b, c),
+    4: lambda f: lambda a, b, c, d: f(a, b, c, d),
+}
 
 
 @cache
@@ -31,7 +42,8 @@ def _build(name: str) -> np.ufunc:
     entry = ACTIVATIONS[name.removesuffix("_backward")]
     scalar = entry.backward if backward else entry.forward
     nin = (2 if backward else 1) + len(entry.kernel_params)
-    ufunc = vectorize(_signatures(nin), cache=True)(scalar.py_func).ufunc
+    pin_uuid(scalar)
+    ufunc = vectorize(_signatures(nin), cache=True)(_ARITY[nin](scalar)).ufunc
     ufunc.__doc__ = f"{name}: numpy ufunc of fastact.{name} (y = {entry.formula})."
     return ufunc
 
