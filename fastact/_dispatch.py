@@ -19,22 +19,23 @@ from ._kernels import KernelSet
 PARALLEL_THRESHOLD = 1 << 15
 
 
-def _overlaps(a: np.ndarray, out: np.ndarray) -> bool:
-    """True when ``out`` overlaps ``a`` other than element for element."""
+def _unaliased(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``a``, or a copy of it when ``out`` overlaps it other than element for element.
+
+    Writing ``out`` must not change inputs not yet read (numpy ufuncs do the same).
+    """
     if a is out or not np.may_share_memory(a, out):
-        return False
-    same_start = a.__array_interface__["data"][0] == out.__array_interface__["data"][0]
-    return not (same_start and a.strides == out.strides)
+        return a
+    if a.__array_interface__["data"][0] == out.__array_interface__["data"][0] and a.strides == out.strides:
+        return a
+    return a.copy()
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
+    """A 1-d view of a C- or F-contiguous array, in memory order."""
+    if a.ndim == 1:
+        return a
     return a.reshape(-1) if a.flags.c_contiguous else a.T.reshape(-1)
-
-
-def _same_order(arrays: tuple[np.ndarray, ...]) -> bool:
-    if all(a.flags.c_contiguous for a in arrays):
-        return True
-    return all(a.flags.f_contiguous for a in arrays)
 
 
 def _collapse(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
@@ -69,11 +70,21 @@ def run(kernels: KernelSet, inputs: tuple[np.ndarray, ...], out: np.ndarray, par
     n = out.size
     if n == 0:
         return out
-    inputs = tuple(a.copy() if _overlaps(a, out) else a for a in inputs)
-    arrays = (*inputs, out)
-    if _same_order(arrays):
+    if len(inputs) == 1:
+        arrays = (_unaliased(inputs[0], out), out)
+    else:
+        arrays = (_unaliased(inputs[0], out), _unaliased(inputs[1], out), out)
+    c_order = f_order = True
+    for a in arrays:
+        flags = a.flags
+        c_order = c_order and flags.c_contiguous
+        f_order = f_order and flags.f_contiguous
+    if c_order or f_order:
         kernel = kernels.parallel if n >= PARALLEL_THRESHOLD else kernels.serial
-        kernel(*(_flat(a) for a in arrays), *params)
+        if len(arrays) == 2:
+            kernel(_flat(arrays[0]), _flat(out), *params)
+        else:
+            kernel(_flat(arrays[0]), _flat(arrays[1]), _flat(out), *params)
         return out
     views = _collapse(arrays)
     kernel = kernels.parallel_2d if n >= PARALLEL_THRESHOLD else kernels.serial_2d
