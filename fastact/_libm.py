@@ -39,6 +39,11 @@ def erf(x):
 
 
 @njit
+def erfc(x):
+    return math.erfc(np.float64(x))
+
+
+@njit
 def sigmoid(x):
     """1 / (1 + e^-x), written so neither tail overflows."""
     t = np.float64(x)

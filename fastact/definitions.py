@@ -52,7 +52,13 @@ class Param:
 
 @dataclass(frozen=True)
 class Activation:
-    """One activation: scalar kernels, what its backward needs, references, edges."""
+    """One activation: scalar kernels, what its backward needs, references, edges.
+
+    ``ulp`` is the stated forward error bound in units in the last place. Where a
+    function is ill-conditioned (gelu's far negative tail, where y ~ x e^(-x^2/2)
+    amplifies the rounding of its argument) ``tail = (x_below, ulp_there)`` states a
+    looser bound for x < x_below.
+    """
 
     name: str
     formula: str
@@ -66,6 +72,7 @@ class Activation:
     check: Callable[..., str | None] | None = None
     edges: tuple[float, ...] = ()
     ulp: int = 4
+    tail: tuple[float, int] | None = None
     public: bool = True
     note: str = ""
     defaults: dict = field(init=False, repr=False)
@@ -189,14 +196,14 @@ def _celu_backward(g, y, alpha):
 def _gelu(x):
     if x == -math.inf:
         return 0.0
-    return 0.5 * x * (1.0 + fm.erf(x * SQRT_HALF))
+    return 0.5 * x * fm.erfc(-x * SQRT_HALF)  # erfc: no cancellation in the negative tail
 
 
 @_scalar
 def _gelu_backward(g, x):
     if abs(x) == math.inf:
         return 0.0 if x < 0.0 else g
-    cdf = 0.5 * (1.0 + fm.erf(x * SQRT_HALF))
+    cdf = 0.5 * fm.erfc(-x * SQRT_HALF)
     pdf = INV_SQRT_2PI * fm.exp(-0.5 * x * x)
     return g * (cdf + x * pdf)
 
@@ -208,7 +215,7 @@ def _gelu_tanh(x):
     if abs(x) > 1e10:  # x**3 would overflow; gelu is x or 0 well before this
         return x if x > 0.0 else 0.0
     inner = SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)
-    return 0.5 * x * (1.0 + fm.tanh(inner))
+    return x * fm.sigmoid(2.0 * inner)  # = x/2 (1 + tanh(inner)), without cancellation
 
 
 @_scalar
@@ -280,7 +287,7 @@ def _hardsigmoid(x):
         return 0.0
     if x >= 3.0:
         return 1.0
-    return x / 6.0 + 0.5
+    return (x + 3.0) / 6.0  # x + 3 is exact near -3, x/6 + 1/2 would cancel
 
 
 @_scalar
@@ -368,8 +375,8 @@ def _limits(x, value, at_neg_inf, at_pos_inf=None):
 
 def _gelu_tanh_ref(x):
     with np.errstate(over="ignore", invalid="ignore"):
-        t = np.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_C * x**3))
-        return _limits(x, 0.5 * x * (1 + t), 0.0)
+        inner = SQRT_2_OVER_PI * (x + GELU_TANH_C * x**3)
+        return _limits(x, x * _sigmoid_ref(2 * inner), 0.0)  # 1 + tanh(u) = 2 sigmoid(2u)
 
 
 def _gelu_tanh_ref_derivative(x):
@@ -555,6 +562,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         lambda x: _limits(x, _phi(x) + x * INV_SQRT_2PI * np.exp(-0.5 * x * x), 0.0, 1.0),
         params=(Param("approximate", "none", choices={"none": "gelu", "tanh": "gelu_tanh"}),),
         edges=(0.0, -5.0, -10.0),
+        ulp=8,
+        tail=(-3.0, 64),
         note="not monotonic, so the output cannot give back the input",
     ),
     Activation(
@@ -567,6 +576,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         _gelu_tanh_ref,
         _gelu_tanh_ref_derivative,
         edges=(0.0, -5.0, -10.0),
+        ulp=8,
+        tail=(-3.0, 4096),
         public=False,
         note="gelu(x, approximate='tanh'); not monotonic",
     ),
@@ -627,7 +638,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         _hardsigmoid,
         _hardsigmoid_backward,
         "output",
-        lambda x: np.where(x <= -3, 0.0, np.where(x >= 3, 1.0, x / 6 + 0.5)),
+        lambda x: np.where(x <= -3, 0.0, np.where(x >= 3, 1.0, (x + 3) / 6)),
         lambda x: ((x > -3) & (x < 3)) / 6.0,
         edges=(-3.0, 3.0),
         ulp=1,

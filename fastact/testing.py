@@ -70,14 +70,14 @@ def ulp_error(got: np.ndarray, ref: np.ndarray, dtype: np.dtype | type) -> np.nd
     NaN where exactly one of them is NaN or they are unequal infinities, so that
     ``np.nanmax`` is not fooled: callers check NaN positions separately.
     """
-    got = np.asarray(got, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
+    got = np.asarray(got, dtype=np.longdouble)
+    ref = np.asarray(ref, dtype=np.longdouble)
     with np.errstate(over="ignore", invalid="ignore"):
         ref_in_dtype = np.abs(ref).astype(dtype)
         spacing = np.spacing(np.where(np.isinf(ref_in_dtype), np.finfo(dtype).max, ref_in_dtype))
-        err = np.abs(got - ref) / spacing.astype(np.float64)
-        rounded = ref.astype(dtype).astype(np.float64)  # an overflow to inf is exact
-    same = (got == ref) | (got == rounded) | (np.isnan(got) & np.isnan(ref))
+        err = np.abs(got - ref) / spacing.astype(np.longdouble)
+        rounded = ref.astype(dtype).astype(np.longdouble)  # an overflow to inf is exact
+    same = (got == ref) | ((got == rounded) & np.isinf(rounded)) | (np.isnan(got) & np.isnan(ref))
     return np.where(same, 0.0, err)
 
 
@@ -85,3 +85,39 @@ def default_params(entry: Activation) -> tuple[float, ...]:
     """Kernel parameter values to test with: defaults, or typical values if required."""
     typical = {"threshold": 0.1, "value": 20.0}
     return tuple(float(p.default if p.default is not None else typical[p.name]) for p in entry.kernel_params)
+
+
+# Results in the subnormal range carry an absolute bound: a subnormal intermediate
+# (e.g. sigmoid(-94) in float32) has few significant bits, and x * it amplifies that.
+SUBNORMAL_ULPS = 128
+
+
+def forward_ulp(entry: Activation, x: np.ndarray, got: np.ndarray, params: tuple[float, ...]) -> np.ndarray:
+    """Per-element ulp error of ``got = entry(x)`` against an extended-precision reference.
+
+    Subnormal results within ``SUBNORMAL_ULPS`` of the smallest subnormal count as exact.
+    """
+    dtype = x.dtype
+    with np.errstate(all="ignore"):
+        # Extended precision where numpy has it (x86: 80-bit), so float64 is judged
+        # against something better than float64.
+        ref = entry.reference(x.astype(np.longdouble), *rounded(params, dtype))
+        err = ulp_error(got, ref, dtype)
+        abs_err = np.abs(np.asarray(got, np.longdouble) - ref)
+        info = np.finfo(dtype)
+        subnormal = np.abs(ref) < info.smallest_normal
+        err[subnormal & (abs_err <= SUBNORMAL_ULPS * info.smallest_subnormal)] = 0.0
+    return err.astype(np.float64)
+
+
+def rounded(params: tuple[float, ...], dtype: np.dtype | type) -> tuple[float, ...]:
+    """Parameters as the kernels see them: cast to the arrays' dtype."""
+    return tuple(float(np.dtype(dtype).type(p)) for p in params)
+
+
+def stated_bound(entry: Activation, x: np.ndarray) -> np.ndarray:
+    """The entry's stated ulp bound at each x (looser in an ill-conditioned tail)."""
+    if entry.tail is None:
+        return np.full(x.shape, float(entry.ulp))
+    with np.errstate(invalid="ignore"):
+        return np.where(x < entry.tail[0], float(entry.tail[1]), float(entry.ulp))
