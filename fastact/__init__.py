@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 from ._api import make_functions
+from ._cuda_probe import cuda_is_available
 from .definitions import ACTIVATIONS, Activation, Param
 
 __version__ = "0.1.0"
@@ -20,7 +21,7 @@ for _entry in ACTIVATIONS.values():
         _functions.update(make_functions(_entry, ACTIVATIONS))
 globals().update(_functions)
 
-__all__ = ["ACTIVATIONS", "Activation", "Param", "ufuncs", "__version__", *_functions]
+__all__ = ["ACTIVATIONS", "Activation", "Param", "cuda_is_available", "ufuncs", "__version__", *_functions]
 
 _LAZY = {"ufuncs"}
 

@@ -1,0 +1,150 @@
+"""Compile plain Python functions for the GPU, with their globals rebound.
+
+The table's scalar kernels are ``@njit`` functions that call CPU math helpers
+(``fastact._libm``, later ``fastact._math``, whose bit tricks need not compile for
+CUDA). :class:`Builder` takes a function's ``py_func`` and makes a copy of it whose
+globals are rebound before compiling it with a given ``jit``:
+
+* a CPU math-helper module (:data:`HELPER_MODULES`) -> a namespace of the same names
+  from :mod:`fastact.cuda._math` (``math.exp`` etc., which CUDA lowers to libdevice);
+* a numba dispatcher, a function tagged with :func:`device` or one of the GPU helper
+  module -> its ``py_func``, rebuilt the same way (recursively) and compiled as a
+  device function;
+* for float32: every float constant (literals in the code, float globals, ``math.inf``)
+  -> ``np.float32``, so float32 data is computed in float32 rather than promoted to
+  float64 by Python's float literals (GPUs run float64 at 1/2 to 1/64 of the float32
+  rate). Entries whose float32 result would break their stated ulp bound that way are
+  listed in :data:`WIDEN` and computed in float64 instead.
+
+Nothing here imports ``numba.cuda``: with ``jit=numba.njit`` the same builder gives
+CPU functions, which is how the tests check the float32 arithmetic without a GPU.
+"""
+
+from __future__ import annotations
+
+import dis
+import math
+import types
+from collections.abc import Callable
+
+import numpy as np
+
+from . import _math
+
+# CPU math-helper modules and their GPU replacement (same function names).
+HELPER_MODULES = {"fastact._libm": _math, "fastact._math": _math}
+
+# (activation, "forward"/"backward") computed in float64 for float32 data: computing
+# these in float32 breaks the entry's ulp bound (gelu's far tail amplifies the
+# rounding of x/sqrt(2); silu and mish go through a subnormal sigmoid near x = -90).
+# tests/test_cuda.py checks that every other entry meets its bound in float32.
+WIDEN = frozenset({("gelu", "forward"), ("gelu_tanh", "forward"), ("silu", "forward"), ("mish", "forward")})
+
+_DEVICE_TAG = "_fastact_device"
+
+
+def device(func: Callable) -> Callable:
+    """Mark a plain Python function as a device helper that :class:`Builder` compiles."""
+    setattr(func, _DEVICE_TAG, True)
+    return func
+
+
+def compute_dtype(name: str, direction: str, dtype: np.dtype) -> np.dtype:
+    """The dtype the scalar of ``name`` computes in for arrays of ``dtype``."""
+    if dtype == np.float32 and (name, direction) in WIDEN:
+        return np.dtype(np.float64)
+    return np.dtype(dtype)
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Names ``code`` loads as globals (``co_names`` also holds attribute names)."""
+    return {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+
+
+def _is_dispatcher(value: object) -> bool:
+    return hasattr(value, "py_func") and type(value).__module__.startswith("numba")
+
+
+def _is_gpu_helper(value: object) -> bool:
+    """A function of a GPU helper module (they call each other: sigmoid from silu)."""
+    return isinstance(value, types.FunctionType) and value.__module__ == _math.__name__
+
+
+class Builder:
+    """Compiles functions for one float type, rebinding their globals (see module doc).
+
+    ``jit`` compiles a device function (``cuda.jit(device=True)`` or ``numba.njit``);
+    ``kernel_jit`` (optional) compiles the functions passed to :meth:`kernel`.
+    """
+
+    def __init__(self, jit: Callable, ftype: type, numpy_math: bool = False) -> None:
+        self.jit = jit
+        self.ftype = np.dtype(ftype).type
+        self._compiled: dict[object, Callable] = {}
+        self._namespaces: dict[str, types.ModuleType] = {}
+        self._math = self._math_proxy(numpy_math) if self.ftype is np.float32 or numpy_math else math
+
+    def function(self, func: Callable) -> Callable:
+        """``func`` (a dispatcher or plain function) compiled with ``jit``; cached."""
+        py = getattr(func, "py_func", func)
+        compiled = self._compiled.get(py)
+        if compiled is None:
+            compiled = self._compiled[py] = self.jit(self.rebind(py))
+        return compiled
+
+    def rebind(self, py: types.FunctionType) -> types.FunctionType:
+        """A copy of ``py`` with rebound globals and (float32) retyped constants."""
+        code = py.__code__
+        glob = dict(py.__globals__)
+        for name in _global_names(code):
+            if name in glob:
+                glob[name] = self._global(glob[name])
+        if self.ftype is np.float32:
+            code = code.replace(co_consts=tuple(self._const(c) for c in code.co_consts))
+        new = types.FunctionType(code, glob, py.__name__, py.__defaults__, py.__closure__)
+        new.__qualname__ = py.__qualname__
+        new.__module__ = py.__module__
+        return new
+
+    def _const(self, value: object) -> object:
+        return self.ftype(value) if type(value) is float else value
+
+    def _global(self, value: object) -> object:
+        if type(value) is float:
+            return self.ftype(value)
+        if isinstance(value, types.ModuleType):
+            if value is math:
+                return self._math
+            helper = HELPER_MODULES.get(value.__name__)
+            if helper is not None:
+                return self._namespace(helper)
+            return value
+        if _is_dispatcher(value) or getattr(value, _DEVICE_TAG, False) or _is_gpu_helper(value):
+            return self.function(value)
+        return value
+
+    def _namespace(self, module: types.ModuleType) -> types.ModuleType:
+        """A module object holding ``module``'s public functions, compiled."""
+        space = self._namespaces.get(module.__name__)
+        if space is None:
+            space = types.ModuleType(f"{module.__name__}[{self.ftype.__name__}]")
+            for name in module.__all__:
+                setattr(space, name, self.function(getattr(module, name)))
+            self._namespaces[module.__name__] = space
+        return space
+
+    def _math_proxy(self, numpy_math: bool) -> types.ModuleType:
+        """``math`` with constants of the float type (``math.inf`` would promote float32).
+
+        With ``numpy_math`` (the simulator, which runs the code as Python) the functions
+        that raise on overflow or log(0) are numpy's, which follow IEEE rules as the
+        GPU does, in the argument's precision.
+        """
+        proxy = types.ModuleType(f"math[{self.ftype.__name__}]")
+        proxy.__dict__.update({k: v for k, v in vars(math).items() if not k.startswith("__")})
+        for name in ("inf", "nan", "pi", "e", "tau"):
+            setattr(proxy, name, self.ftype(getattr(math, name)))
+        if numpy_math:
+            for name in ("exp", "expm1", "log", "log1p", "tanh"):
+                setattr(proxy, name, getattr(np, name))
+        return proxy

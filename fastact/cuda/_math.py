@@ -1,0 +1,104 @@
+"""The math helpers of the definitions table, for the GPU.
+
+The same names and special values as :mod:`fastact._libm` / :mod:`fastact._math`,
+written with ``math`` functions that CUDA lowers to libdevice (``math.exp`` of a
+float32 is ``__nv_expf``). They are plain Python: :class:`fastact.cuda._compile.Builder`
+compiles them per float type, retyping the literals, so a float32 argument is computed
+in float32 (and ``like(x, v)`` is just ``v``, already of x's type).
+"""
+
+import math
+
+__all__ = [
+    "erf", "erfc", "exp", "expm1", "gaussian", "gelu", "gelu_tanh", "like", "log", "log1p",
+    "log_sigmoid", "mish", "sigmoid", "silu", "softplus", "tanh",
+]  # fmt: skip
+
+SQRT_HALF = 0.7071067811865476
+SQRT_2_OVER_PI = 0.7978845608028654
+GELU_TANH_C = 0.044715
+
+
+def like(x, value):
+    return value
+
+
+def log(x):
+    return math.log(x)
+
+
+def exp(x):
+    return math.exp(x)
+
+
+def expm1(x):
+    return math.expm1(x)
+
+
+def log1p(x):
+    return math.log1p(x)
+
+
+def tanh(x):
+    return math.tanh(x)
+
+
+def erf(x):
+    return math.erf(x)
+
+
+def erfc(x):
+    return math.erfc(x)
+
+
+def sigmoid(x):
+    """1 / (1 + e^-x), written so neither tail overflows."""
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def softplus(x):
+    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|)."""
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def log_sigmoid(x):
+    """log(sigmoid(x)) = min(x, 0) - log1p(e^-|x|)."""
+    return min(x, 0.0) - math.log1p(math.exp(-abs(x)))
+
+
+def gaussian(x):
+    """e^(-x^2/2)."""
+    return math.exp(-0.5 * x * x)
+
+
+def silu(x):
+    """x * sigmoid(x); -0.0 at -inf."""
+    if x == -math.inf:
+        return -0.0
+    return x * sigmoid(x)
+
+
+def gelu(x):
+    """x/2 erfc(-x/sqrt 2); -0.0 at -inf."""
+    if x == -math.inf:
+        return -0.0
+    return 0.5 * x * math.erfc(-x * SQRT_HALF)
+
+
+def gelu_tanh(x):
+    """x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)); -0.0 below -64."""
+    if x < -64.0:
+        return -0.0
+    if x > 1e10:
+        return x
+    return x * sigmoid(2.0 * SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x))
+
+
+def mish(x):
+    """x tanh(softplus(x)); -0.0 at -inf."""
+    if x == -math.inf:
+        return -0.0
+    return x * math.tanh(softplus(x))

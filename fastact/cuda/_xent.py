@@ -1,0 +1,381 @@
+"""Fused softmax cross-entropy (torch.nn.functional.cross_entropy) and its gradient, on the GPU.
+
+For a row x with logZ = log(sum_c e^(x_c)), class weights w (1 without ``weight``),
+smoothing eps over C classes and a class target t::
+
+    loss = (1 - eps) w_t (logZ - x_t) + eps/C * sum_c w_c (logZ - x_c)
+    dloss/dx_j = p_j ((1 - eps) w_t + eps/C * sum_c w_c) - (1 - eps) w_t [j = t] - eps/C * w_j
+
+and for probability targets q (same shape as the logits), with a_c = w_c ((1 - eps) q_c + eps/C)::
+
+    loss = sum_c a_c (logZ - x_c),   dloss/dx_j = p_j sum_c a_c - a_j
+
+"mean" divides by the sum of w_t over rows not ignored (class targets) or by the
+number of rows (probability targets); the gradient is that of the returned loss
+("none": of its sum). One block-group per row reads the logits twice and writes the
+gradient once; a target outside [0, C) cannot be reported without a device-to-host
+sync, so its row gets a NaN loss and gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import numpy as np
+from numba import cuda
+
+from .._validate import choice, real
+from ._arrays import DArray, _numba_empty, as_device, check_stream, empty, empty_like, resolve_stream, view
+from ._compile import device
+from ._kernels import builder, collapse, unaliased
+from ._launch import blocks, compile_kernel, launch, settings
+from ._softmax import group_size
+from ._softmax_kernels import push, tree_maxsum, tree_sum
+
+# --- kernels --------------------------------------------------------------------------
+
+
+@device
+def _reduce_row(x, q, w, o, k, start, stop, step, keep, smooth, weighted, probs):
+    """Running (max, sum) of the row and, where needed, sum(a_c) and sum(a_c x_c)."""
+    m = -math.inf
+    s = 0.0
+    a_sum = 0.0
+    ax_sum = 0.0
+    for j in range(start, stop, step):
+        v = x[o, j, k]
+        m, s = push(m, s, v)
+        if probs or smooth != 0.0:
+            a = w[j] if weighted else 1.0
+            if probs:
+                a *= keep * q[o, j, k] + smooth
+            a_sum += a
+            ax_sum += a * v
+    return m, s, a_sum, ax_sum
+
+
+def xent_index(tpb, dt):
+    def kernel(x, t, w, grad, loss, den, scale, use_den, ignore, keep, smooth, weighted, group):
+        sm = cuda.shared.array(tpb, dt)
+        ss = cuda.shared.array(tpb, dt)
+        sa = cuda.shared.array(tpb, dt)
+        sb = cuda.shared.array(tpb, dt)
+        tid = cuda.threadIdx.x
+        lane = tid % group
+        first = tid - lane
+        per_block = tpb // group
+        n = x.shape[1]
+        inner = x.shape[2]
+        rows = x.shape[0] * inner
+        if use_den:
+            scale = 1.0 / den[0]
+        for base in range(cuda.blockIdx.x * per_block, rows, cuda.gridDim.x * per_block):
+            row = base + tid // group
+            o = row // inner
+            k = row - o * inner
+            target = ignore
+            if row < rows:
+                target = t[o, k]
+            active = row < rows and target != ignore
+            m = -math.inf
+            s = 0.0
+            a_sum = 0.0
+            ax_sum = 0.0
+            if active:
+                m, s, a_sum, ax_sum = _reduce_row(
+                    x, x, w, o, k, lane, n, group, keep, smooth, weighted, False
+                )
+            sm[tid] = m
+            ss[tid] = s
+            sa[tid] = a_sum
+            sb[tid] = ax_sum
+            cuda.syncthreads()
+            tree_maxsum(sm, ss, tid, lane, group)
+            if smooth != 0.0:
+                tree_sum(sa, tid, lane, group)
+                tree_sum(sb, tid, lane, group)
+            m = sm[first]
+            s = ss[first]
+            a_sum = sa[first]
+            ax_sum = sb[first]
+            x_t = math.nan
+            w_t = math.nan
+            if active and target >= 0 and target < n:
+                x_t = x[o, target, k]  # read before any gradient overwrites the logits
+                w_t = w[target] if weighted else 1.0
+            cuda.syncthreads()
+            if row < rows:
+                if not active:
+                    for j in range(lane, n, group):
+                        grad[o, j, k] = 0.0
+                    if lane == 0:
+                        loss[o, k] = 0.0
+                else:
+                    if m == math.inf:
+                        s = math.nan
+                    log_z = m + math.log(s)
+                    hit = keep * w_t
+                    coef = hit + smooth * a_sum
+                    for j in range(lane, n, group):
+                        d = math.exp(x[o, j, k] - m) / s * coef
+                        if smooth != 0.0:
+                            d -= smooth * (w[j] if weighted else 1.0)
+                        if j == target:
+                            d -= hit
+                        grad[o, j, k] = d * scale
+                    if lane == 0:
+                        loss[o, k] = hit * (log_z - x_t) + smooth * (a_sum * log_z - ax_sum)
+
+    return kernel
+
+
+def xent_probs(tpb, dt):
+    def kernel(x, q, w, grad, loss, scale, keep, smooth, weighted, group):
+        sm = cuda.shared.array(tpb, dt)
+        ss = cuda.shared.array(tpb, dt)
+        sa = cuda.shared.array(tpb, dt)
+        sb = cuda.shared.array(tpb, dt)
+        tid = cuda.threadIdx.x
+        lane = tid % group
+        first = tid - lane
+        per_block = tpb // group
+        n = x.shape[1]
+        inner = x.shape[2]
+        rows = x.shape[0] * inner
+        for base in range(cuda.blockIdx.x * per_block, rows, cuda.gridDim.x * per_block):
+            row = base + tid // group
+            o = row // inner
+            k = row - o * inner
+            m = -math.inf
+            s = 0.0
+            a_sum = 0.0
+            ax_sum = 0.0
+            if row < rows:
+                m, s, a_sum, ax_sum = _reduce_row(x, q, w, o, k, lane, n, group, keep, smooth, weighted, True)
+            sm[tid] = m
+            ss[tid] = s
+            sa[tid] = a_sum
+            sb[tid] = ax_sum
+            cuda.syncthreads()
+            tree_maxsum(sm, ss, tid, lane, group)
+            tree_sum(sa, tid, lane, group)
+            tree_sum(sb, tid, lane, group)
+            m = sm[first]
+            s = ss[first]
+            a_sum = sa[first]
+            ax_sum = sb[first]
+            cuda.syncthreads()
+            if row < rows:
+                if m == math.inf:
+                    s = math.nan
+                log_z = m + math.log(s)
+                for j in range(lane, n, group):
+                    a = (w[j] if weighted else 1.0) * (keep * q[o, j, k] + smooth)
+                    grad[o, j, k] = (math.exp(x[o, j, k] - m) / s * a_sum - a) * scale
+                if lane == 0:
+                    loss[o, k] = a_sum * log_z - ax_sum
+
+    return kernel
+
+
+def xent_denominator(tpb, dt):
+    def kernel(t, w, den, ignore, weighted):
+        """den[0] = sum of w[t] (or the count) over targets that are not ignored (one block)."""
+        sh = cuda.shared.array(tpb, dt)
+        tid = cuda.threadIdx.x
+        inner = t.shape[1]
+        s = 0.0
+        for i in range(tid, t.shape[0] * inner, tpb):
+            o = i // inner
+            target = t[o, i - o * inner]
+            if target != ignore:
+                if not weighted:
+                    s += 1.0
+                elif target >= 0 and target < w.shape[0]:
+                    s += w[target]
+        sh[tid] = s
+        cuda.syncthreads()
+        tree_sum(sh, tid, tid, tpb)
+        if tid == 0:
+            den[0] = sh[0]
+
+    return kernel
+
+
+def xent_total(tpb, dt):
+    def kernel(loss, total, den, scale, use_den):
+        """total[0] = sum(loss) * scale, or / den[0] (one block)."""
+        sh = cuda.shared.array(tpb, dt)
+        tid = cuda.threadIdx.x
+        inner = loss.shape[1]
+        s = 0.0
+        for i in range(tid, loss.shape[0] * inner, tpb):
+            o = i // inner
+            s += loss[o, i - o * inner]
+        sh[tid] = s
+        cuda.syncthreads()
+        tree_sum(sh, tid, tid, tpb)
+        if tid == 0:
+            total[0] = sh[0] / den[0] if use_den else sh[0] * scale
+
+    return kernel
+
+
+_SIGNATURES = {
+    "xent_index": (
+        xent_index,
+        "a3, {i}[:, :], {t}[:], a3, {t}[:, :], {t}[::1], {t}, b1, i8, {t}, {t}, b1, i8",
+    ),
+    "xent_probs": (xent_probs, "a3, a3, {t}[:], a3, {t}[:, :], {t}, {t}, {t}, b1, i8"),
+    "xent_denominator": (xent_denominator, "{i}[:, :], {t}[:], {t}[::1], i8, b1"),
+    "xent_total": (xent_total, "{t}[:, :], {t}[::1], {t}[::1], {t}, b1"),
+}
+
+
+@functools.cache
+def compiled(name: str, dtype: str, index_dtype: str, threads: int):
+    factory, args = _SIGNATURES[name]
+    args = args.replace("a3", "{t}[:, :, :]").replace("b1", "boolean").replace("i8", "int64")
+    pyfunc = builder(dtype).rebind(factory(threads, np.dtype(dtype).type))
+    return compile_kernel(pyfunc, f"void({args.format(t=dtype, i=index_dtype)})")
+
+
+# --- views and the public function ------------------------------------------------------
+
+
+def _layout(a: DArray, name: str, class_axis: int | None) -> tuple[tuple, tuple]:
+    """Shape and strides of the (outer, [classes,] inner) view of ``a``: the axes after
+    the class axis merged into one (ValueError if their strides do not allow it)."""
+    shape, strides = list(a.shape), list(a.strides)
+    classes = None if class_axis is None else (shape.pop(class_axis), strides.pop(class_axis))
+    if not shape:
+        outer, inner = (1, 0), (1, 0)
+    else:
+        outer = (shape[0], strides[0])
+        rest, steps = collapse(tuple(shape[1:]), [tuple(strides[1:])])
+        if len(rest) > 1:
+            raise ValueError(f"{name}'s dimensions after the class dimension must be mergeable (contiguous)")
+        inner = (rest[0], steps[0][0]) if rest else (1, 0)
+    parts = (outer, inner) if classes is None else (outer, classes, inner)
+    return tuple(p[0] for p in parts), tuple(p[1] for p in parts)
+
+
+def _view(a: DArray, name: str, class_axis: int | None):
+    return view(a, *_layout(a, name, class_axis))
+
+
+def softmax_cross_entropy(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    inplace: bool = False,
+    stream=None,
+):
+    """(loss, grad): ``torch.nn.functional.cross_entropy(logits, target, ...)`` and its gradient.
+
+    logits: (C,), (N, C) or (N, C, d1, ...); target: class indices (int32/int64) of the
+    batch shape, or probabilities of the logits' shape. ``loss`` is a 0-d array
+    ("mean"/"sum") or of the batch shape ("none"), of the caller's library; ``grad``
+    is d loss / d logits ("none": of the summed loss), written into the logits when
+    ``inplace``. Runs on ``stream`` or the caller's library's current stream.
+    """
+    func = "softmax_cross_entropy"
+    x = as_device(logits, "logits", func, write=inplace)
+    if x.ndim == 0:
+        raise ValueError("logits must have a class dimension, got a 0-d array")
+    t = as_device(target, "target", func, kind="any")
+    reduction = choice(reduction, "reduction", {"mean": "mean", "sum": "sum", "none": "none"})
+    eps = real(label_smoothing, "label_smoothing")
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {eps}")
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}")
+    if not isinstance(inplace, (bool, np.bool_)):
+        raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
+    class_axis = 0 if x.ndim == 1 else 1
+    n_classes = x.shape[class_axis]
+    batch = x.shape[:class_axis] + x.shape[class_axis + 1 :]
+    probs = t.dtype.kind == "f"
+    if probs:
+        if t.dtype != x.dtype:
+            raise TypeError(f"target has dtype {t.dtype}, expected {x.dtype} (probabilities like logits)")
+        if t.shape != x.shape:
+            raise ValueError(f"target has shape {t.shape}, expected {x.shape} (probabilities like logits)")
+    elif t.shape != batch:
+        raise ValueError(f"target has shape {t.shape}, expected {batch} (logits' shape without classes)")
+    w = None
+    if weight is not None:
+        w = as_device(weight, "weight", func)
+        if w.dtype != x.dtype:
+            raise TypeError(f"weight has dtype {w.dtype}, expected {x.dtype} (the dtype of logits)")
+        if w.shape != (n_classes,):
+            raise ValueError(f"weight has shape {w.shape}, expected ({n_classes},)")
+    check_stream(stream)
+    _layout(x, "logits", class_axis)
+    _layout(t, "target", class_axis if probs else None)
+    s = resolve_stream(stream, x)
+
+    dtype, dt = x.dtype.name, x.dtype.type
+    grad = x if inplace else empty_like(x, s)
+    rows = math.prod(batch)
+    loss = empty(batch, x.dtype, x, s) if reduction == "none" else _numba_empty(batch, x.dtype, "C", s)
+    total = None if reduction == "none" else empty((), x.dtype, x, s)
+    if x.size:
+        if probs:
+            t = unaliased(t, grad, s)
+        xv = _view(x, "logits", class_axis)
+        tv = _view(t, "target", class_axis if probs else None)
+        gv = _view(grad, "grad", class_axis)
+        lv = _view(loss, "loss", None)
+        wa = w if w is not None else _numba_empty((1,), x.dtype, "C", s)  # unread without weights
+        wv = view(wa, wa.shape, wa.strides)
+        keep, smooth = dt(1.0 - eps), dt(eps / n_classes)
+        tpb = settings.threads
+        group = group_size(n_classes)
+        grid = blocks(rows, tpb // group)
+        use_den = reduction == "mean" and not probs
+        scale = dt(1.0 / rows) if reduction == "mean" and probs else dt(1.0)
+        den = view(_numba_empty((1,), x.dtype, "C", s), (1,), (x.dtype.itemsize,))
+        if probs:
+            kernel = compiled("xent_probs", dtype, "int64", tpb)
+            launch(kernel, grid, tpb, s, (xv, tv, wv, gv, lv, scale, keep, smooth, w is not None, group))
+        else:
+            index = t.dtype.name
+            if use_den:
+                pre = compiled("xent_denominator", dtype, index, tpb)
+                launch(pre, 1, tpb, s, (tv, wv, den, int(ignore_index), w is not None))
+            kernel = compiled("xent_index", dtype, index, tpb)
+            args = (
+                xv,
+                tv,
+                wv,
+                gv,
+                lv,
+                den,
+                scale,
+                use_den,
+                int(ignore_index),
+                keep,
+                smooth,
+                w is not None,
+                group,
+            )
+            launch(kernel, grid, tpb, s, args)
+        if total is not None:
+            finish = compiled("xent_total", dtype, "int64", tpb)
+            tot = view(total, (1,), (x.dtype.itemsize,))
+            launch(finish, 1, tpb, s, (lv, tot, den, scale, use_den))
+    elif total is not None:  # no rows: sum is 0, mean is 0/0 (as torch)
+        _fill(total, 0.0 if reduction == "sum" else math.nan, s)
+    return (loss.obj if total is None else total.obj), grad.obj
+
+
+def _fill(a: DArray, value: float, stream) -> None:
+    """a[()] = value without a host round trip of the array."""
+    view(a, (1,), (a.dtype.itemsize,)).copy_to_device(np.array([value], dtype=a.dtype), stream=stream)
