@@ -11,6 +11,7 @@ import importlib
 
 from ._api import make_functions
 from ._cuda_probe import cuda_is_available
+from ._runtime import runtime_info, threading_layer, warmup
 from .definitions import ACTIVATIONS, Activation, Param
 
 __version__ = "0.1.0"
@@ -21,7 +22,18 @@ for _entry in ACTIVATIONS.values():
         _functions.update(make_functions(_entry, ACTIVATIONS))
 globals().update(_functions)
 
-__all__ = ["ACTIVATIONS", "Activation", "Param", "cuda_is_available", "ufuncs", "__version__", *_functions]
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "Param",
+    "cuda_is_available",
+    "ufuncs",
+    "__version__",
+    "runtime_info",
+    "threading_layer",
+    "warmup",
+    *_functions,
+]
 
 _LAZY = {"ufuncs"}
 

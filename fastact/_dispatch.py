@@ -5,13 +5,17 @@ Anything else is reduced, without copying, to the fewest dimensions that cover
 every operand's strides (axes sorted by the output's strides, size-1 axes dropped,
 mergeable neighbours merged) and runs through the 2-d strided kernels.
 Small arrays run serially: a parallel launch costs more than it saves below
-:data:`PARALLEL_THRESHOLD` elements.
+:data:`PARALLEL_THRESHOLD` elements. Large ones run serially too where the threading
+layer forbids a parallel launch now (see :func:`fastact._runtime.gate`).
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from . import _runtime
 from ._kernels import KernelSet
 
 # Below this many elements the serial kernel wins (measured with `python -m fastact
@@ -65,6 +69,27 @@ def _collapse(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     )
 
 
+def _parallel(parallel, serial):
+    """``parallel``, or ``serial`` where the threading layer forbids a parallel launch now."""
+    gate = _runtime.gate()
+    if gate is None:
+        return parallel
+    if gate is False:
+        return serial
+    return functools.partial(_one_at_a_time, gate, parallel, serial)
+
+
+def _one_at_a_time(lock, parallel, serial, *args) -> None:
+    """The workqueue layer aborts on concurrent launches: other threads run ``serial``."""
+    if not lock.acquire(blocking=False):
+        serial(*args)
+        return
+    try:
+        parallel(*args)
+    finally:
+        lock.release()
+
+
 def run(kernels: KernelSet, inputs: tuple[np.ndarray, ...], out: np.ndarray, params: tuple) -> np.ndarray:
     """out[...] = f(*inputs, *params) elementwise; returns ``out``."""
     n = out.size
@@ -80,14 +105,16 @@ def run(kernels: KernelSet, inputs: tuple[np.ndarray, ...], out: np.ndarray, par
         c_order = c_order and flags.c_contiguous
         f_order = f_order and flags.f_contiguous
     if c_order or f_order:
-        kernel = kernels.parallel if n >= PARALLEL_THRESHOLD else kernels.serial
+        kernel = kernels.serial if n < PARALLEL_THRESHOLD else _parallel(kernels.parallel, kernels.serial)
         if len(arrays) == 2:
             kernel(_flat(arrays[0]), _flat(out), *params)
         else:
             kernel(_flat(arrays[0]), _flat(arrays[1]), _flat(out), *params)
         return out
     views = _collapse(arrays)
-    kernel = kernels.parallel_2d if n >= PARALLEL_THRESHOLD else kernels.serial_2d
+    kernel = (
+        kernels.serial_2d if n < PARALLEL_THRESHOLD else _parallel(kernels.parallel_2d, kernels.serial_2d)
+    )
     if views[0].ndim == 2:
         kernel(*views, *params)
     else:

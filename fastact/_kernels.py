@@ -10,6 +10,7 @@ of a signature, and cached on disk.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,42 +24,54 @@ from .definitions import ACTIVATIONS
 FASTMATH = {"contract"}
 
 
+def _jit(kernel, scalar, parallel: bool):
+    """``njit`` a kernel under a name of its own, e.g. ``relu_unary_parallel``.
+
+    numba names a function's cache files after its qualified name and keys the
+    entries by its code and closure, not by its options. Under one shared name, the
+    serial and parallel builds of a closure would share a cache entry (whichever
+    compiled first would be loaded for both), and every activation would share one
+    index file, which processes compiling at the same time can garble.
+    """
+    flavour = "_parallel" if parallel else ""
+    kernel.__qualname__ = f"{scalar.py_func.__name__.lstrip('_')}_{kernel.__name__}{flavour}"
+    # error_model="numpy": x / 0 gives inf/NaN (parameters are checked before a call)
+    # instead of a zero test on every division, which also blocks vectorization.
+    return njit(parallel=parallel, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")(kernel)
+
+
 def _unary(scalar, parallel):
-    @njit(parallel=parallel, cache=True, fastmath=FASTMATH, nogil=True)
-    def kernel(x, out, *params):
+    def unary(x, out, *params):
         for i in prange(x.shape[0]):
             out[i] = scalar(x[i], *params)
 
-    return kernel
+    return _jit(unary, scalar, parallel)
 
 
 def _unary_2d(scalar, parallel):
-    @njit(parallel=parallel, cache=True, fastmath=FASTMATH, nogil=True)
-    def kernel(x, out, *params):
+    def unary_2d(x, out, *params):
         for i in prange(x.shape[0]):
             for j in range(x.shape[1]):
                 out[i, j] = scalar(x[i, j], *params)
 
-    return kernel
+    return _jit(unary_2d, scalar, parallel)
 
 
 def _binary(scalar, parallel):
-    @njit(parallel=parallel, cache=True, fastmath=FASTMATH, nogil=True)
-    def kernel(a, b, out, *params):
+    def binary(a, b, out, *params):
         for i in prange(a.shape[0]):
             out[i] = scalar(a[i], b[i], *params)
 
-    return kernel
+    return _jit(binary, scalar, parallel)
 
 
 def _binary_2d(scalar, parallel):
-    @njit(parallel=parallel, cache=True, fastmath=FASTMATH, nogil=True)
-    def kernel(a, b, out, *params):
+    def binary_2d(a, b, out, *params):
         for i in prange(a.shape[0]):
             for j in range(a.shape[1]):
                 out[i, j] = scalar(a[i, j], b[i, j], *params)
 
-    return kernel
+    return _jit(binary_2d, scalar, parallel)
 
 
 @dataclass(frozen=True)
@@ -71,18 +84,27 @@ class KernelSet:
     parallel_2d: object
 
 
+# The modules whose code ends up inside compiled kernels.
+KERNEL_SOURCES = ("_kernels.py", "definitions.py", "_math.py", "_libm.py", "_softmax_kernels.py")
+
+
 @cache
 def source_fingerprint() -> str:
-    """A hash of fastact's own sources.
+    """A hash of the sources compiled into kernels.
 
     numba's cache notices a change in a kernel's own code, not in the functions it
     calls from other files (the table's scalars, the math layer): the fingerprint
     goes into every kernel's cache key so a stale kernel is never loaded.
     """
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
+    for name in KERNEL_SOURCES:
+        path = Path(__file__).parent / name
+        if path.exists():
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+_uuid_lock = threading.Lock()
 
 
 def pin_uuid(dispatcher) -> None:
@@ -92,9 +114,10 @@ def pin_uuid(dispatcher) -> None:
     dispatcher pickles with a uuid drawn at random in each process: without a fixed
     one, every process would compile every kernel again.
     """
-    if dispatcher._MemoMixin__uuid is None:
-        func = dispatcher.py_func
-        dispatcher._set_uuid(f"fastact:{func.__module__}.{func.__qualname__}:{source_fingerprint()}")
+    with _uuid_lock:  # two threads pinning at once would trip numba's assert
+        if dispatcher._MemoMixin__uuid is None:
+            func = dispatcher.py_func
+            dispatcher._set_uuid(f"fastact:{func.__module__}.{func.__qualname__}:{source_fingerprint()}")
 
 
 def _kernel_set(scalar, nin: int) -> KernelSet:

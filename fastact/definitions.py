@@ -264,8 +264,10 @@ def _softplus(x, beta, threshold):
 
 
 @_scalar
-def _softplus_backward(g, y, beta, threshold):
-    return g if y * beta > threshold else g * -fm.expm1(-beta * y)
+def _softplus_backward(g, x, beta, threshold):
+    # From the input, as PyTorch: from y = softplus(x) the branch is ambiguous for
+    # beta * y in (threshold, softplus(threshold)], wide when threshold is small.
+    return g if x * beta > threshold else g * fm.sigmoid(x * beta)
 
 
 @_scalar
@@ -608,16 +610,16 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
     Activation(
         "softplus",
         "log(1 + exp(beta * x)) / beta, or x where beta * x > threshold",
-        "1 if beta * y > threshold else 1 - exp(-beta * y)",
+        "1 if beta * x > threshold else sigmoid(beta * x)",
         _softplus,
         _softplus_backward,
-        "output",
+        "input",
         lambda x, beta, threshold: np.where(x * beta > threshold, x, _softplus_ref(x * beta) / beta),
         lambda x, beta, threshold: np.where(x * beta > threshold, 1.0, _sigmoid_ref(x * beta)),
         params=(Param("beta", 1.0), Param("threshold", 20.0)),
         check=_check_softplus,
         edges=(0.0, 20.0, -20.0),
-        note="sigmoid(beta x) = 1 - exp(-beta y)",
+        note="saves its input: from the output the linear branch is ambiguous for small thresholds",
     ),
     Activation(
         "softsign",

@@ -1,0 +1,212 @@
+"""Cold start: importing compiles nothing and is cheap; kernels come from the disk cache.
+
+Everything runs in fresh interpreters. Times are compared with ``import numba``
+measured the same way (medians of several runs), never against a fixed number;
+"compiles nothing" is checked by counting numba's compile events and cache misses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import statistics
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import fastact
+
+TIMEOUT = 600
+PACKAGE = Path(fastact.__file__).parent
+
+
+def run_python(code: str, env: dict[str, str] | None = None, drop: tuple[str, ...] = (), prefix=(), cwd=None):
+    """Run ``code`` in a fresh interpreter; return (stdout, stderr); fail on error or timeout."""
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in drop}
+    try:
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=full_env,
+            cwd=cwd,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"timed out after {TIMEOUT} s\nstdout:\n{exc.stdout}\nstderr:\n{exc.stderr}")
+    if proc.returncode != 0:
+        pytest.fail(f"exit status {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc.stdout, proc.stderr
+
+
+def test_import_compiles_nothing():
+    out, _ = run_python(
+        """
+        import json, sys
+        import numba
+        from numba.core import event
+        with event.install_recorder("numba:compile") as compiles:
+            import fastact
+            import fastact._kernels as kernels
+        print(json.dumps({
+            "compile_events": len(compiles.buffer),
+            "kernel_sets_built": kernels.forward_kernels.cache_info().currsize
+            + kernels.backward_kernels.cache_info().currsize,
+            "ufuncs_imported": "fastact.ufuncs" in sys.modules,
+            "threading_layer_started": numba.np.ufunc.parallel._is_initialized,
+        }))
+        """
+    )
+    assert json.loads(out) == {
+        "compile_events": 0,
+        "kernel_sets_built": 0,
+        "ufuncs_imported": False,
+        "threading_layer_started": False,
+    }
+
+
+# CPU time, not wall time: a shared machine stretches wall time several-fold.
+IMPORT_TIME = """
+import time
+t0 = time.process_time()
+import numba
+t1 = time.process_time()
+import fastact
+t2 = time.process_time()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def test_import_costs_little_over_numba():
+    env = {"PYTHONDONTWRITEBYTECODE": ""}
+    drop = ("PYTHONDONTWRITEBYTECODE",)  # an installed package has its .pyc files
+    run_python("import fastact", env, drop=drop)
+    runs = [tuple(map(float, run_python(IMPORT_TIME, env, drop=drop)[0].split())) for _ in range(5)]
+    numba_s = statistics.median(r[0] for r in runs)
+    fastact_s = statistics.median(r[1] for r in runs)
+    # Measured ~0.08 s of CPU over numba's ~0.45 s (docs/RELIABILITY.md); a single
+    # kernel compiled at import (>= 0.3 s) would fail this.
+    assert fastact_s < max(0.5 * numba_s, 0.15), (numba_s, fastact_s)
+
+
+# Calls every entry point, serial and parallel, contiguous and strided (the layouts
+# warmup() covers); prints the cache misses (compilations) and hits of the kernels.
+CALLS = """
+import json
+import numpy as np
+import numba
+import fastact
+from fastact import _kernels
+from fastact._dispatch import PARALLEL_THRESHOLD
+
+names = {names!r}
+for name in names:
+    for dtype in (np.float32, np.float64):
+        for n in (64, 2 * PARALLEL_THRESHOLD):
+            base = np.linspace(-4, 4, 2 * n).astype(dtype)
+            other = np.linspace(4, -4, 2 * n).astype(dtype)
+            for x, s in ((base[:n], other[:n]), (base.reshape(-1, 8)[:, ::2], other.reshape(-1, 8)[:, ::2])):
+                getattr(fastact, name)(x)
+                getattr(fastact, name + "_backward")(x, s)
+                getattr(fastact, name + "_")(x)
+                getattr(fastact, name + "_backward_")(x, s)
+misses = hits = 0
+for table in (_kernels.forward_kernels, _kernels.backward_kernels):
+    for name in names:
+        for kernel in vars(table(name)).values():
+            misses += sum(kernel.stats.cache_misses.values())
+            hits += sum(kernel.stats.cache_hits.values())
+print(json.dumps({{"misses": misses, "hits": hits,
+                   "layer_started": numba.np.ufunc.parallel._is_initialized}}))
+"""
+
+
+def test_kernels_come_from_the_disk_cache(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    code = CALLS.format(names=["relu", "hardtanh"])
+    first = json.loads(run_python(code, env)[0])
+    second = json.loads(run_python(code, env)[0])
+    assert first["misses"] > 0
+    assert second == {"misses": 0, "hits": first["misses"], "layer_started": True}
+
+
+SERIAL_ONLY = """
+import numpy as np
+import numba
+from fastact._kernels import forward_kernels
+kernels = forward_kernels("relu")
+x = np.linspace(-1, 1, 100)
+getattr(kernels, {first!r})(x, np.empty_like(x))
+getattr(kernels, {second!r})(x, np.empty_like(x))
+print(numba.np.ufunc.parallel._is_initialized)
+"""
+
+
+def test_serial_and_parallel_kernels_cache_apart(tmp_path):
+    """A serial kernel must not load its parallel twin's cache entry (or vice versa)."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    run_python(SERIAL_ONLY.format(first="parallel", second="parallel"), env)
+    out, _ = run_python(SERIAL_ONLY.format(first="serial", second="serial"), env)
+    assert out.strip() == "False", "the serial kernel loaded parallel code"
+    out, _ = run_python(SERIAL_ONLY.format(first="parallel", second="serial"), env)
+    assert out.strip() == "True"
+
+
+def test_warmup_fills_the_cache(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    out, err = run_python("import fastact; print(fastact.warmup(names=['relu', 'hardtanh']))", env)
+    assert int(out) == 2 * (2 * 2 * 3 * 2 + 2 * 2)  # kernels (dir x dtype x layout x flavour), ufuncs
+    assert "fastact warmup [" in err and "ufuncs.hardtanh_backward" in err
+    after = json.loads(run_python(CALLS.format(names=["relu", "hardtanh"]), env)[0])
+    assert after["misses"] == 0 and after["hits"] > 0
+
+
+def _read_only_copy(root: Path) -> Path:
+    site = root / "site"
+    shutil.copytree(PACKAGE, site / "fastact", ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [*sorted(site.rglob("*"), reverse=True), site]:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    return site
+
+
+def _as_unprivileged() -> tuple[str, ...]:
+    """Root ignores permission bits; drop the capabilities that let it."""
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot make a directory read-only")
+    return (setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner")
+
+
+def test_read_only_install_caches_in_the_user_dir(tmp_path):
+    site = _read_only_copy(tmp_path)
+    cache = tmp_path / "xdg-cache"
+    env = {"PYTHONPATH": str(site), "XDG_CACHE_HOME": str(cache), "HOME": str(tmp_path)}
+    code = """
+        import json, numpy as np, fastact
+        from fastact import _runtime
+        x = np.linspace(-2, 2, 11)
+        assert np.array_equal(fastact.relu(x), np.maximum(x, 0))
+        k = fastact._kernels.forward_kernels("relu").serial
+        print(json.dumps({"file": fastact.__file__, "cache": _runtime.cache_dir(),
+                          "hits": sum(k.stats.cache_hits.values())}))
+    """
+    prefix = _as_unprivileged()
+    try:
+        # cwd: not the checkout, whose fastact `python -c` would import first
+        first = json.loads(run_python(code, env, drop=("NUMBA_CACHE_DIR",), prefix=prefix, cwd=tmp_path)[0])
+        second = json.loads(run_python(code, env, drop=("NUMBA_CACHE_DIR",), prefix=prefix, cwd=tmp_path)[0])
+    finally:
+        for path in [site, *site.rglob("*")]:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    assert first["file"].startswith(str(site))
+    assert first["cache"].startswith(str(cache / "numba"))
+    assert any(cache.rglob("*.nbi")), "nothing was cached in the user cache dir"
+    assert first["hits"] == 0 and second["hits"] == 1
