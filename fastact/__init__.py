@@ -13,6 +13,7 @@ from ._api import make_functions
 from ._cuda_probe import cuda_is_available
 from ._runtime import runtime_info, threading_layer, warmup
 from .definitions import ACTIVATIONS, Activation, Param
+from .softmax import __all__ as _softmax_all
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,12 @@ for _entry in ACTIVATIONS.values():
     if _entry.public:
         _functions.update(make_functions(_entry, ACTIVATIONS))
 globals().update(_functions)
+
+# softmax, log_softmax (+ in place and backward) and softmax_cross_entropy; the
+# functions take the place of the submodule's name here, as in numpy.fft.fft.
+from . import softmax as _softmax_module  # noqa: E402
+
+globals().update({name: getattr(_softmax_module, name) for name in _softmax_all})
 
 __all__ = [
     "ACTIVATIONS",
@@ -33,6 +40,7 @@ __all__ = [
     "threading_layer",
     "warmup",
     *_functions,
+    *_softmax_all,
 ]
 
 _LAZY = {"ufuncs"}

@@ -1,0 +1,661 @@
+"""Compiled kernels for softmax, log_softmax, their backwards and softmax cross-entropy.
+
+Every op reads ``a`` (and ``b``: the backwards' y) and writes ``out``. In place, ``a``
+is None and ``out`` is read instead: numba optimises (and vectorises) each function
+before inlining it into its caller, and a loop compiled to read ``a`` and write ``out``
+carries a runtime overlap check that sends an in-place call (a is out) to its scalar
+fallback. Every loop that writes ``out`` therefore reads ``_src(a, out)``, a value numba
+resolves when it compiles the None-typed variant.
+
+The wrappers in :mod:`fastact.softmax` turn any layout into views (never copies) of
+one of three shapes:
+
+* rows ``(R, L)``: reduce along the last axis, one row per thread. A row of at most
+  ``whole`` elements is done in cache: max, then exp stored into ``out`` while summing,
+  then a scale pass. Longer rows go chunk by chunk: per chunk a (max, sum) pair, the
+  pairs combined with the online-normalizer rescaling ``S = sum_c s_c exp(m_c - M)``.
+* split ``(R, L)``: few long rows. (row, chunk) pairs run in parallel, then the
+  partial pairs are combined per row, then a parallel finishing pass.
+* cols ``(O, L, I)``: reduce along the middle axis, vectorised along the inner one,
+  in tiles of ``tw`` inner elements small enough for ``L x tw`` to stay in cache.
+
+Reductions: the max is ``llvm.maxnum`` (NaN is ignored there; it reaches the sum
+through exp and makes the whole row NaN, as in PyTorch). Sums run in small helpers
+compiled with ``FASTMATH | {"reassoc"}`` so that LLVM can vectorise them: that only
+reorders the additions of one sum. exp is compiled on its own, without "reassoc"
+(numba keeps each function's flags when LLVM inlines it), so its argument
+reduction stays exact. exp is ``fastact._math.exp`` (vectorising, float32 kept in
+float32). Kernels never validate; the wrappers do.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core.dispatcher import Dispatcher
+from numba.core.extending import _Intrinsic
+from numba.extending import intrinsic
+from numba.np import numpy_support
+
+from ._kernels import FASTMATH, _uuid_lock, pin_uuid, source_fingerprint
+from ._math import exp as _exp
+
+REDUCE = FASTMATH | {"reassoc"}
+
+# --- reductions -------------------------------------------------------------------------
+
+
+@intrinsic
+def _maxnum(typingctx, a, b):
+    """llvm.maxnum: the larger of a and b; a NaN operand is ignored."""
+    if a != b or a not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        t = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.maxnum", [t], ir.FunctionType(t, [t, t]))
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
+
+
+# --- rows: helpers over a[r, lo:hi] ---------------------------------------------------
+
+
+@njit
+def _src(a, out):
+    """The array to read: ``a``, or ``out`` when a is None (in place)."""
+    if a is None:
+        return out
+    return a
+
+
+@njit(fastmath=REDUCE, error_model="numpy")
+def _max(a, r, lo, hi):
+    m = a.dtype.type(-np.inf)
+    for j in range(lo, hi):
+        m = _maxnum(m, a[r, j])
+    return m
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _shift(a, m):
+    """The max to subtract: m, or 0 where m is -inf (a part of only -inf or NaN), whose
+    exps are then 0 (or NaN) rather than NaN: it adds nothing to a row with finite entries."""
+    return m if m > -np.inf else a.dtype.type(0)
+
+
+@njit(fastmath=REDUCE, error_model="numpy")
+def _sumexp(a, r, lo, hi, m):
+    s = a.dtype.type(0)
+    for j in range(lo, hi):
+        s += _exp(a[r, j] - m)
+    return s
+
+
+@njit(fastmath=REDUCE, error_model="numpy")
+def _sumexp_store(a, out, r, lo, hi, m):
+    x = _src(a, out)
+    s = out.dtype.type(0)
+    for j in range(lo, hi):
+        e = _exp(x[r, j] - m)
+        out[r, j] = e
+        s += e
+    return s
+
+
+@njit(fastmath=REDUCE, error_model="numpy")
+def _sum(a, r, lo, hi):
+    s = a.dtype.type(0)
+    for j in range(lo, hi):
+        s += a[r, j]
+    return s
+
+
+@njit(fastmath=REDUCE, error_model="numpy")
+def _dot(a, b, r, lo, hi):
+    s = a.dtype.type(0)
+    for j in range(lo, hi):
+        s += a[r, j] * b[r, j]
+    return s
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _scale(out, r, lo, hi, c):
+    for j in range(lo, hi):
+        out[r, j] *= c
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_store(a, out, r, lo, hi, m, ls):
+    x = _src(a, out)
+    for j in range(lo, hi):
+        out[r, j] = (x[r, j] - m) - ls
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_grad(g, y, out, r, lo, hi, d):
+    g = _src(g, out)
+    for j in range(lo, hi):
+        out[r, j] = y[r, j] * (g[r, j] - d)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_grad(g, y, out, r, lo, hi, s):
+    g = _src(g, out)
+    for j in range(lo, hi):
+        out[r, j] = g[r, j] - _exp(y[r, j]) * s
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _combine_lse(ms, ss):
+    """(M, S) of a row from its parts' (m_c, s_c): M = max m_c, S = sum s_c e^(m_c - M).
+
+    An all -inf row gives M = -inf and S = NaN (-inf - -inf), so a NaN row as in PyTorch.
+    """
+    big = -np.inf
+    for c in range(ms.shape[0]):
+        big = _maxnum(big, ms[c])
+    total = 0.0
+    for c in range(ms.shape[0]):
+        total += ss[c] * math.exp(ms[c] - big)
+    return big, total
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _combine_sum(ps, qs):
+    total = 0.0
+    for c in range(ps.shape[0]):
+        total += ps[c]
+    return total, 0.0
+
+
+# --- ops ------------------------------------------------------------------------------
+# Each op is five functions: whole(a, b, out, r, L) does a row in one go; part / combine /
+# finish do it in chunks (part -> (p_c, q_c) per chunk, combine -> (P, Q) per row, finish
+# writes a chunk); tile(a, b, out, o, i0, i1, m, s) does a[o, :, i0:i1] of a cols view.
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_whole(a, b, out, r, n):
+    m = _shift(out, _max(_src(a, out), r, 0, n))
+    s = _sumexp_store(a, out, r, 0, n, m)
+    _scale(out, r, 0, n, out.dtype.type(1) / s)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_part(a, b, out, r, lo, hi):
+    m = _max(_src(a, out), r, lo, hi)
+    s = _sumexp_store(a, out, r, lo, hi, _shift(out, m))
+    return np.float64(m), np.float64(s)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_combine(ms, ss):
+    big, total = _combine_lse(ms, ss)
+    return big, 1.0 / total
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_finish(a, b, out, r, lo, hi, m, s, big, inv):
+    # A chunk of only -inf stored exp(-inf - 0) = 0; its factor e^(-inf - M) is 0 too.
+    _scale(out, r, lo, hi, out.dtype.type(math.exp(m - big) * inv))
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_whole(a, b, out, r, n):
+    x = _src(a, out)
+    m = _shift(out, _max(x, r, 0, n))
+    s = _sumexp(x, r, 0, n, m)
+    _log_store(a, out, r, 0, n, m, out.dtype.type(math.log(s)))
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_part(a, b, out, r, lo, hi):
+    x = _src(a, out)
+    m = _max(x, r, lo, hi)
+    s = _sumexp(x, r, lo, hi, _shift(out, m))
+    return np.float64(m), np.float64(s)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_combine(ms, ss):
+    big, total = _combine_lse(ms, ss)
+    return big, math.log(total)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_finish(a, b, out, r, lo, hi, m, s, big, log_total):
+    _log_store(a, out, r, lo, hi, out.dtype.type(big), out.dtype.type(log_total))
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_backward_whole(g, y, out, r, n):
+    _softmax_grad(g, y, out, r, 0, n, _dot(_src(g, out), y, r, 0, n))
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_backward_part(g, y, out, r, lo, hi):
+    return np.float64(_dot(_src(g, out), y, r, lo, hi)), 0.0
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_backward_finish(g, y, out, r, lo, hi, p, q, total, _):
+    _softmax_grad(g, y, out, r, lo, hi, out.dtype.type(total))
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_backward_whole(g, y, out, r, n):
+    _log_softmax_grad(g, y, out, r, 0, n, _sum(_src(g, out), r, 0, n))
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_backward_part(g, y, out, r, lo, hi):
+    return np.float64(_sum(_src(g, out), r, lo, hi)), 0.0
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_backward_finish(g, y, out, r, lo, hi, p, q, total, _):
+    _log_softmax_grad(g, y, out, r, lo, hi, out.dtype.type(total))
+
+
+# Tiles: m (dtype) and s (float64) are scratch vectors of at least i1 - i0 elements.
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _tile_max(a, o, i0, w, m):
+    for i in range(w):
+        m[i] = -np.inf
+    for k in range(a.shape[1]):
+        for i in range(w):
+            m[i] = _maxnum(m[i], a[o, k, i0 + i])
+    for i in range(w):
+        m[i] = _shift(a, m[i])
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_tile(a, b, out, o, i0, i1, m, s):
+    a = _src(a, out)
+    w = i1 - i0
+    _tile_max(a, o, i0, w, m)
+    s[:w] = 0.0
+    for k in range(a.shape[1]):
+        for i in range(w):
+            e = _exp(a[o, k, i0 + i] - m[i])
+            out[o, k, i0 + i] = e
+            s[i] += e
+    for i in range(w):
+        m[i] = 1.0 / s[i]
+    for k in range(a.shape[1]):
+        for i in range(w):
+            out[o, k, i0 + i] *= m[i]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_tile(a, b, out, o, i0, i1, m, s):
+    a = _src(a, out)
+    w = i1 - i0
+    _tile_max(a, o, i0, w, m)
+    s[:w] = 0.0
+    for k in range(a.shape[1]):
+        for i in range(w):
+            s[i] += _exp(a[o, k, i0 + i] - m[i])
+    for i in range(w):
+        s[i] = math.log(s[i])
+    for k in range(a.shape[1]):
+        for i in range(w):
+            out[o, k, i0 + i] = (a[o, k, i0 + i] - m[i]) - a.dtype.type(s[i])
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_backward_tile(g, y, out, o, i0, i1, m, s):
+    g = _src(g, out)
+    w = i1 - i0
+    s[:w] = 0.0
+    for k in range(g.shape[1]):
+        for i in range(w):
+            s[i] += g[o, k, i0 + i] * y[o, k, i0 + i]
+    for i in range(w):
+        m[i] = s[i]
+    for k in range(g.shape[1]):
+        for i in range(w):
+            out[o, k, i0 + i] = y[o, k, i0 + i] * (g[o, k, i0 + i] - m[i])
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_backward_tile(g, y, out, o, i0, i1, m, s):
+    g = _src(g, out)
+    w = i1 - i0
+    s[:w] = 0.0
+    for k in range(g.shape[1]):
+        for i in range(w):
+            s[i] += g[o, k, i0 + i]
+    for i in range(w):
+        m[i] = s[i]
+    for k in range(g.shape[1]):
+        for i in range(w):
+            out[o, k, i0 + i] = g[o, k, i0 + i] - _exp(y[o, k, i0 + i]) * m[i]
+
+
+# --- kernels ----------------------------------------------------------------------------
+
+
+def _rows(whole, part, combine, finish, parallel):
+    @njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel(a, b, out, chunk, whole_max):
+        n_rows, n = out.shape
+        n_chunks = (n + chunk - 1) // chunk
+        for r in prange(n_rows):
+            if n <= whole_max:
+                whole(a, b, out, r, n)
+            else:
+                ps = np.empty(n_chunks)
+                qs = np.empty(n_chunks)
+                for c in range(n_chunks):
+                    lo = c * chunk
+                    ps[c], qs[c] = part(a, b, out, r, lo, min(lo + chunk, n))
+                p, q = combine(ps, qs)
+                for c in range(n_chunks):
+                    lo = c * chunk
+                    finish(a, b, out, r, lo, min(lo + chunk, n), ps[c], qs[c], p, q)
+
+    return kernel
+
+
+def _split(part, combine, finish):
+    @njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel(a, b, out, chunk, whole_max):  # whole_max: unused, the rows kernels' signature
+        n_rows, n = out.shape
+        n_chunks = (n + chunk - 1) // chunk
+        ps = np.empty((n_rows, n_chunks))
+        qs = np.empty((n_rows, n_chunks))
+        for t in prange(n_rows * n_chunks):
+            r = t // n_chunks
+            c = t - r * n_chunks
+            lo = c * chunk
+            ps[r, c], qs[r, c] = part(a, b, out, r, lo, min(lo + chunk, n))
+        big = np.empty(n_rows)
+        small = np.empty(n_rows)
+        for r in range(n_rows):
+            big[r], small[r] = combine(ps[r], qs[r])
+        for t in prange(n_rows * n_chunks):
+            r = t // n_chunks
+            c = t - r * n_chunks
+            lo = c * chunk
+            finish(a, b, out, r, lo, min(lo + chunk, n), ps[r, c], qs[r, c], big[r], small[r])
+
+    return kernel
+
+
+def _cols(tile, parallel):
+    @njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel(a, b, out, tw, n_blocks):
+        n_outer, _, n_inner = out.shape
+        n_tiles = (n_inner + tw - 1) // tw
+        n_tasks = n_outer * n_tiles
+        for block in prange(n_blocks):
+            m = np.empty(tw, out.dtype)
+            s = np.empty(tw)
+            for t in range(block * n_tasks // n_blocks, (block + 1) * n_tasks // n_blocks):
+                o = t // n_tiles
+                i0 = (t - o * n_tiles) * tw
+                tile(a, b, out, o, i0, min(i0 + tw, n_inner), m, s)
+
+    return kernel
+
+
+def _pin_all() -> None:
+    """Stable identities for every dispatcher and intrinsic of this module.
+
+    A cached kernel's key holds its closure cells pickled; they pickle the op functions
+    by value, with every helper they call, and each helper's (or intrinsic's) identity is
+    a uuid drawn at random per process unless pinned (see _kernels.pin_uuid).
+    """
+    fingerprint = source_fingerprint()
+    for name, obj in globals().items():
+        if isinstance(obj, Dispatcher):
+            pin_uuid(obj)
+        elif isinstance(obj, _Intrinsic):
+            with _uuid_lock:
+                if obj._Intrinsic__uuid is None:
+                    obj._set_uuid(f"fastact:{__name__}.{name}:{fingerprint}")
+
+
+class _Generic:
+    """A dispatcher compiled only for 'A'-layout signatures with read-only inputs.
+
+    numba converts any array of the same dtype and dimensions (C, F or strided, writeable
+    or not) to those when compiling is disabled (from the first compilation on), so
+    unusual layouts cost one compilation per dtype (and None pattern), not one per
+    combination of layouts and flags.
+    ``roles``: per argument, "in" (array or None), "out" (array) or a numba scalar type.
+    """
+
+    def __init__(self, dispatcher, roles: tuple):
+        self._dispatcher = dispatcher
+        self._roles = roles
+        self._ready: set = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, *args):
+        key = tuple(a.dtype.char + str(a.ndim) if isinstance(a, np.ndarray) else a is None for a in args)
+        if key not in self._ready:
+            self._compile(args, key)
+        return self._dispatcher(*args)
+
+    def _compile(self, args: tuple, key: tuple) -> None:
+        sig = []
+        for a, role in zip(args, self._roles):
+            if isinstance(role, str):
+                if a is None:
+                    sig.append(types.none)
+                else:
+                    sig.append(
+                        types.Array(numpy_support.from_dtype(a.dtype), a.ndim, "A", readonly=role == "in")
+                    )
+            else:
+                sig.append(role)
+        with self._lock:
+            self._dispatcher.disable_compile(False)
+            try:
+                self._dispatcher.compile(tuple(sig))
+            finally:
+                self._dispatcher.disable_compile()
+            self._ready.add(key)
+
+
+class Kernel:
+    """One kernel as two dispatchers: one that specialises on the argument types, used
+    when every array is C-contiguous and writeable, and a _Generic one for the rest."""
+
+    def __init__(self, make, roles: tuple):
+        self.fast = make()
+        self.generic = _Generic(make(), roles)
+
+    def __call__(self, *args):
+        for a in args:
+            if isinstance(a, np.ndarray) and not (a.flags.c_contiguous and a.flags.writeable):
+                return self.generic(*args)
+        return self.fast(*args)
+
+
+_ROLES = ("in", "in", "out", types.int64, types.int64)
+
+
+class Kernels:
+    """The kernels of one op: rows (serial, parallel), split, cols (serial, parallel)."""
+
+    def __init__(self, whole, part, combine, finish, tile):
+        _pin_all()
+        self.rows = Kernel(lambda: _rows(whole, part, combine, finish, False), _ROLES)
+        self.rows_parallel = Kernel(lambda: _rows(whole, part, combine, finish, True), _ROLES)
+        self.split = Kernel(lambda: _split(part, combine, finish), _ROLES)
+        self.cols = Kernel(lambda: _cols(tile, False), _ROLES)
+        self.cols_parallel = Kernel(lambda: _cols(tile, True), _ROLES)
+
+
+_OPS = {
+    "softmax": "_softmax",
+    "log_softmax": "_log_softmax",
+    "softmax_backward": "_softmax_backward",
+    "log_softmax_backward": "_log_softmax_backward",
+}
+_built: dict[str, object] = {}
+
+
+def kernels(op: str) -> Kernels:
+    """The kernels of ``op`` (a key of _OPS), built (not compiled) on first use."""
+    k = _built.get(op)
+    if k is None:
+        g = globals()
+        p = _OPS[op]
+        combine = g.get(p + "_combine", _combine_sum)
+        k = _built[op] = Kernels(g[p + "_whole"], g[p + "_part"], combine, g[p + "_finish"], g[p + "_tile"])
+    return k
+
+
+# --- softmax cross-entropy ---------------------------------------------------------------
+# One row: max, then exp stored into grad while summing (and, with label smoothing, the
+# sum of w_c (m - x_c)), then grad rescaled in place. logits may be grad (in place): each
+# logit is read before its slot is overwritten.
+
+
+@njit(fastmath=REDUCE, error_model="numpy")
+def _sumexp_store_smooth(x, out, w, r, n, m):
+    x = _src(x, out)
+    s = out.dtype.type(0)
+    d = out.dtype.type(0)
+    for j in range(n):
+        v = x[r, j]
+        e = _exp(v - m)
+        out[r, j] = e
+        s += e
+        d += w[j] * (m - v)
+    return s, d
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _affine(out, w, r, n, a, b):
+    for j in range(n):
+        out[r, j] = out[r, j] * a - b * w[j]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _ce_class_row(x, t, w, wsum, ignore, eps, scale, grad, loss, r):
+    """Row r with class target t[r]:
+    loss = (1-eps) w_t (lse - x_t) + eps/C sum_c w_c (lse - x_c),
+    grad = scale (p ((1-eps) w_t + eps/C sum w) - eps/C w - (1-eps) w_t onehot(t))."""
+    n = grad.shape[1]
+    k = t[r]
+    if k == ignore:
+        loss[r] = 0.0
+        for j in range(n):
+            grad[r, j] = 0
+        return
+    wk = np.float64(w[k])
+    xk = np.float64(_src(x, grad)[r, k])
+    m = _shift(grad, _max(_src(x, grad), r, 0, n))
+    smooth = eps / n
+    if eps > 0.0:
+        s, d = _sumexp_store_smooth(x, grad, w, r, n, m)
+    else:
+        s = _sumexp_store(x, grad, r, 0, n, m)
+        d = grad.dtype.type(0)
+    ls = math.log(s)
+    loss[r] = (1.0 - eps) * wk * ((np.float64(m) - xk) + ls) + smooth * (np.float64(d) + wsum * ls)
+    a = scale * ((1.0 - eps) * wk + smooth * wsum) / s
+    if eps > 0.0:
+        _affine(grad, w, r, n, grad.dtype.type(a), grad.dtype.type(scale * smooth))
+    else:
+        _scale(grad, r, 0, n, grad.dtype.type(a))
+    grad[r, k] -= grad.dtype.type(scale * (1.0 - eps) * wk)
+
+
+@njit(fastmath=REDUCE, error_model="numpy")
+def _max_wq(x, q, w, r, n, keep, add):
+    m = x.dtype.type(-np.inf)
+    wq = x.dtype.type(0)
+    for j in range(n):
+        m = _maxnum(m, x[r, j])
+        wq += w[j] * (q[r, j] * keep + add)
+    return m, wq
+
+
+@njit(fastmath=REDUCE, error_model="numpy")
+def _sumexp_store_wq(x, q, w, out, r, n, m, keep, add):
+    x = _src(x, out)
+    s = out.dtype.type(0)
+    d = out.dtype.type(0)
+    for j in range(n):
+        v = x[r, j]
+        e = _exp(v - m)
+        out[r, j] = e
+        s += e
+        d += w[j] * (q[r, j] * keep + add) * (m - v)
+    return s, d
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _prob_grad(out, q, w, r, n, a, scale, keep, add):
+    for j in range(n):
+        out[r, j] = out[r, j] * a - scale * w[j] * (q[r, j] * keep + add)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _ce_prob_row(x, q, w, eps, scale, grad, loss, r):
+    """Row r with probabilities q, q' = (1-eps) q + eps/C:
+    loss = sum_c w_c q'_c (lse - x_c), grad = scale (p sum_c w_c q'_c - w q')."""
+    n = grad.shape[1]
+    one = grad.dtype.type(1)
+    keep = one - grad.dtype.type(eps)
+    add = grad.dtype.type(eps / n)
+    m, wq = _max_wq(_src(x, grad), q, w, r, n, keep, add)
+    m = _shift(grad, m)
+    s, d = _sumexp_store_wq(x, q, w, grad, r, n, m, keep, add)
+    loss[r] = np.float64(d) + np.float64(wq) * math.log(s)
+    _prob_grad(grad, q, w, r, n, grad.dtype.type(scale * wq / s), grad.dtype.type(scale), keep, add)
+
+
+def _ce_class_kernel(row, parallel):
+    @njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel(x, t, w, wsum, ignore, eps, scale, grad, loss):
+        for r in prange(grad.shape[0]):
+            row(x, t, w, wsum, ignore, eps, scale, grad, loss, r)
+
+    return kernel
+
+
+def _ce_prob_kernel(row, parallel):
+    @njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel(x, q, w, eps, scale, grad, loss):
+        for r in prange(grad.shape[0]):
+            row(x, q, w, eps, scale, grad, loss, r)
+
+    return kernel
+
+
+_F8, _I8 = types.float64, types.int64
+_CLASS_ROLES = ("in", "in", "in", _F8, _I8, _F8, _F8, "out", "out")
+_PROB_ROLES = ("in", "in", "in", _F8, _F8, "out", "out")
+
+
+class CrossEntropyKernels:
+    """Class-index and probability-target kernels, serial and parallel."""
+
+    def __init__(self):
+        _pin_all()
+        self.cls = Kernel(lambda: _ce_class_kernel(_ce_class_row, False), _CLASS_ROLES)
+        self.cls_parallel = Kernel(lambda: _ce_class_kernel(_ce_class_row, True), _CLASS_ROLES)
+        self.prob = Kernel(lambda: _ce_prob_kernel(_ce_prob_row, False), _PROB_ROLES)
+        self.prob_parallel = Kernel(lambda: _ce_prob_kernel(_ce_prob_row, True), _PROB_ROLES)
+
+
+def cross_entropy_kernels() -> CrossEntropyKernels:
+    k = _built.get("cross_entropy")
+    if k is None:
+        k = _built["cross_entropy"] = CrossEntropyKernels()
+    return k

@@ -1,0 +1,391 @@
+"""Softmax and log_softmax along any axis, their backwards, and the fused cross-entropy.
+
+::
+
+    softmax(x)_i     = e^(x_i - m) / sum_j e^(x_j - m),        m = max_j x_j
+    log_softmax(x)_i = (x_i - m) - log(sum_j e^(x_j - m))
+    softmax_backward(g, y)     = y * (g - sum_j g_j y_j)        (y = softmax output)
+    log_softmax_backward(g, y) = g - e^y * sum_j g_j            (y = log_softmax output)
+
+Same conventions as the elementwise activations: ``name(x, axis=-1, *, out=None)``
+returns a new array (or ``out``), ``name_(x, axis=-1)`` overwrites ``x`` and returns it;
+float32/float64 only, any number of dimensions and any strides (views are reduced to
+2-d or 3-d views, never copied); arguments are checked before anything is written.
+
+Edge rows follow PyTorch: a -inf entry gets probability 0; a row containing NaN or
++inf, and a row of only -inf, come out all NaN. A 0-d array is a row of one element
+(axis 0 or -1): softmax gives 1.0, log_softmax 0.0, as torch does. Empty arrays
+return at once.
+
+:func:`softmax_cross_entropy` has the semantics of ``torch.nn.functional.cross_entropy``
+and returns the loss and its gradient with respect to the logits from one pass per row.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numba
+import numpy as np
+
+from . import _softmax_kernels as _k
+from ._dispatch import PARALLEL_THRESHOLD, _parallel, _unaliased
+from ._validate import as_input, as_output, choice, real, same_layout
+
+try:  # raises numpy.exceptions.AxisError (a ValueError and an IndexError)
+    from numpy.lib.array_utils import normalize_axis_index
+except ImportError:  # numpy < 2.0
+    from numpy.core.multiarray import normalize_axis_index
+
+__all__ = [
+    "softmax",
+    "softmax_",
+    "softmax_backward",
+    "softmax_backward_",
+    "log_softmax",
+    "log_softmax_",
+    "log_softmax_backward",
+    "log_softmax_backward_",
+    "softmax_cross_entropy",
+]
+
+# A row up to this size is done in cache (max, exp + sum, scale); longer rows go in
+# chunks of CHUNK_BYTES. A cols tile (L x tw) aims at TILE_BYTES. Measured with
+# /tmp benchmarks on 2 cores (see the report of issue 5).
+ROW_CACHE_BYTES = 128 * 1024
+CHUNK_BYTES = 32 * 1024
+TILE_BYTES = 64 * 1024
+# Rows are split across threads when there are fewer than this many rows per thread.
+SPLIT_ROWS_PER_THREAD = 4
+
+
+def _axis(axis: object, ndim: int) -> int:
+    """``axis`` normalised to [0, ndim); a 0-d array has the one axis 0 (or -1)."""
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an integer, got {type(axis).__name__}")
+    return normalize_axis_index(operator.index(axis), max(ndim, 1), "axis")
+
+
+def _call(parallel_kernel, serial_kernel, size: int, args: tuple) -> None:
+    """Run the parallel kernel if the array is large and the threading layer allows it now."""
+    kernel = serial_kernel if size < PARALLEL_THRESHOLD else _parallel(parallel_kernel, serial_kernel)
+    kernel(*args)
+
+
+def _merge(shape: list[int], strides: list[list[int]]) -> None:
+    """Merge neighbouring axes (sorted by decreasing stride) that every array allows."""
+    i = len(shape) - 1
+    while i > 0:
+        if all(s[i - 1] == s[i] * shape[i] for s in strides):
+            shape[i - 1] *= shape[i]
+            del shape[i]
+            for s in strides:
+                s[i - 1] = s[i]
+                del s[i]
+        i -= 1
+
+
+def _views(arrays: tuple[np.ndarray, ...], axis: int):
+    """Views of ``arrays`` for the kernels: ("rows", [(R, L) views...]) when the reduced
+    axis is the innermost of the first array, else ("cols", [(O, L, I) views...]).
+    Axes that cannot be merged into R or O are looped over (one view tuple each)."""
+    first = arrays[0]
+    shape = first.shape
+    others = sorted(
+        (d for d in range(first.ndim) if d != axis and shape[d] != 1), key=lambda d: -abs(first.strides[d])
+    )
+    dims = [shape[d] for d in others]
+    strides = [[a.strides[d] for d in others] for a in arrays]
+    _merge(dims, strides)
+    n = shape[axis] if first.ndim else 1
+    axis_strides = [a.strides[axis] if a.ndim else 0 for a in arrays]
+    if not dims or abs(axis_strides[0]) <= abs(strides[0][-1]):
+        mode, inner = "rows", 1
+    else:
+        mode, inner = "cols", 2
+    while len(dims) < inner:
+        dims.insert(0, 1)
+        for s in strides:
+            s.insert(0, 0)
+    lead = len(dims) - inner
+    views = []
+    for a, s, sa in zip(arrays, strides, axis_strides):
+        if mode == "rows":
+            core_shape, core_strides = (dims[-1], n), (s[-1], sa)
+        else:
+            core_shape, core_strides = (dims[-2], n, dims[-1]), (s[-2], sa, s[-1])
+        full = np.lib.stride_tricks.as_strided(
+            a, shape=(*dims[:lead], *core_shape), strides=(*s[:lead], *core_strides)
+        )
+        views.append(full)
+    if lead == 0:
+        return mode, [tuple(views)]
+    return mode, [tuple(v[index] for v in views) for index in np.ndindex(*dims[:lead])]
+
+
+def _same(a: np.ndarray, out: np.ndarray) -> bool:
+    """Whether reading ``a`` means reading ``out`` element for element."""
+    return a is out or (
+        a.__array_interface__["data"][0] == out.__array_interface__["data"][0] and a.strides == out.strides
+    )
+
+
+def _run(op: str, a: np.ndarray, b: np.ndarray | None, out: np.ndarray, axis: int) -> np.ndarray:
+    """out = op(a[, b]) along ``axis`` for checked arrays of one shape and dtype.
+
+    The kernels get ``a=None`` when a is out (in place) and ``b=None`` for forward ops.
+    """
+    if out.size == 0:
+        return out
+    a = None if _same(a, out) else _unaliased(a, out)
+    if b is not None:
+        b = _unaliased(b, out)
+    read = out if a is None else a
+    mode, groups = _views((read, out) if b is None else (read, b, out), axis)
+    kernels = _k.kernels(op)
+    itemsize = out.dtype.itemsize
+    size = out.size // len(groups)
+    threads = numba.get_num_threads()
+    for views in groups:
+        args = (None if a is None else views[0], None if b is None else views[1], views[-1])
+        if mode == "rows":
+            rows, n = views[-1].shape
+            chunk = CHUNK_BYTES // itemsize
+            whole = ROW_CACHE_BYTES // itemsize
+            if threads > 1 and rows < SPLIT_ROWS_PER_THREAD * threads and n >= 4 * chunk:
+                _call(kernels.split, kernels.rows, size, (*args, chunk, whole))
+            else:
+                _call(kernels.rows_parallel, kernels.rows, size, (*args, chunk, whole))
+        else:
+            n_outer, n, n_inner = views[-1].shape
+            tw = max(16, min(n_inner, TILE_BYTES // max(n * itemsize, 1)))
+            tasks = n_outer * -(-n_inner // tw)
+            blocks = min(tasks, 8 * threads)
+            _call(kernels.cols_parallel, kernels.cols, size, (*args, tw, blocks))
+    return out
+
+
+# --- public functions -----------------------------------------------------------------
+
+
+def _forward(op: str, x: object, axis: object, out: object) -> np.ndarray:
+    x = as_input(x, "x")
+    ax = _axis(axis, x.ndim)
+    if out is None:
+        out = np.empty_like(x)
+    else:
+        out = as_output(out, "out")
+        same_layout(out, "out", x, "x")
+    return _run(op, x, None, out, ax)
+
+
+def _forward_(op: str, x: object, axis: object) -> np.ndarray:
+    x = as_output(x, "x")
+    return _run(op, x, None, x, _axis(axis, x.ndim))
+
+
+def _backward(op: str, grad: object, y: object, axis: object, out: object) -> np.ndarray:
+    grad = as_input(grad, "grad")
+    y = as_input(y, "y")
+    same_layout(y, "y", grad, "grad")
+    ax = _axis(axis, grad.ndim)
+    if out is None:
+        out = np.empty_like(grad)
+    else:
+        out = as_output(out, "out")
+        same_layout(out, "out", grad, "grad")
+    return _run(op, grad, y, out, ax)
+
+
+def _backward_(op: str, grad: object, y: object, axis: object) -> np.ndarray:
+    grad = as_output(grad, "grad")
+    y = as_input(y, "y")
+    same_layout(y, "y", grad, "grad")
+    return _run(op, grad, y, grad, _axis(axis, grad.ndim))
+
+
+def softmax(x: np.ndarray, axis: int = -1, *, out: np.ndarray | None = None) -> np.ndarray:
+    """softmax along ``axis`` (new array, or written into ``out``).
+
+    y_i = e^(x_i - m) / sum_j e^(x_j - m), m = max_j x_j. NaN or +inf in a row, or a
+    row of only -inf, gives a NaN row (as PyTorch).
+    """
+    return _forward("softmax", x, axis, out)
+
+
+def softmax_(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """softmax along ``axis`` in place: overwrites x and returns it."""
+    return _forward_("softmax", x, axis)
+
+
+def softmax_backward(
+    grad: np.ndarray, y: np.ndarray, axis: int = -1, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Gradient of softmax: y * (grad - sum(grad * y)) along ``axis``; y is softmax's output."""
+    return _backward("softmax_backward", grad, y, axis, out)
+
+
+def softmax_backward_(grad: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Gradient of softmax in place: overwrites grad with y * (grad - sum(grad * y))."""
+    return _backward_("softmax_backward", grad, y, axis)
+
+
+def log_softmax(x: np.ndarray, axis: int = -1, *, out: np.ndarray | None = None) -> np.ndarray:
+    """log_softmax along ``axis`` (new array, or written into ``out``).
+
+    y_i = (x_i - m) - log(sum_j e^(x_j - m)), m = max_j x_j.
+    """
+    return _forward("log_softmax", x, axis, out)
+
+
+def log_softmax_(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log_softmax along ``axis`` in place: overwrites x and returns it."""
+    return _forward_("log_softmax", x, axis)
+
+
+def log_softmax_backward(
+    grad: np.ndarray, y: np.ndarray, axis: int = -1, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Gradient of log_softmax: grad - e^y * sum(grad) along ``axis``; y is log_softmax's output."""
+    return _backward("log_softmax_backward", grad, y, axis, out)
+
+
+def log_softmax_backward_(grad: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Gradient of log_softmax in place: overwrites grad with grad - e^y * sum(grad)."""
+    return _backward_("log_softmax_backward", grad, y, axis)
+
+
+# --- cross-entropy ----------------------------------------------------------------------
+
+_REDUCTIONS = {"mean": "mean", "sum": "sum", "none": "none"}
+_INT64 = np.iinfo(np.int64)
+
+
+def _class_targets(target: np.ndarray, n: int, c: int, ignore_index: int) -> np.ndarray:
+    """Integer class targets as int64 (n,), each in [0, c) or equal to ignore_index."""
+    if target.shape != ((n,) if n >= 0 else ()):
+        raise ValueError(f"target has shape {target.shape}, expected {(n,)} (class indices, one per row)")
+    if target.dtype == np.uint64 and target.size and target.max() > _INT64.max:
+        raise ValueError(f"target holds {target.max()}, out of range for {c} classes")
+    t = np.ascontiguousarray(target.astype(np.int64, copy=False).reshape(-1))
+    bad = (t != ignore_index) & ((t < 0) | (t >= c))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"target[{i}] = {t[i]} is out of range for {c} classes (and is not ignore_index={ignore_index})"
+        )
+    return t
+
+
+def _weight(weight: object, c: int, dtype: np.dtype) -> np.ndarray:
+    """The class weights as a fresh contiguous (c,) array of ``dtype`` (ones if None)."""
+    if weight is None:
+        return np.ones(c, dtype)
+    w = np.asarray(weight) if not isinstance(weight, np.ndarray) else weight
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"weight must be a real (integer or float) array, got dtype {w.dtype}")
+    if w.shape != (c,):
+        raise ValueError(f"weight has shape {w.shape}, expected {(c,)} (one weight per class)")
+    return np.array(w, dtype=dtype, order="C", copy=True)
+
+
+def softmax_cross_entropy(
+    logits: np.ndarray,
+    target: np.ndarray,
+    *,
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    inplace: bool = False,
+) -> tuple[float | np.ndarray, np.ndarray]:
+    """Cross-entropy of softmax(logits) and its gradient, as ``torch.nn.functional.cross_entropy``.
+
+    ``logits`` is (N, C) (or (C,), one sample). ``target`` is either class indices, any
+    integer dtype, shape (N,) (or 0-d), each in [0, C) or equal to ``ignore_index``; or
+    class probabilities of the shape of ``logits`` (float32/float64; ``ignore_index``
+    unused). With eps = label_smoothing, p = softmax(logits), lse = log sum_c e^x_c::
+
+        class k:  loss_n = (1-eps) w_k (lse - x_k) + eps/C sum_c w_c (lse - x_c)   (0 if ignored)
+        probs q:  loss_n = sum_c w_c q'_c (lse - x_c),   q' = (1-eps) q + eps/C
+
+    ``reduction``: "mean" divides the sum by sum_n w_(k_n) over rows not ignored (class
+    targets) or by N (probabilities), as torch; "sum"; "none" keeps loss_n.
+
+    Returns ``(loss, grad)``: loss is a Python float for "mean"/"sum" and an array of
+    logits' dtype, shape (N,) (0-d for (C,) logits), for "none". grad is dL/dlogits of
+    the returned loss (of sum(loss) for "none"), a new array, or ``logits`` itself,
+    overwritten, with ``inplace=True``. Everything is checked before anything is written.
+    """
+    if not isinstance(inplace, (bool, np.bool_)):
+        raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
+    reduction = choice(reduction, "reduction", _REDUCTIONS)
+    eps = real(label_smoothing, "label_smoothing")
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {eps}")
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}")
+    ignore = operator.index(ignore_index)
+    if not _INT64.min <= ignore <= _INT64.max:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore}")
+    x = as_output(logits, "logits") if inplace else as_input(logits, "logits")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"logits must be (N, C) or (C,), got shape {x.shape}")
+    single = x.ndim == 1
+    x2 = x.reshape(1, -1) if single else x
+    n, c = x2.shape
+    if c == 0:
+        raise ValueError(f"logits has shape {x.shape}: no classes")
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    kind = t.dtype.kind
+    if kind in "iu":
+        if t.shape != (() if single else (n,)):
+            raise ValueError(
+                f"target has shape {t.shape}, expected {() if single else (n,)} (class indices, one per row)"
+            )
+        t = _class_targets(t.reshape(-1), n, c, ignore)
+    elif t.dtype in (np.float32, np.float64):
+        if t.shape != x.shape:
+            raise ValueError(f"target has shape {t.shape}, expected {x.shape} (probabilities, as logits)")
+        if inplace and np.may_share_memory(t, x):
+            raise ValueError("target must not share memory with logits when inplace=True")
+        t = t.reshape(1, -1) if single else t
+    else:
+        raise TypeError(
+            f"target must hold integer class indices or float32/float64 probabilities, got dtype {t.dtype}"
+        )
+    w = _weight(weight, c, x.dtype)
+
+    # Normaliser of "mean" (torch: sum of the targets' weights, or N for probabilities).
+    if reduction == "mean":
+        if kind in "iu":
+            valid = t != ignore
+            total_weight = (
+                float(w[t[valid]].sum(dtype=np.float64)) if weight is not None else float(valid.sum())
+            )
+        else:
+            total_weight = float(n)
+        scale = 1.0 / total_weight if total_weight != 0.0 else float("nan")
+    else:
+        scale = 1.0
+
+    grad2 = x2 if inplace else np.empty_like(x2)
+    losses = np.empty(n)
+    if n:
+        k = _k.cross_entropy_kernels()
+        read = None if inplace else x2  # None: read grad2 (see _softmax_kernels on in place)
+        if kind in "iu":
+            wsum = float(w.sum(dtype=np.float64))
+            args = (read, t, w, wsum, np.int64(ignore), eps, scale, grad2, losses)
+            _call(k.cls_parallel, k.cls, x2.size, args)
+        else:
+            _call(k.prob_parallel, k.prob, x2.size, (read, t, w, eps, scale, grad2, losses))
+    grad = x if inplace else (grad2.reshape(-1) if single else grad2)
+    if reduction == "none":
+        loss = losses.astype(x.dtype)
+        return (loss.reshape(()) if single else loss), grad
+    total = float(losses.sum())
+    if reduction == "mean":
+        total = total / total_weight if total_weight != 0.0 else float("nan")
+    return total, grad

@@ -1,0 +1,430 @@
+"""softmax / log_softmax and their backwards: references, torch, edge rows, layouts, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import fastact.softmax as S
+from fastact import _softmax_kernels as K
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # numpy < 1.25
+    from numpy import AxisError
+
+DTYPES = [np.float32, np.float64]
+FORWARD = {"softmax": S.softmax, "log_softmax": S.log_softmax}
+
+
+def ref_softmax(x: np.ndarray, axis: int = -1, log: bool = False) -> np.ndarray:
+    """Softmax in extended precision (long double: float64 inputs get a few extra bits)."""
+    x = np.asarray(x, dtype=np.longdouble)
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = np.max(x, axis=axis, keepdims=True)
+        e = np.exp(x - m)
+        s = np.sum(e, axis=axis, keepdims=True)
+        return ((x - m) - np.log(s)) if log else e / s
+
+
+def assert_close(got, ref, dtype, rtol_ulps=8, atol=0.0):
+    """|got - ref| <= rtol_ulps eps |ref| + atol (rtol_ulps may be an array), NaNs alike."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    eps = np.finfo(dtype).eps
+    ok = np.isnan(ref) | (got == ref) | (np.abs(got - ref) <= rtol_ulps * eps * np.abs(ref) + atol)
+    assert ok.all(), f"max error {np.nanmax(np.abs(got - ref)[~ok])} at {np.argwhere(~ok)[:5].tolist()}"
+
+
+def check_forward(x, axis, dtype):
+    """softmax and log_softmax of x along axis against the long double reference.
+
+    Error budget, in units of eps: exp and the scale ~1 each, the sum's rounding grows with
+    the row length n, and x - max is rounded to the dtype: an absolute error of up to
+    |x - max| eps / 2 in the exponent, which is a relative one in e^(x - max).
+    """
+    n = x.shape[axis] if x.ndim else 1
+    eps = np.finfo(dtype).eps
+    with np.errstate(invalid="ignore"):
+        xm = np.abs(np.asarray(x, np.float64) - np.max(x, axis=axis, keepdims=True)) if x.size else 0.0
+    xm = np.nan_to_num(xm, posinf=0.0)
+    y = S.softmax(x, axis)
+    assert y.shape == x.shape and y.dtype == dtype
+    assert_close(
+        y, ref_softmax(x, axis), dtype, rtol_ulps=8 + n / 64 + xm, atol=np.finfo(dtype).smallest_normal
+    )
+    ly = S.log_softmax(x, axis)
+    ref = ref_softmax(x, axis, log=True).astype(np.float64)
+    # log_softmax = (x - m) - log(s): absolute error ~ eps (|x - m| + |log s|)
+    bound = eps * (4 * xm + 4 * np.log(max(n, 1)) + (8 + n / 64) * np.abs(np.nan_to_num(ref)))
+    assert (np.isnan(ref) == np.isnan(ly)).all()
+    err = np.abs(ly.astype(np.float64) - ref)
+    assert (np.nan_to_num(err) <= bound + np.finfo(dtype).tiny).all(), np.nanmax(err - bound)
+
+
+# --- against references ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7,), (5, 9), (3, 4, 5), (2, 3, 4, 5)])
+def test_every_axis_matches_reference(dtype, shape):
+    x = (np.random.default_rng(1).standard_normal(shape) * 5).astype(dtype)
+    for axis in range(-len(shape), len(shape)):
+        check_forward(x, axis, dtype)
+
+
+@given(
+    data=st.data(),
+    dtype=st.sampled_from(DTYPES),
+    shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12),
+    scale=st.sampled_from([1e-3, 1.0, 30.0, 1e4]),
+)
+def test_hypothesis_matches_reference(data, dtype, shape, scale):
+    x = data.draw(hnp.arrays(dtype, shape, elements=st.floats(-1, 1, width=np.dtype(dtype).itemsize * 8)))
+    x = (x * scale).astype(dtype)
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    check_forward(x, axis, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_parallel_paths_match_reference(dtype, monkeypatch):
+    """Rows (parallel, whole and chunked), split rows and cols kernels on big arrays."""
+    rng = np.random.default_rng(2)
+    big_rows = (rng.standard_normal((300, 200)) * 4).astype(dtype)  # rows, parallel
+    check_forward(big_rows, -1, dtype)
+    check_forward(big_rows, 0, dtype)  # cols, parallel
+    few_long = (rng.standard_normal((2, 40000)) * 4).astype(dtype)  # split (2+ threads)
+    check_forward(few_long, -1, dtype)
+    # Row-at-a-time chunked path (row longer than ROW_CACHE_BYTES), parallel over rows:
+    monkeypatch.setattr(S, "ROW_CACHE_BYTES", 256)
+    monkeypatch.setattr(S, "CHUNK_BYTES", 128)
+    check_forward(big_rows, -1, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", list(K._OPS))
+def test_split_kernel_directly(dtype, op):
+    """The split kernel (run by the wrappers only with 2+ threads) against the rows kernel."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 1000)).astype(dtype)
+    a[1, :700] = -np.inf  # whole chunks of -inf next to finite ones
+    b = None
+    if op.endswith("backward"):
+        b = S.softmax(a) if op == "softmax_backward" else S.log_softmax(a)
+        a = rng.standard_normal((3, 1000)).astype(dtype)
+    got, want = np.empty_like(a), np.empty_like(a)
+    k = K.kernels(op)
+    k.split(a, b, got, 64, 1 << 30)
+    k.rows(a, b, want, 64, 1 << 30)
+    tol = {
+        "rtol": 20 * np.finfo(dtype).eps,
+        "atol": 64 * np.finfo(dtype).eps * np.abs(want[np.isfinite(want)]).max(),
+    }
+    np.testing.assert_allclose(got, want, **tol)
+    k.rows(a, b, got, 64, 100)  # rows longer than `whole`: chunked one row at a time
+    np.testing.assert_allclose(got, want, **tol)
+
+
+# --- edge rows ----------------------------------------------------------------------------
+
+BIG = {np.float32: 3e38, np.float64: 1.7e308}
+EDGE_ROWS = {
+    "constant": lambda d: [2.0] * 5,
+    "huge": lambda d: [1e30, -1e30, 0.0, 1e30],
+    "max": lambda d: [BIG[d], -BIG[d], BIG[d]],
+    "neg-inf-entries": lambda d: [-np.inf, 0.0, 1.0, -np.inf],
+    "all-neg-inf": lambda d: [-np.inf] * 4,
+    "nan": lambda d: [0.0, np.nan, 1.0],
+    "pos-inf": lambda d: [np.inf, 0.0, 1.0],
+    "length-1": lambda d: [3.0],
+    "length-1-neg-inf": lambda d: [-np.inf],
+    "tiny": lambda d: [np.finfo(d).smallest_subnormal, -0.0, 0.0],
+    "wide": lambda d: [0.0, -50.0, -100.0, -200.0, -700.0, -1e4],
+}
+EXPECTED = {  # without torch: what each row must give
+    "constant": [0.2] * 5,
+    "huge": [0.5, 0.0, 0.0, 0.5],
+    "max": [0.5, 0.0, 0.5],
+    "neg-inf-entries": [0.0, 1 / (1 + np.e), np.e / (1 + np.e), 0.0],
+    "all-neg-inf": [np.nan] * 4,
+    "nan": [np.nan] * 3,
+    "pos-inf": [np.nan] * 3,
+    "length-1": [1.0],
+    "length-1-neg-inf": [np.nan],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("row", list(EDGE_ROWS))
+def test_edge_rows(dtype, row):
+    x = np.array(EDGE_ROWS[row](dtype), dtype=dtype)
+    y = S.softmax(x)
+    with np.errstate(over="ignore"):
+        ly = S.log_softmax(x)
+    if row in EXPECTED:
+        np.testing.assert_allclose(y, np.array(EXPECTED[row]), rtol=4 * np.finfo(dtype).eps, atol=0)
+    assert (np.isnan(ly) == np.isnan(y)).all()
+    assert not np.isinf(y).any()
+    with np.errstate(divide="ignore"):
+        finite = np.isfinite(y) & (y >= np.finfo(dtype).smallest_normal)
+        np.testing.assert_allclose(ly[finite], np.log(y[finite].astype(np.float64)), rtol=1e-5, atol=1e-6)
+    # -inf entries have probability 0 and log-probability -inf when the row is not NaN
+    if not np.isnan(y).any():
+        assert (y[x == -np.inf] == 0).all() and (ly[x == -np.inf] == -np.inf).all()
+        np.testing.assert_allclose(y.sum(dtype=np.float64), 1.0, rtol=4 * np.finfo(dtype).eps * len(x))
+    # the same row as one of many (cols kernel: the row along axis 0), and chunked
+    cols = np.repeat(x[:, None], 3, axis=1)
+    np.testing.assert_array_equal(np.isnan(S.softmax(cols, 0)[:, 1]), np.isnan(y))
+    np.testing.assert_allclose(S.softmax(cols, 0)[:, 1], y, rtol=4 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("row", list(EDGE_ROWS))
+def test_edge_rows_match_torch(dtype, row):
+    torch = pytest.importorskip("torch")
+    x = np.array(EDGE_ROWS[row](dtype), dtype=dtype)
+    for fn, tfn in ((S.softmax, torch.softmax), (S.log_softmax, torch.log_softmax)):
+        got = fn(x)
+        want = tfn(torch.from_numpy(x), -1).numpy()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=8 * np.finfo(dtype).eps, atol=1e-30)
+
+
+def test_chunked_rows_with_inf_chunks(monkeypatch):
+    """A chunk of only -inf adds nothing; NaN or +inf anywhere gives a NaN row."""
+    monkeypatch.setattr(S, "ROW_CACHE_BYTES", 64)
+    monkeypatch.setattr(S, "CHUNK_BYTES", 64)
+    x = np.zeros((4, 100))
+    x[0, :50] = -np.inf
+    x[1, :] = -np.inf
+    x[2, 77] = np.nan
+    x[3, 5] = np.inf
+    y = S.softmax(x)
+    np.testing.assert_allclose(y[0], np.r_[np.zeros(50), np.full(50, 0.02)], rtol=1e-14)
+    assert np.isnan(y[1:]).all()
+    ly = S.log_softmax(x)
+    np.testing.assert_allclose(ly[0, 50:], np.log(0.02), rtol=1e-14)
+    assert (ly[0, :50] == -np.inf).all() and np.isnan(ly[1:]).all()
+
+
+# --- against torch --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape_axis", [((6, 50), -1), ((6, 50), 0), ((3, 5, 7), 1), ((300, 130), -1)])
+def test_forward_and_backward_match_torch(dtype, shape_axis):
+    torch = pytest.importorskip("torch")
+    shape, axis = shape_axis
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal(shape) * 6).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    eps = np.finfo(dtype).eps
+    tol = {"rtol": 16 * eps, "atol": 16 * eps}
+    # the backwards cancel: errors are relative to the size of the terms, g and sum(g)
+    grad_tol = {"rtol": 16 * eps, "atol": 16 * eps * (np.abs(g).max() + np.abs(g.sum(axis)).max())}
+    for name, tfn, backward in (
+        ("softmax", torch.softmax, S.softmax_backward),
+        ("log_softmax", torch.log_softmax, S.log_softmax_backward),
+    ):
+        xt = torch.tensor(x, requires_grad=True)
+        yt = tfn(xt, axis)
+        yt.backward(torch.from_numpy(g))
+        y = FORWARD[name](x, axis)
+        np.testing.assert_allclose(y, yt.detach().numpy(), **tol)
+        np.testing.assert_allclose(backward(g, y, axis), xt.grad.numpy(), **grad_tol)
+
+
+# --- backward: finite differences ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_backward_finite_differences(name, axis):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 5)) * 2
+    g = rng.standard_normal(x.shape)
+    forward = FORWARD[name]
+    backward = S.softmax_backward if name == "softmax" else S.log_softmax_backward
+    got = backward(g, forward(x, axis), axis)
+    h = 1e-6
+    numeric = np.empty_like(x)
+    for index in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[index] += h
+        xm[index] -= h
+        numeric[index] = (np.sum(g * forward(xp, axis)) - np.sum(g * forward(xm, axis))) / (2 * h)
+    np.testing.assert_allclose(got, numeric, rtol=1e-6, atol=1e-8)
+
+
+# --- layouts, in place, out -----------------------------------------------------------------
+
+VIEWS = {
+    "transposed": ((6, 9), lambda b: b.T),
+    "step": ((6, 20), lambda b: b[:, ::3]),
+    "reversed": ((5, 8), lambda b: b[::-1, ::-1]),
+    "fortran-3d": ((4, 5, 6), np.asfortranarray),
+    "4d-mixed": ((3, 4, 5, 6), lambda b: b.transpose(2, 0, 3, 1)[:, ::2, 1:, ::-1]),
+    "broadcast-row": ((1, 7), lambda b: np.broadcast_to(b, (4, 7))),
+}
+
+
+@pytest.mark.parametrize("view", list(VIEWS))
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_views_out_and_in_place(view, op):
+    shape, make = VIEWS[view]
+    base = np.random.default_rng(6).standard_normal(shape) * 3
+    x = make(base)
+    fn, fn_ = FORWARD[op], getattr(S, op + "_")
+    for axis in range(-x.ndim, x.ndim):
+        want = fn(np.ascontiguousarray(x), axis)
+        np.testing.assert_allclose(fn(x, axis), want, rtol=1e-14, atol=1e-300)
+        out = np.full(x.shape[::-1], 7.0).T  # a non-contiguous out
+        assert fn(x, axis, out=out) is out
+        np.testing.assert_allclose(out, want, rtol=1e-14, atol=1e-300)
+        if x.flags.writeable:
+            xi = make(base.copy())
+            kept = xi.base.copy() if xi.base is not None else None
+            assert fn_(xi, axis) is xi
+            np.testing.assert_allclose(xi, want, rtol=1e-14, atol=1e-300)
+            if kept is not None:  # only the view's elements were written
+                mask = np.ones(kept.shape, bool)
+                make(mask.view())[...] = False
+                np.testing.assert_array_equal(xi.base[mask], kept[mask])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_backward_views_out_and_in_place(dtype, op):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 8)).astype(dtype)
+    y = FORWARD[op](x)
+    g = rng.standard_normal((8, 6)).astype(dtype).T  # non-contiguous grad
+    backward = getattr(S, op + "_backward")
+    backward_ = getattr(S, op + "_backward_")
+    eps = np.finfo(dtype).eps
+    tol = {"rtol": 16 * eps, "atol": 16 * eps * (np.abs(g).max() + np.abs(g).sum(0).max())}
+    want = backward(np.ascontiguousarray(g), y)
+    out = np.empty((8, 6), dtype).T
+    assert backward(g, y, out=out) is out
+    np.testing.assert_allclose(out, want, **tol)
+    gi = g.copy()
+    assert backward_(gi, y) is gi
+    np.testing.assert_allclose(gi, want, **tol)
+    for axis in (0, 1):
+        want = backward(np.ascontiguousarray(g), y, axis)
+        gi = g.copy(order="F")
+        assert backward_(gi, y, axis) is gi
+        np.testing.assert_allclose(gi, want, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_in_place_big_matches_out_of_place(dtype):
+    x = np.random.default_rng(8).standard_normal((200, 300)).astype(dtype)
+    for axis in (0, 1):
+        want = S.softmax(x, axis)
+        xi = x.copy()
+        assert S.softmax_(xi, axis) is xi
+        np.testing.assert_allclose(xi, want, rtol=4 * np.finfo(dtype).eps)
+        g = np.ones_like(x)
+        gi = g.copy()
+        assert S.softmax_backward_(gi, want, axis) is gi
+        np.testing.assert_allclose(gi, S.softmax_backward(g, want, axis), rtol=1e-6, atol=1e-12)
+
+
+def test_out_overlapping_input_partially():
+    base = np.random.default_rng(9).standard_normal(12)
+    x = base[:10].reshape(2, 5)
+    want = S.softmax(x.copy())
+    out = base[2:].reshape(2, 5)
+    S.softmax(x, out=out)
+    np.testing.assert_allclose(out, want, rtol=1e-15)
+
+
+def test_zero_d_and_empty():
+    for fn, value in ((S.softmax, 1.0), (S.log_softmax, 0.0)):
+        y = fn(np.float64(3.5))
+        assert isinstance(y, np.ndarray) and y.shape == () and y == value
+        assert fn(np.array(2.0, np.float32), axis=0).dtype == np.float32
+        assert np.isnan(fn(np.array(np.nan)))
+        with pytest.raises(AxisError):
+            fn(np.array(1.0), axis=1)
+    assert S.softmax_backward(np.array(2.0), np.array(1.0)) == 0.0
+    for shape in ((0,), (0, 4), (4, 0), (2, 0, 3)):
+        x = np.empty(shape, np.float32)
+        for axis in range(len(shape)):
+            assert S.softmax(x, axis).shape == shape
+            assert S.log_softmax_(x, axis) is x
+            assert S.softmax_backward(x, x, axis).shape == shape
+
+
+def test_lists_and_python_floats():
+    np.testing.assert_allclose(S.softmax([0.0, 0.0]), [0.5, 0.5])
+    assert S.softmax([1.0, 2.0]).dtype == np.float64
+
+
+# --- errors before any write -----------------------------------------------------------
+
+
+def test_errors_leave_buffers_unchanged():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    out = np.full((2, 3), 5.0, np.float32)
+    keep_x, keep_out = x.copy(), out.copy()
+    cases = [
+        (AxisError, lambda: S.softmax(x, 2, out=out)),
+        (AxisError, lambda: S.softmax_(x, -3)),
+        (TypeError, lambda: S.softmax(x, 1.0, out=out)),
+        (TypeError, lambda: S.log_softmax_(x, True)),
+        (TypeError, lambda: S.softmax(x, None)),
+        (ValueError, lambda: S.softmax(x, out=np.empty((3, 2), np.float32))),
+        (TypeError, lambda: S.softmax(x, out=np.empty((2, 3), np.float64))),
+        (TypeError, lambda: S.softmax(x.astype(np.int64), out=out)),
+        (TypeError, lambda: S.softmax(x.astype(np.float16))),
+        (TypeError, lambda: S.softmax_(x.astype(np.int32))),
+        (TypeError, lambda: S.softmax_([1.0, 2.0])),
+        (ValueError, lambda: S.softmax_backward(x, x[:, :2], out=out)),
+        (TypeError, lambda: S.softmax_backward(x, x.astype(np.float64), out=out)),
+        (ValueError, lambda: S.softmax_backward_(x, x.T)),
+        (AxisError, lambda: S.log_softmax_backward_(x, x, 5)),
+        (TypeError, lambda: S.softmax(x, axis=-1, dim=1)),
+    ]
+    for error, call in cases:
+        with pytest.raises(error):
+            call()
+        np.testing.assert_array_equal(x, keep_x)
+        np.testing.assert_array_equal(out, keep_out)
+    ro = x.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        S.softmax_(ro)
+    with pytest.raises(ValueError, match="read-only"):
+        S.softmax(x, out=ro)
+    zero_stride = np.lib.stride_tricks.as_strided(np.ones(3), (2, 3), (0, 8))
+    with pytest.raises(ValueError, match="broadcast"):
+        S.softmax_(zero_stride)
+
+
+def test_axis_error_is_value_and_index_error():
+    with pytest.raises(ValueError, match="axis"):
+        S.softmax(np.ones(3), axis=1)
+    with pytest.raises(IndexError):
+        S.softmax(np.ones(3), axis=-2)
+
+
+def test_all_public_names_listed():
+    assert set(S.__all__) == {
+        "softmax",
+        "softmax_",
+        "softmax_backward",
+        "softmax_backward_",
+        "log_softmax",
+        "log_softmax_",
+        "log_softmax_backward",
+        "log_softmax_backward_",
+        "softmax_cross_entropy",
+    }
+    for name in S.__all__:
+        assert callable(getattr(S, name)) and getattr(S, name).__doc__
