@@ -43,7 +43,11 @@ def _build(name: str) -> np.ufunc:
     scalar = entry.backward if backward else entry.forward
     nin = (2 if backward else 1) + len(entry.kernel_params)
     pin_uuid(scalar)
-    ufunc = vectorize(_signatures(nin), cache=True)(_ARITY[nin](scalar)).ufunc
+    function = _ARITY[nin](scalar)
+    # The ufunc takes this name: pickle then finds it as fastact.ufuncs.<name>, so the
+    # ufuncs travel to dask.distributed workers (a '<lambda>' would not be found).
+    function.__name__ = function.__qualname__ = name
+    ufunc = vectorize(_signatures(nin), cache=True)(function).ufunc
     ufunc.__doc__ = f"{name}: numpy ufunc of fastact.{name} (y = {entry.formula})."
     return ufunc
 

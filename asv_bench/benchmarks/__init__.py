@@ -1,0 +1,1 @@
+"""asv benchmarks of fastact, by topic; generated from fastact.ACTIVATIONS."""

@@ -1,0 +1,363 @@
+"""What fastact is measured against: naive numpy, and peers (torch, numexpr, scipy).
+
+:data:`NAIVE` is the one place the naive numpy version of every activation lives,
+the expression a user would write (``1 / (1 + np.exp(-x))``, ``np.maximum(x, 0)``).
+The asv suite, ``python -m fastact bench`` and the README plot all use it;
+:data:`NAIVE_SOFTMAX` and :func:`softmax_cross_entropy` are the same for the
+softmax family. Each
+entry gives the forward ``y = f(x)`` and the derivative ``dy/dx`` written in what
+the forward saves (``ACTIVATIONS[name].saves``), so that
+
+* backward:          ``grad * dydx(saved)``
+* backward in place: ``grad *= dydx(saved)``
+* forward in place:  ``x[...] = f(x)``, or a single ufunc with ``out=x`` where
+  one exists (``np.maximum(x, 0, out=x)``).
+
+Constants are Python floats so float32 stays float32 (NEP 50).
+
+The peers (:data:`PEERS`: torch, numexpr, scipy) are in place too: forward
+``f(x) -> x`` and backward ``b(grad, saved) -> grad``; None where the library has
+no such operation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .definitions import GELU_TANH_C, SELU_ALPHA, SELU_SCALE
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+@dataclass(frozen=True)
+class Naive:
+    """Naive numpy forward ``f(x, *params)`` and derivative ``dydx(saved, *params)``.
+
+    ``forward_`` is a genuinely in-place numpy call (``out=x``) when one exists.
+    """
+
+    forward: Callable[..., np.ndarray]
+    derivative: Callable[..., np.ndarray]
+    forward_: Callable[..., np.ndarray] | None = None
+
+    def forward_inplace(self, x: np.ndarray, *params) -> np.ndarray:
+        if self.forward_ is not None:
+            return self.forward_(x, *params)
+        x[...] = self.forward(x, *params)
+        return x
+
+    def backward(self, grad: np.ndarray, saved: np.ndarray, *params) -> np.ndarray:
+        return grad * self.derivative(saved, *params)
+
+    def backward_inplace(self, grad: np.ndarray, saved: np.ndarray, *params) -> np.ndarray:
+        grad *= self.derivative(saved, *params)
+        return grad
+
+
+def _erf() -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """scipy.special.erf if scipy is installed, else a (slow) loop over math.erf."""
+    try:
+        from scipy.special import erf
+    except ImportError:  # pragma: no cover - scipy is installed wherever we benchmark
+        loop = np.frompyfunc(math.erf, 1, 1)
+        return (lambda x: loop(x).astype(x.dtype)), "math.erf"
+    return erf, "scipy.special.erf"
+
+
+erf, ERF_SOURCE = _erf()
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _gelu_tanh_t(x):
+    return np.tanh(_SQRT_2_OVER_PI * (x + GELU_TANH_C * x**3))
+
+
+def _gelu_tanh_derivative(x):
+    t = _gelu_tanh_t(x)
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_C * x * x)
+
+
+def _mish_derivative(x):
+    t = np.tanh(np.log1p(np.exp(x)))
+    return t + x * _sigmoid(x) * (1 - t * t)
+
+
+def _silu_derivative(x):
+    s = _sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
+NAIVE: dict[str, Naive] = {
+    "step": Naive(
+        lambda x, threshold: (x >= threshold).astype(x.dtype),
+        lambda y, threshold: np.zeros_like(y),
+    ),
+    "linear": Naive(
+        lambda x, slope: slope * x,
+        lambda y, slope: np.full_like(y, slope),
+        lambda x, slope: np.multiply(x, slope, out=x),
+    ),
+    "sigmoid": Naive(_sigmoid, lambda y: y * (1 - y)),
+    "tanh": Naive(np.tanh, lambda y: 1 - y * y, lambda x: np.tanh(x, out=x)),
+    "relu": Naive(
+        lambda x: np.maximum(x, 0),
+        lambda y: (y > 0).astype(y.dtype),
+        lambda x: np.maximum(x, 0, out=x),
+    ),
+    "relu6": Naive(
+        lambda x: np.clip(x, 0, 6),
+        lambda y: ((y > 0) & (y < 6)).astype(y.dtype),
+        lambda x: np.clip(x, 0, 6, out=x),
+    ),
+    "leaky_relu": Naive(
+        lambda x, slope: np.where(x > 0, x, x * slope),
+        lambda y, slope: np.where(y > 0, 1, slope).astype(y.dtype),
+    ),
+    "elu": Naive(
+        lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x) - 1)),
+        lambda y, alpha: np.where(y > 0, 1, y + alpha),
+    ),
+    "selu": Naive(
+        lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * (np.exp(x) - 1)),
+        lambda y: np.where(y > 0, SELU_SCALE, y + SELU_SCALE * SELU_ALPHA),
+    ),
+    "celu": Naive(
+        lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x / alpha) - 1)),
+        lambda y, alpha: np.where(y > 0, 1, y / alpha + 1),
+    ),
+    "gelu": Naive(
+        lambda x: 0.5 * x * (1 + erf(x / _SQRT2)),
+        lambda x: 0.5 * (1 + erf(x / _SQRT2)) + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x),
+    ),
+    "gelu_tanh": Naive(lambda x: 0.5 * x * (1 + _gelu_tanh_t(x)), _gelu_tanh_derivative),
+    "silu": Naive(lambda x: x * _sigmoid(x), _silu_derivative),
+    "mish": Naive(lambda x: x * np.tanh(np.log1p(np.exp(x))), _mish_derivative),
+    "softplus": Naive(
+        lambda x, beta, threshold: np.where(x * beta > threshold, x, np.log1p(np.exp(beta * x)) / beta),
+        lambda x, beta, threshold: np.where(x * beta > threshold, 1, _sigmoid(beta * x)),
+    ),
+    "softsign": Naive(lambda x: x / (1 + np.abs(x)), lambda y: (1 - np.abs(y)) ** 2),
+    "hardsigmoid": Naive(
+        lambda x: np.clip(x / 6 + 0.5, 0, 1),
+        lambda y: ((y > 0) & (y < 1)) / np.array(6, y.dtype),
+    ),
+    "hardswish": Naive(
+        lambda x: x * np.clip(x + 3, 0, 6) / 6,
+        lambda x: np.where(x < -3, 0, np.where(x > 3, 1, x / 3 + 0.5)),
+    ),
+    "hardtanh": Naive(
+        lambda x, lo, hi: np.clip(x, lo, hi),
+        lambda y, lo, hi: ((y > lo) & (y < hi)).astype(y.dtype),
+        lambda x, lo, hi: np.clip(x, lo, hi, out=x),
+    ),
+    "log_sigmoid": Naive(lambda x: -np.log1p(np.exp(-x)), lambda y: 1 - np.exp(y)),
+    "threshold": Naive(
+        lambda x, threshold, value: np.where(x > threshold, x, value),
+        lambda x, threshold, value: (x > threshold).astype(x.dtype),
+    ),
+}
+
+
+# --- softmax family (last axis) ---------------------------------------------------------
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def softmax_backward(grad: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """dL/dx from dL/dy and the softmax output y."""
+    return y * (grad - (grad * y).sum(-1, keepdims=True))
+
+
+def log_softmax_backward(grad: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """dL/dx from dL/dy and the log_softmax output y."""
+    return grad - np.exp(y) * grad.sum(-1, keepdims=True)
+
+
+def softmax_cross_entropy(logits: np.ndarray, target: np.ndarray) -> tuple[np.floating, np.ndarray]:
+    """Mean cross-entropy of integer class targets and its gradient wrt the logits."""
+    rows = np.arange(logits.shape[0])
+    z = logits - logits.max(-1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(-1, keepdims=True)
+    loss = (np.log(s[:, 0]) - z[rows, target]).mean()
+    grad = e / s
+    grad[rows, target] -= 1
+    grad /= logits.shape[0]
+    return loss, grad
+
+
+NAIVE_SOFTMAX: dict[str, tuple[Callable, Callable]] = {
+    "softmax": (softmax, softmax_backward),
+    "log_softmax": (log_softmax, log_softmax_backward),
+}
+
+
+# --- peers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerOps:
+    """A peer's in-place ``forward_(x)`` and ``backward_(grad, saved)`` for one activation.
+
+    They take the library's own arrays: ``convert`` makes one from a numpy array
+    without copying (done once, outside the timed call). None: no such operation.
+    ``backward_input``: the backward takes the forward input x, not fastact's saved.
+    """
+
+    forward_: Callable | None
+    backward_: Callable | None
+    convert: Callable = lambda a: a
+    note: str = ""
+    backward_input: bool = False
+
+
+def torch_impl(name: str, params: tuple) -> PeerOps:
+    """In-place torch forward and ATen's backward kernels with ``grad_input=grad``."""
+    import torch
+    import torch.nn.functional as F
+
+    aten = torch.ops.aten
+    p = tuple(float(v) for v in params)
+    fwd = {
+        "step": lambda t: t.ge_(p[0]),
+        "linear": lambda t: t.mul_(p[0]),
+        "sigmoid": torch.sigmoid_,
+        "tanh": torch.tanh_,
+        "relu": torch.relu_,
+        "relu6": lambda t: F.hardtanh_(t, 0.0, 6.0),
+        "leaky_relu": lambda t: F.leaky_relu_(t, p[0]),
+        "elu": lambda t: F.elu_(t, p[0]),
+        "selu": torch.selu_,
+        "celu": lambda t: torch.celu_(t, p[0]),
+        "gelu": lambda t: aten.gelu.out(t, approximate="none", out=t),
+        "gelu_tanh": lambda t: aten.gelu.out(t, approximate="tanh", out=t),
+        "silu": lambda t: F.silu(t, inplace=True),
+        "mish": lambda t: F.mish(t, inplace=True),
+        "softplus": lambda t: aten.softplus.out(t, p[0], p[1], out=t),
+        "hardsigmoid": lambda t: F.hardsigmoid(t, inplace=True),
+        "hardswish": lambda t: F.hardswish(t, inplace=True),
+        "hardtanh": lambda t: F.hardtanh_(t, p[0], p[1]),
+        "threshold": lambda t: F.threshold_(t, p[0], p[1]),
+    }.get(name)
+    bwd = {
+        "step": lambda g, s: g.zero_(),
+        "linear": lambda g, s: g.mul_(p[0]),
+        "sigmoid": lambda g, s: aten.sigmoid_backward.grad_input(g, s, grad_input=g),
+        "tanh": lambda g, s: aten.tanh_backward.grad_input(g, s, grad_input=g),
+        "relu": lambda g, s: aten.threshold_backward.grad_input(g, s, 0.0, grad_input=g),
+        "relu6": lambda g, s: aten.hardtanh_backward.grad_input(g, s, 0.0, 6.0, grad_input=g),
+        "leaky_relu": lambda g, s: aten.leaky_relu_backward.grad_input(g, s, p[0], True, grad_input=g),
+        "elu": lambda g, s: aten.elu_backward.grad_input(g, p[0], 1.0, 1.0, True, s, grad_input=g),
+        "selu": lambda g, s: aten.elu_backward.grad_input(
+            g, SELU_ALPHA, SELU_SCALE, 1.0, True, s, grad_input=g
+        ),
+        "celu": lambda g, s: aten.elu_backward.grad_input(g, p[0], 1.0, 1.0 / p[0], True, s, grad_input=g),
+        "gelu": lambda g, s: aten.gelu_backward.grad_input(g, s, approximate="none", grad_input=g),
+        "gelu_tanh": lambda g, s: aten.gelu_backward.grad_input(g, s, approximate="tanh", grad_input=g),
+        "silu": lambda g, s: aten.silu_backward.grad_input(g, s, grad_input=g),
+        "softplus": lambda g, s: aten.softplus_backward.grad_input(g, s, p[0], p[1], grad_input=g),
+        "hardsigmoid": lambda g, s: aten.hardsigmoid_backward.grad_input(g, s, grad_input=g),
+        "hardtanh": lambda g, s: aten.hardtanh_backward.grad_input(g, s, p[0], p[1], grad_input=g),
+        "threshold": lambda g, s: aten.threshold_backward.grad_input(g, s, p[0], grad_input=g),
+    }.get(name)
+    note = ""
+    if name in ("mish", "hardswish"):  # ATen has only an out-of-place backward
+        op = aten.mish_backward if name == "mish" else aten.hardswish_backward
+        bwd = lambda g, s: g.copy_(op(g, s))
+        note = "backward out of place + copy (ATen has no in-place one)"
+    # ATen's hardsigmoid backward takes the input where fastact saves the output
+    return PeerOps(fwd, bwd, torch.from_numpy, note, backward_input=name == "hardsigmoid")
+
+
+_NUMEXPR_FORWARD = {
+    "linear": "x * p0",
+    "sigmoid": "1 / (1 + exp(-x))",
+    "tanh": "tanh(x)",
+    "relu": "where(x > 0, x, 0)",
+    "relu6": "where(x > 0, where(x < 6, x, 6), 0)",
+    "leaky_relu": "where(x > 0, x, x * p0)",
+    "elu": "where(x > 0, x, p0 * expm1(x))",
+    "selu": f"where(x > 0, {SELU_SCALE!r} * x, {SELU_SCALE * SELU_ALPHA!r} * expm1(x))",
+    "celu": "where(x > 0, x, p0 * expm1(x / p0))",
+    "gelu_tanh": f"0.5 * x * (1 + tanh({_SQRT_2_OVER_PI!r} * (x + {GELU_TANH_C!r} * x * x * x)))",
+    "silu": "x / (1 + exp(-x))",
+    "mish": "x * tanh(log1p(exp(x)))",
+    "softplus": "where(x * p0 > p1, x, log1p(exp(p0 * x)) / p0)",
+    "softsign": "x / (1 + abs(x))",
+    "hardsigmoid": "where(x < -3, 0, where(x > 3, 1, x / 6 + 0.5))",
+    "hardswish": "where(x < -3, 0, where(x > 3, x, x * (x + 3) / 6))",
+    "hardtanh": "where(x < p0, p0, where(x > p1, p1, x))",
+    "log_sigmoid": "-log1p(exp(-x))",
+    "threshold": "where(x > p0, x, p1)",
+}
+_NUMEXPR_DERIVATIVE = {
+    "linear": "g * p0",
+    "sigmoid": "g * s * (1 - s)",
+    "tanh": "g * (1 - s * s)",
+    "relu": "where(s > 0, g, 0)",
+    "relu6": "where((s > 0) & (s < 6), g, 0)",
+    "leaky_relu": "where(s > 0, g, g * p0)",
+    "elu": "where(s > 0, g, g * (s + p0))",
+    "selu": f"where(s > 0, g * {SELU_SCALE!r}, g * (s + {SELU_SCALE * SELU_ALPHA!r}))",
+    "celu": "where(s > 0, g, g * (s / p0 + 1))",
+    "silu": "g * (1 + s * (1 - 1 / (1 + exp(-s)))) / (1 + exp(-s))",
+    "softplus": "where(s * p0 > p1, g, g / (1 + exp(-p0 * s)))",
+    "softsign": "g * (1 - abs(s)) ** 2",
+    "hardsigmoid": "where((s > 0) & (s < 1), g / 6, 0)",
+    "hardswish": "where(s < -3, 0, where(s > 3, g, g * (s / 3 + 0.5)))",
+    "hardtanh": "where((s > p0) & (s < p1), g, 0)",
+    "log_sigmoid": "-g * expm1(s)",
+    "threshold": "where(s > p0, g, 0)",
+}
+
+
+def numexpr_impl(name: str, params: tuple) -> PeerOps:
+    """numexpr expressions evaluated with ``out=`` the input (numexpr has no erf)."""
+    import numexpr
+
+    scope = {f"p{i}": p for i, p in enumerate(params)}
+    fwd = bwd = None
+    if name in _NUMEXPR_FORWARD:
+        expr = _NUMEXPR_FORWARD[name]
+        fwd = lambda x: numexpr.evaluate(expr, local_dict={"x": x, **scope}, out=x, casting="same_kind")
+    if name in _NUMEXPR_DERIVATIVE:
+        dexpr = _NUMEXPR_DERIVATIVE[name]
+        bwd = lambda g, s: numexpr.evaluate(
+            dexpr, local_dict={"g": g, "s": s, **scope}, out=g, casting="same_kind"
+        )
+    return PeerOps(fwd, bwd)
+
+
+def scipy_impl(name: str, params: tuple) -> PeerOps:
+    """The scipy.special ufuncs that are activations (sigmoid, log_sigmoid), ``out=x``."""
+    from scipy import special
+
+    fwd = {
+        "sigmoid": lambda x: special.expit(x, out=x),
+        "log_sigmoid": lambda x: special.log_expit(x, out=x),
+    }.get(name)
+    return PeerOps(fwd, None)
+
+
+PEERS: dict[str, Callable[[str, tuple], PeerOps]] = {
+    "torch": torch_impl,
+    "numexpr": numexpr_impl,
+    "scipy": scipy_impl,
+}

@@ -1,0 +1,591 @@
+"""``python -m fastact bench``: fastact against naive numpy, peers and the memory ceiling.
+
+Every activation is timed in place, forward (``name_(x)``) and backward
+(``name_backward_(grad, saved)``), next to the naive numpy expression of
+:data:`fastact._baselines.NAIVE` and, with ``--peers``, torch, numexpr and scipy
+(those installed). The ceiling is the fastest an in-place pass over the same array
+can be: a numba ``prange`` loop ``x[i] *= a`` (forward) or ``g[i] *= s[i]``
+(backward). Everything is printed as ratios measured in the same run: a time is
+the best of several calls, each on freshly restored data.
+
+``--crossover`` times the serial and the parallel kernels from 1K to 1M elements
+and prints the size from which the parallel one wins
+(:data:`fastact._dispatch.PARALLEL_THRESHOLD`).
+
+The asv suite (``asv_bench/``) and ``scripts/plot_benchmarks.py`` reuse
+:class:`Case`, :func:`compare` and :func:`best_time` from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+import fastact
+
+from ._baselines import NAIVE, PEERS
+from .definitions import ACTIVATIONS
+
+IMPLS = ("fastact", "numpy")
+# Values for parameters that have no default (threshold(x, threshold, value)).
+REQUIRED_PARAMS = {"threshold": {"threshold": 0.1, "value": 20.0}}
+
+
+# --- what is timed ----------------------------------------------------------------------
+
+
+def kernel_params(name: str, dtype: np.dtype) -> tuple:
+    """The numeric parameters of ``name`` (defaults) as scalars of ``dtype``."""
+    entry = ACTIVATIONS[name]
+    chosen = REQUIRED_PARAMS.get(name, {})
+    return tuple(np.dtype(dtype).type(chosen.get(p.name, p.default)) for p in entry.kernel_params)
+
+
+def fastact_function(name: str, suffix: str = "") -> Callable:
+    """The public entry point ``name + suffix`` (gelu_tanh is gelu(approximate="tanh")).
+
+    Looked up on the ``fastact`` module at each call, so it can be replaced there.
+    """
+    if ACTIVATIONS[name].public:
+        return getattr(fastact, name + suffix)
+    return functools.partial(getattr(fastact, "gelu" + suffix), approximate="tanh")
+
+
+def make_input(n: int, dtype: np.dtype | str, seed: int = 0) -> np.ndarray:
+    """``n`` seeded values ~ N(0, 3**2) of ``dtype``: both sides of every break point."""
+    x = np.random.default_rng(seed).standard_normal(n, dtype=np.dtype(dtype).type)
+    x *= 3
+    return x
+
+
+@dataclass
+class Case:
+    """Seeded data for one activation: input, upstream gradient and what forward saves.
+
+    ``lean=True`` makes only what ``direction`` needs, in as few arrays as possible
+    (for peak-memory measurements): x for forward; grad and saved for backward.
+    """
+
+    name: str
+    dtype: np.dtype
+    n: int
+    direction: str | None = None
+    lean: bool = False
+    params: tuple = field(init=False)
+    x: np.ndarray | None = field(init=False, repr=False, default=None)
+    grad: np.ndarray | None = field(init=False, repr=False, default=None)
+    saved: np.ndarray | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.dtype = np.dtype(self.dtype)
+        self.params = kernel_params(self.name, self.dtype)
+        saves_output = ACTIVATIONS[self.name].saves == "output"
+        if not self.lean:
+            self.x = make_input(self.n, self.dtype, seed=1)
+            self.grad = make_input(self.n, self.dtype, seed=2)
+            self.saved = fastact_function(self.name)(self.x, *self.params) if saves_output else self.x
+        elif self.direction == "forward":
+            self.x = make_input(self.n, self.dtype, seed=1)
+        else:
+            self.grad = make_input(self.n, self.dtype, seed=2)
+            self.saved = make_input(self.n, self.dtype, seed=1)
+            if saves_output:
+                fastact_function(self.name, "_")(self.saved, *self.params)
+
+    def bind(
+        self, impl: str, direction: str, inplace: bool, copy: bool = True
+    ) -> tuple[Callable, Callable | None]:
+        """(call, reset): ``call()`` runs ``impl`` on the data, ``reset()`` restores
+        what it overwrote (None when nothing is). In place, the call works on a
+        private copy unless ``copy=False`` (then it overwrites the case's array and
+        ``reset`` is None).
+
+        ``impl``: "fastact", "numpy" (naive) or a peer of ``PEERS`` (in place only).
+        """
+        p = self.params
+        forward = direction == "forward"
+        if impl == "fastact":
+            fn = fastact_function(self.name, ("" if forward else "_backward") + ("_" if inplace else ""))
+        elif impl == "numpy":
+            naive = NAIVE[self.name]
+            if forward:
+                fn = naive.forward_inplace if inplace else naive.forward
+            else:
+                fn = naive.backward_inplace if inplace else naive.backward
+        else:
+            if not inplace:
+                raise ValueError(f"peer {impl!r} is only timed in place")
+            ops = PEERS[impl](self.name, p)
+            op = ops.forward_ if forward else ops.backward_
+            if op is None:
+                raise LookupError(f"{impl} has no {direction} for {self.name}")
+            saved = self.x if ops.backward_input else self.saved
+            return self._bind_arrays(lambda *a: op(*a), forward, True, copy, ops.convert, saved)
+        return self._bind_arrays(lambda *a: fn(*a, *p), forward, inplace, copy, lambda a: a, self.saved)
+
+    def _bind_arrays(self, fn, forward, inplace, copy, convert, saved) -> tuple[Callable, Callable | None]:
+        source = self.x if forward else self.grad
+        if not inplace:
+            args = (source,) if forward else (source, saved)
+            return (lambda: fn(*args)), None
+        buf = source.copy() if copy else source
+        args = tuple(convert(a) for a in ((buf,) if forward else (buf, saved)))
+        return (lambda: fn(*args)), (functools.partial(np.copyto, buf, source) if copy else None)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_case(name: str, dtype: str, n: int) -> Case:
+    return Case(name, np.dtype(dtype), n)
+
+
+# --- the in-place memory ceiling ------------------------------------------------------
+
+
+def _scale(x, a):
+    for i in prange(x.shape[0]):
+        x[i] *= a
+
+
+def _mul(g, s):
+    for i in prange(g.shape[0]):
+        g[i] *= s[i]
+
+
+_CEILING = {
+    (name, parallel): njit(parallel=parallel, cache=True, nogil=True)(fn)
+    for name, fn in (("forward", _scale), ("backward", _mul))
+    for parallel in (False, True)
+}
+
+
+def ceiling(direction: str, x: np.ndarray, s: np.ndarray) -> tuple[Callable, Callable]:
+    """(call, reset) of the in-place ceiling loop over a copy of ``x`` (serial below
+    the parallel threshold, as fastact's dispatcher)."""
+    from ._dispatch import PARALLEL_THRESHOLD
+
+    kernel = _CEILING[direction, x.size >= PARALLEL_THRESHOLD]
+    buf = x.copy()
+    if direction == "forward":
+        a = x.dtype.type(1.0000001)
+        call = lambda: kernel(buf, a)
+    else:
+        call = lambda: kernel(buf, s)
+    return call, functools.partial(np.copyto, buf, x)
+
+
+# --- timing -----------------------------------------------------------------------------
+
+
+def best_time(
+    call: Callable, reset: Callable | None = None, budget: float = 0.1, repeats: int = 3, number: int = 1
+) -> float:
+    """Seconds of the fastest call: ``number`` calls per sample, ``reset()`` before each
+    sample (not timed); at least ``repeats`` samples, more while within ``budget`` s."""
+    best = math.inf
+    start = time.perf_counter()
+    i = 0
+    while i < repeats or (time.perf_counter() - start < budget and i < 10000):
+        if reset is not None:
+            reset()
+        t0 = time.perf_counter()
+        for _ in range(number):
+            call()
+        best = min(best, (time.perf_counter() - t0) / number)
+        i += 1
+    return best
+
+
+def compare(pairs: dict[str, tuple], budget: float = 0.1, repeats: int = 3) -> dict[str, float]:
+    """Best seconds per call of each (call, reset) pair, sampled in turn (one call per
+    sample, reset before it) so that a burst of load elsewhere hits them all alike."""
+    best = dict.fromkeys(pairs, math.inf)
+    start = time.perf_counter()
+    i = 0
+    while i < repeats or (time.perf_counter() - start < budget and i < 10000):
+        for key, (call, reset) in pairs.items():
+            if reset is not None:
+                reset()
+            t0 = time.perf_counter()
+            call()
+            best[key] = min(best[key], time.perf_counter() - t0)
+        i += 1
+    return best
+
+
+def speedup(naive: tuple, fast: tuple, budget: float = 0.1) -> float:
+    """How many times faster ``fast`` is than ``naive`` (each a (call, reset) pair)."""
+    t = compare({"naive": naive, "fast": fast}, budget)
+    return t["naive"] / t["fast"]
+
+
+def warm(*pairs: tuple[Callable, Callable | None]) -> None:
+    """Run each (call, reset) once: compiles or loads the kernels, faults pages in."""
+    for call, reset in pairs:
+        call()
+        if reset is not None:
+            reset()
+
+
+# --- the table --------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One activation and direction: seconds per in-place call for each implementation."""
+
+    activation: str
+    direction: str
+    fastact: float
+    ceiling: float
+    others: dict[str, float | None]
+    notes: list[str] = field(default_factory=list)
+
+
+class Progress:
+    """A one-line ``\\r`` progress bar on stderr."""
+
+    def __init__(self, total: int, enabled: bool, label: str = "fastact bench") -> None:
+        self.total, self.enabled, self.label, self.done = total, enabled, label, 0
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        if self.enabled:
+            width = 30
+            filled = width * self.done // max(self.total, 1)
+            bar = "#" * filled + "." * (width - filled)
+            sys.stderr.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {what:<32.32}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 90 + "\r")
+            sys.stderr.flush()
+
+
+def available_peers() -> list[str]:
+    """The peer libraries importable here."""
+    found = []
+    for name in PEERS:
+        try:
+            __import__(name)
+        except ImportError:
+            continue
+        found.append(name)
+    return found
+
+
+class _Threads:
+    """Give torch and numexpr numba's thread count for the run, then restore theirs."""
+
+    def __init__(self, peers: Sequence[str]) -> None:
+        self.peers, self.saved = peers, {}
+
+    def __enter__(self) -> int:
+        n = numba.get_num_threads()
+        if "torch" in self.peers:
+            import torch
+
+            self.saved["torch"] = torch.get_num_threads()
+            torch.set_num_threads(n)
+        if "numexpr" in self.peers:
+            import numexpr
+
+            self.saved["numexpr"] = numexpr.set_num_threads(n)
+        return n
+
+    def __exit__(self, *exc) -> None:
+        if "torch" in self.saved:
+            import torch
+
+            torch.set_num_threads(self.saved["torch"])
+        if "numexpr" in self.saved:
+            import numexpr
+
+            numexpr.set_num_threads(self.saved["numexpr"])
+
+
+def measure(
+    names: Sequence[str],
+    dtype: str,
+    n: int,
+    peers: Sequence[str] = (),
+    budget: float = 0.1,
+    progress: Progress | None = None,
+) -> list[Row]:
+    """Time every activation of ``names`` in place, forward and backward."""
+    rows = []
+    for name in names:
+        case = Case(name, np.dtype(dtype), n)
+        for direction in ("forward", "backward"):
+            source = case.x if direction == "forward" else case.grad
+            pairs = {"fastact": case.bind("fastact", direction, True)}
+            pairs["ceiling"] = ceiling(direction, source, case.saved)
+            missing, notes = [], []
+            for impl in ("numpy", *peers):
+                try:
+                    pairs[impl] = case.bind(impl, direction, True)
+                except LookupError:
+                    missing.append(impl)
+                note = PEERS[impl](name, case.params).note if impl in PEERS else ""
+                if note and impl in pairs:
+                    notes.append(f"{impl}: {note}")
+            warm(*pairs.values())
+            t = compare(pairs, budget)
+            others = {impl: (None if impl in missing else t[impl]) for impl in ("numpy", *peers)}
+            rows.append(Row(name, direction, t["fastact"], t["ceiling"], others, notes))
+            if progress is not None:
+                progress.step(f"{name} {direction}")
+    return rows
+
+
+def _seconds(t: float) -> str:
+    if t >= 1e-3:
+        return f"{t * 1e3:.2f} ms"
+    return f"{t * 1e6:.1f} us"
+
+
+def format_table(rows: Sequence[Row], impls: Sequence[str]) -> str:
+    """Forward and backward side by side; ratios are other time / fastact time."""
+    by_key = {(r.activation, r.direction): r for r in rows}
+    names = list(dict.fromkeys(r.activation for r in rows))
+    cols = ["fastact", *impls, "ceiling"]
+    width = 9
+    block = " ".join(f"{c:>{width}}" for c in cols)
+    head1 = f"{'':<12} | {'forward in place: name_(x)':^{len(block)}} | "
+    head1 += f"{'backward in place: name_backward_(grad, saved)':^{len(block)}}"
+    lines = [head1.rstrip(), f"{'activation':<12} | {block} | {block}", "-" * (16 + 2 * len(block) + 3)]
+    for name in names:
+        cells = []
+        for direction in ("forward", "backward"):
+            r = by_key[name, direction]
+            parts = [f"{_seconds(r.fastact):>{width}}"]
+            for impl in impls:
+                t = r.others.get(impl)
+                parts.append(f"{'-' if t is None else f'{t / r.fastact:.2f}x':>{width}}")
+            parts.append(f"{r.ceiling / r.fastact:>{width}.0%}")
+            cells.append(" ".join(parts))
+        lines.append(f"{name:<12} | {cells[0]} | {cells[1]}")
+    notes = sorted({f"{r.activation} {note}" for r in rows for note in r.notes})
+    return "\n".join(lines + [f"  note: {n}" for n in notes])
+
+
+def header(dtype: str, n: int, threads: int, peers: Sequence[str], rows: Sequence[Row]) -> str:
+    from ._baselines import ERF_SOURCE
+
+    fwd = min(r.ceiling for r in rows if r.direction == "forward")
+    bwd = min(r.ceiling for r in rows if r.direction == "backward")
+    item = np.dtype(dtype).itemsize
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run (small n)
+        layer = "not started"
+    threaded = ", ".join(["fastact (numba)", *[p for p in peers if p in ("torch", "numexpr")]])
+    return "\n".join(
+        [
+            f"fastact {fastact.__version__} bench: {dtype}, {n:,} elements, in place; "
+            f"{threads} threads for {threaded} (numba layer {layer}); numpy and scipy use one",
+            f"ceiling (numba prange, in place): forward x[i] *= a {_seconds(fwd)} "
+            f"({2 * n * item / fwd / 1e9:.1f} GB/s), backward g[i] *= s[i] {_seconds(bwd)} "
+            f"({3 * n * item / bwd / 1e9:.1f} GB/s)",
+            "numpy = the naive expression (fastact/_baselines.py; gelu uses " + ERF_SOURCE + "); "
+            "ratios = its time / fastact's (>1: fastact is faster); "
+            "ceiling = ceiling time / fastact's (100%: memory bound)",
+        ]
+    )
+
+
+# --- the serial/parallel crossover ------------------------------------------------------
+
+
+def crossover(
+    names: Sequence[str], dtype: str, sizes: Sequence[int], budget: float = 0.05, progress=None
+) -> dict[str, list[tuple[int, float, float]]]:
+    """{name: [(n, serial s, parallel s)]}: the forward kernels, out of place, 1-d."""
+    from ._kernels import forward_kernels
+
+    _start_threads()
+    result = {}
+    for name in names:
+        kernels = forward_kernels(name)
+        timings = []
+        for n in sizes:
+            x = make_input(n, dtype, seed=3)
+            out = np.empty_like(x)
+            p = kernel_params(name, x.dtype)
+            number = max(1, 20000 // n)  # samples of ~10 us or more
+            pairs = {}
+            for flavour in ("serial", "parallel"):
+                call = functools.partial(_repeat, getattr(kernels, flavour), number, x, out, *p)
+                pairs[flavour] = (call, None)
+            warm(*pairs.values())
+            t = compare(pairs, budget, repeats=5)
+            timings.append((n, t["serial"] / number, t["parallel"] / number))
+            if progress is not None:
+                progress.step(f"{name} {n}")
+        result[name] = timings
+    return result
+
+
+def _repeat(kernel, number, *args):
+    for _ in range(number):
+        kernel(*args)
+
+
+def _start_threads() -> None:
+    """Start numba's threading layer as fastact does (it may load TBB first)."""
+    try:
+        from . import _runtime
+    except ImportError:  # pragma: no cover - older layout
+        return
+    _runtime.gate()
+
+
+def crossing(timings: Sequence[tuple[int, float, float]]) -> int | None:
+    """Smallest measured n from which parallel beats serial at every larger n."""
+    best = None
+    for n, serial, parallel in reversed(timings):
+        if parallel >= serial:
+            break
+        best = n
+    return best
+
+
+def suggest_threshold(result: dict[str, list[tuple[int, float, float]]]) -> tuple[int, float]:
+    """The threshold (a measured size) minimising the worst slowdown over all
+    activations and sizes against always picking the faster kernel; (n, slowdown)."""
+    sizes = [n for n, _, _ in next(iter(result.values()))]
+    best = None
+    for threshold in [*sizes, sizes[-1] * 2]:
+        worst = max(
+            (p if n >= threshold else s) / min(s, p) for timings in result.values() for n, s, p in timings
+        )
+        if best is None or worst < best[1] - 1e-9:
+            best = (threshold, worst)
+    return best
+
+
+def format_crossover(result: dict, dtype: str) -> str:
+    from ._dispatch import PARALLEL_THRESHOLD
+
+    names = list(result)
+    lines = [
+        f"serial vs parallel forward kernels, {dtype}, {numba.get_num_threads()} threads "
+        "(parallel/serial time: < 1 means parallel wins)",
+        f"{'n':>9} " + " ".join(f"{name + ' serial':>16} {'parallel':>10} {'ratio':>6}" for name in names),
+    ]
+    for i, (n, *_) in enumerate(result[names[0]]):
+        cells = []
+        for name in names:
+            _, s, p = result[name][i]
+            cells.append(f"{_seconds(s):>16} {_seconds(p):>10} {p / s:>6.2f}")
+        lines.append(f"{n:>9} " + " ".join(cells))
+    for name in names:
+        at = crossing(result[name])
+        lines.append(f"crossover {name}: {'none measured' if at is None else f'{at:,} elements'}")
+    threshold, worst = suggest_threshold(result)
+    largest = result[names[0]][-1][0]
+    where = f"{threshold:,}" if threshold <= largest else f"> {largest:,} (parallel never paid off)"
+    lines.append(
+        f"suggested PARALLEL_THRESHOLD = {where} (worst slowdown {worst:.2f}x vs the best kernel; "
+        f"current {PARALLEL_THRESHOLD:,})"
+    )
+    return "\n".join(lines)
+
+
+# --- command line -----------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fastact bench",
+        description="Time fastact's in-place forward and backward against naive numpy, "
+        "peers and the in-place memory ceiling; or find the serial/parallel crossover.",
+    )
+    parser.add_argument("--quick", action="store_true", help="1M elements, short timings (a few seconds)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument(
+        "--size", type=_positive, help="elements (default 4M, 1M with --quick; crossover: the largest)"
+    )
+    parser.add_argument("--peers", action="store_true", help="also torch, numexpr and scipy if installed")
+    parser.add_argument(
+        "--activation", nargs="+", metavar="NAME", choices=list(ACTIVATIONS), help="only these (default: all)"
+    )
+    parser.add_argument("--crossover", action="store_true", help="serial/parallel crossover (1K..1M)")
+    parser.add_argument("--json", metavar="PATH", help="also write the measurements as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fastact bench ...``; returns the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error (already printed)
+        return int(exc.code or 0)
+    names = args.activation or list(ACTIVATIONS)
+    show = not args.no_progress and sys.stderr.isatty()
+    if args.crossover:
+        return _main_crossover(args, args.activation or ["relu", "gelu"], show)
+    n = args.size or (1 << 20 if args.quick else 1 << 22)
+    peers = available_peers() if args.peers else []
+    budget = 0.02 if args.quick else 0.25
+    progress = Progress(2 * len(names), show)
+    with _Threads(peers) as threads:
+        try:
+            rows = measure(names, args.dtype, n, peers, budget, progress)
+        finally:
+            progress.close()
+    print(header(args.dtype, n, threads, peers, rows))
+    print(format_table(rows, ["numpy", *peers]))
+    if args.json:
+        _write_json(args.json, {"dtype": args.dtype, "n": n, "threads": threads, "rows": rows})
+    return 0
+
+
+def _main_crossover(args, names: list[str], show: bool) -> int:
+    top = args.size or (1 << 20)
+    sizes = [n for n in (1 << k for k in range(10, 31)) if n <= top] or [top]
+    progress = Progress(len(names) * len(sizes), show, "fastact crossover")
+    try:
+        result = crossover(names, args.dtype, sizes, budget=0.02 if args.quick else 0.1, progress=progress)
+    finally:
+        progress.close()
+    print(format_crossover(result, args.dtype))
+    if args.json:
+        _write_json(args.json, {"dtype": args.dtype, "crossover": result})
+    return 0
+
+
+def _write_json(path: str, data: dict) -> None:
+    def default(o):
+        if isinstance(o, Row):
+            return o.__dict__
+        raise TypeError(type(o).__name__)
+
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1, default=default)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""fastact for ``dask.array``: every activation, softmax and cross-entropy, lazily, chunk by chunk.
+
+For every public activation ``name`` (generated from :data:`fastact.ACTIVATIONS`)::
+
+    fastact.dask.name(x, *params)                    -> lazy dask array, y = name(x)
+    fastact.dask.name_backward(grad, saved, *params) -> lazy dask array, dL/dx
+
+plus ``softmax``/``log_softmax(x, axis=-1)``, their backwards ``(grad, y, axis=-1)``, and
+``softmax_cross_entropy(logits, target, ...) -> (loss, grad)``. Out of place only (dask
+arrays are immutable). Each block runs fastact's CPU kernels through a module-level
+function that looks the kernel up by name, so the task graph pickles and runs on
+``dask.distributed`` worker processes.
+
+Softmax needs whole rows: an ``axis`` split over several chunks is rechunked into one
+chunk along it, with a :class:`PerformanceWarning` saying so. Cross-entropy makes one
+fused pass per block of rows (loss and gradient together) and reduces the loss with a
+tree sum; "mean" divides by the global denominator (sum of the targets' weights over
+rows not ignored, or N for probability targets), summed over blocks the same way.
+
+Dtypes and parameters are checked when the graph is built; target values (class
+indices out of range) only when a block is computed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Callable
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+import fastact as _fa
+from fastact.definitions import ACTIVATIONS, Activation
+
+try:
+    from dask.array import PerformanceWarning
+except ImportError:  # pragma: no cover
+    from dask.array.core import PerformanceWarning
+
+_SOFTMAX = importlib.import_module("fastact.softmax")
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _as_dask(x: object, name: str) -> da.Array:
+    if not isinstance(x, da.Array):
+        x = da.asarray(x)
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {x.dtype}")
+    return x
+
+
+# --- block functions (module level: they pickle by name) -----------------------------
+
+
+def _apply(*blocks: np.ndarray, fname: str, params: tuple) -> np.ndarray:
+    """One block of ``fastact.<fname>(*blocks, *params)``, run on a worker."""
+    return getattr(_fa, fname)(*blocks, *params)
+
+
+def _apply_softmax(*blocks: np.ndarray, fname: str, axis: int) -> np.ndarray:
+    return getattr(_SOFTMAX, fname)(*blocks, axis)
+
+
+def _xent_block(logits, target, weight, ignore_index, reduction, label_smoothing):
+    """(loss, grad, denominator) of one block of rows; loss summed in float64 unless "none"."""
+    loss, grad = _SOFTMAX.softmax_cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction="none" if reduction == "none" else "sum",
+        label_smoothing=label_smoothing,
+    )
+    if target.dtype.kind in "iu":
+        t = target.astype(np.int64, copy=False)
+        valid = t != ignore_index
+        den = (
+            float(np.asarray(weight, logits.dtype)[t[valid]].sum(dtype=np.float64))
+            if weight is not None
+            else float(valid.sum())
+        )
+    else:
+        den = float(logits.shape[0])
+    loss = np.asarray(loss) if reduction == "none" else np.array([loss], np.float64)
+    return loss, grad, np.array([den])
+
+
+def _item(parts: tuple, i: int) -> np.ndarray:
+    return parts[i]
+
+
+# --- elementwise activations ---------------------------------------------------------
+
+
+def _make(entry: Activation) -> dict[str, Callable]:
+    name = entry.name
+
+    def forward(x: da.Array, *params) -> da.Array:
+        x = _as_dask(x, "x")
+        getattr(_fa, name)(np.empty(0, x.dtype), *params)  # checks params now, eagerly
+        return da.map_blocks(_apply, x, fname=name, params=params, dtype=x.dtype, token=f"fastact-{name}")
+
+    def backward(grad: da.Array, saved: da.Array, *params) -> da.Array:
+        grad = _as_dask(grad, "grad")
+        saved = _as_dask(saved, "saved")
+        if grad.shape != saved.shape or grad.dtype != saved.dtype:
+            raise ValueError(
+                f"saved has shape/dtype {saved.shape}/{saved.dtype}, grad {grad.shape}/{grad.dtype}"
+            )
+        getattr(_fa, name + "_backward")(np.empty(0, grad.dtype), np.empty(0, grad.dtype), *params)
+        saved = saved.rechunk(grad.chunks)
+        return da.map_blocks(
+            _apply, grad, saved, fname=name + "_backward", params=params, dtype=grad.dtype,
+            token=f"fastact-{name}_backward",
+        )  # fmt: skip
+
+    saved = "output y" if entry.saves == "output" else "input x"
+    sig = "".join(f", {p.name}" + ("" if p.default is None else f"={p.default!r}") for p in entry.params)
+    forward.__doc__ = f"{name}(x{sig}) of a dask array, lazily: y = {entry.formula}."
+    backward.__doc__ = (
+        f"{name}_backward(grad, saved{sig}) of dask arrays, lazily: grad * ({entry.derivative}); "
+        f"saved is the forward {saved}."
+    )
+    for f, n in ((forward, name), (backward, name + "_backward")):
+        f.__name__ = f.__qualname__ = n
+        f.__module__ = __name__
+    return {name: forward, name + "_backward": backward}
+
+
+# --- softmax ---------------------------------------------------------------------------
+
+
+def _whole_axis(x: da.Array, axis: int, what: str) -> tuple[da.Array, int]:
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an integer, got {type(axis).__name__}")
+    if not -max(x.ndim, 1) <= axis < max(x.ndim, 1):
+        raise ValueError(f"axis {axis} is out of bounds for an array of {x.ndim} dimensions")
+    axis = int(axis) % max(x.ndim, 1)
+    if x.ndim and len(x.chunks[axis]) > 1:
+        warnings.warn(
+            f"fastact.dask.{what}: axis {axis} is split into {len(x.chunks[axis])} chunks; rechunking it "
+            f"into one chunk of {x.shape[axis]} (softmax needs whole rows). Chunk the array so that "
+            f"axis {axis} is whole to avoid this.",
+            PerformanceWarning,
+            stacklevel=3,
+        )
+        x = x.rechunk({axis: -1})
+    return x, axis
+
+
+def _softmax_forward(op: str, x: da.Array, axis: int) -> da.Array:
+    x, axis = _whole_axis(_as_dask(x, "x"), axis, op)
+    return da.map_blocks(_apply_softmax, x, fname=op, axis=axis, dtype=x.dtype, token=f"fastact-{op}")
+
+
+def _softmax_backward(op: str, grad: da.Array, y: da.Array, axis: int) -> da.Array:
+    grad = _as_dask(grad, "grad")
+    y = _as_dask(y, "y")
+    if grad.shape != y.shape or grad.dtype != y.dtype:
+        raise ValueError(f"y has shape/dtype {y.shape}/{y.dtype}, grad {grad.shape}/{grad.dtype}")
+    grad, axis = _whole_axis(grad, axis, op + "_backward")
+    y = y.rechunk(grad.chunks)
+    return da.map_blocks(
+        _apply_softmax,
+        grad,
+        y,
+        fname=op + "_backward",
+        axis=axis,
+        dtype=grad.dtype,
+        token=f"fastact-{op}_backward",
+    )
+
+
+def softmax(x: da.Array, axis: int = -1) -> da.Array:
+    """softmax(x)_i = e^(x_i - m) / sum_j e^(x_j - m) along ``axis``, lazily."""
+    return _softmax_forward("softmax", x, axis)
+
+
+def log_softmax(x: da.Array, axis: int = -1) -> da.Array:
+    """log_softmax(x)_i = (x_i - m) - log sum_j e^(x_j - m) along ``axis``, lazily."""
+    return _softmax_forward("log_softmax", x, axis)
+
+
+def softmax_backward(grad: da.Array, y: da.Array, axis: int = -1) -> da.Array:
+    """y * (g - sum_j g_j y_j), y = softmax output, lazily."""
+    return _softmax_backward("softmax", grad, y, axis)
+
+
+def log_softmax_backward(grad: da.Array, y: da.Array, axis: int = -1) -> da.Array:
+    """g - e^y * sum_j g_j, y = log_softmax output, lazily."""
+    return _softmax_backward("log_softmax", grad, y, axis)
+
+
+# --- cross-entropy ------------------------------------------------------------------------
+
+
+def softmax_cross_entropy(
+    logits: da.Array,
+    target: da.Array | np.ndarray,
+    *,
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> tuple[da.Array, da.Array]:
+    """Lazy ``(loss, grad)`` of :func:`fastact.softmax.softmax_cross_entropy` for (N, C) dask logits.
+
+    One fused pass per block of rows; the class axis is made whole (with a warning) if
+    split. loss: a 0-d float64 dask array for "mean"/"sum" (tree sum of per-block float64
+    sums, "mean" divided by the summed denominators), an (N,) array of logits' dtype for
+    "none". grad: dL/dlogits of the returned loss (of sum(loss) for "none").
+    """
+    logits = _as_dask(logits, "logits")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be (N, C), got shape {logits.shape}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+    if weight is not None:
+        weight = np.asarray(weight)
+    # Argument checks (types, shapes, label_smoothing, ignore_index, weight) on a one-row stand-in.
+    target = target if isinstance(target, da.Array) else da.asarray(target)
+    n, c = logits.shape
+    probs = target.dtype.kind == "f"
+    if probs and target.shape != logits.shape:
+        raise ValueError(
+            f"target has shape {target.shape}, expected {logits.shape} (probabilities, as logits)"
+        )
+    if not probs and target.shape != (n,):
+        raise ValueError(f"target has shape {target.shape}, expected {(n,)} (class indices, one per row)")
+    probe_t = np.zeros((0, c) if probs else 0, target.dtype)
+    _SOFTMAX.softmax_cross_entropy(
+        np.zeros((0, c), logits.dtype),
+        probe_t,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
+    logits, _ = _whole_axis(logits, 1, "softmax_cross_entropy")
+    rows = logits.chunks[0]
+    target = target.rechunk((rows, (c,)) if probs else (rows,))
+
+    token = tokenize(logits, target, weight, ignore_index, reduction, label_smoothing)
+    fused = f"fastact-xent-{token}"
+    nb = len(rows)
+    dsk = {
+        (fused, i): (
+            _xent_block,
+            (logits.name, i, 0),
+            (target.name, i, 0) if probs else (target.name, i),
+            weight,
+            ignore_index,
+            reduction,
+            label_smoothing,
+        )
+        for i in range(nb)
+    }
+    names = {k: f"fastact-xent-{k}-{token}" for k in ("loss", "grad", "den")}
+    base = HighLevelGraph.merge(logits.dask, target.dask)
+    layers = dict(base.layers)
+    deps = dict(base.dependencies)
+    layers[fused] = dsk
+    deps[fused] = {*logits.__dask_layers__(), *target.__dask_layers__()}
+    for k, name in names.items():
+        i_item = {"loss": 0, "grad": 1, "den": 2}[k]
+        layers[name] = {
+            ((name, i, 0) if k == "grad" else (name, i)): (_item, (fused, i), i_item) for i in range(nb)
+        }
+        deps[name] = {fused}
+    graph = HighLevelGraph(layers, deps)
+
+    def array(key: str, chunks: tuple, dtype) -> da.Array:
+        return da.Array(graph, names[key], chunks, dtype=dtype)
+
+    grad = array("grad", logits.chunks, logits.dtype)
+    if reduction == "none":
+        return array("loss", (rows,), logits.dtype), grad
+    total = array("loss", ((1,) * nb,), np.float64).sum()
+    if reduction == "sum":
+        return total, grad
+    den = array("den", ((1,) * nb,), np.float64).sum()
+    scale = 1.0 / den
+    return total * scale, grad * scale.astype(logits.dtype)
+
+
+# --- generated names -----------------------------------------------------------------------
+
+_generated: dict[str, Callable] = {}
+for _entry in ACTIVATIONS.values():
+    if _entry.public:
+        _generated.update(_make(_entry))
+globals().update(_generated)
+
+__all__ = [
+    *_generated,
+    "softmax",
+    "log_softmax",
+    "softmax_backward",
+    "log_softmax_backward",
+    "softmax_cross_entropy",
+]

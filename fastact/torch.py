@@ -1,0 +1,376 @@
+"""fastact activations as ``torch.autograd`` functions and ``torch.nn`` modules.
+
+For every public activation ``name`` in :data:`fastact.ACTIVATIONS` (all generated from
+the table)::
+
+    fastact.torch.name(t, *params, inplace=False)   # differentiable function
+    fastact.torch.<Module>(*params, inplace=False)   # nn.Module calling it
+
+plus ``softmax(t, dim=-1)``, ``log_softmax(t, dim=-1)`` (modules ``Softmax``,
+``LogSoftmax``) and ``cross_entropy(input, target, weight=None, ignore_index=-100,
+reduction="mean", label_smoothing=0.0)`` (module ``CrossEntropyLoss``), whose backward
+is the fused gradient of :func:`fastact.softmax.softmax_cross_entropy` times grad_output.
+
+Module names are torch's own class names where torch has the activation (``ReLU``,
+``LeakyReLU``, ``GELU``, ``SiLU``, ``LogSigmoid``, ...; see :data:`MODULE_NAMES`), the
+CamelCase of the name otherwise (``Step``), and ``LinearActivation`` for ``linear`` so
+as not to be mistaken for ``nn.Linear``.
+
+CPU tensors are handed to the CPU kernels as numpy views (``t.detach().numpy()``, any
+strides; nothing is copied). The backward saves the forward *output* where the table
+says ``saves == "output"`` and the input otherwise. ``inplace=True`` overwrites the input
+(``ctx.mark_dirty``) like torch's in-place variants; an activation that saves its input
+then keeps a copy of it only when a gradient is needed. CUDA tensors go to
+:mod:`fastact.cuda` when ``fastact.cuda_is_available()``, else a RuntimeError says why.
+Only float32 and float64 tensors are accepted (TypeError otherwise).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import types
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+import fastact as _fa
+from fastact._cuda_probe import problem as _cuda_problem
+from fastact.definitions import ACTIVATIONS, Activation
+
+_TORCH_NAMES = {
+    "relu": "ReLU",
+    "relu6": "ReLU6",
+    "leaky_relu": "LeakyReLU",
+    "elu": "ELU",
+    "selu": "SELU",
+    "celu": "CELU",
+    "gelu": "GELU",
+    "silu": "SiLU",
+    "mish": "Mish",
+    "softplus": "Softplus",
+    "softsign": "Softsign",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "hardsigmoid": "Hardsigmoid",
+    "hardswish": "Hardswish",
+    "hardtanh": "Hardtanh",
+    "log_sigmoid": "LogSigmoid",
+    "threshold": "Threshold",
+    "linear": "LinearActivation",
+}
+
+MODULE_NAMES: dict[str, str] = {
+    name: _TORCH_NAMES.get(name, "".join(part.title() for part in name.split("_")))
+    for name, entry in ACTIVATIONS.items()
+    if entry.public
+}
+"""Activation name -> nn.Module class name in this module."""
+
+_DTYPES = (torch.float32, torch.float64)
+_SOFTMAX = importlib.import_module("fastact.softmax")  # the module, whatever fastact.softmax is bound to
+_CPU = types.SimpleNamespace(
+    **{
+        **{name: getattr(_fa, name) for name in _fa.__all__ if callable(getattr(_fa, name, None))},
+        **{name: getattr(_SOFTMAX, name) for name in _SOFTMAX.__all__},
+    }
+)
+
+
+# --- arrays --------------------------------------------------------------------------
+
+
+def _check(t: object, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"{name} must be a float32 or float64 tensor, got {t.dtype}")
+    return t
+
+
+def _backend(t: torch.Tensor):
+    """(module with fastact's API, tensor -> array view) for the tensor's device."""
+    if t.device.type == "cpu":
+        return _CPU, _np
+    if t.device.type == "cuda":
+        why = _cuda_problem()
+        if why is not None:
+            raise RuntimeError(f"fastact.torch got a CUDA tensor but fastact.cuda is not usable here: {why}")
+        import fastact.cuda as fc
+
+        return fc, _cuda
+    raise RuntimeError(f"fastact.torch supports CPU and CUDA tensors, got device {t.device}")
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _cuda(t: torch.Tensor) -> torch.Tensor:
+    return t.detach()
+
+
+def _lib(*tensors: torch.Tensor):
+    lib = _backend(tensors[0])
+    for t in tensors[1:]:
+        if t.device != tensors[0].device:
+            raise ValueError(f"tensors are on different devices: {tensors[0].device} and {t.device}")
+    return lib
+
+
+# --- elementwise activations ---------------------------------------------------------
+
+
+class _Elementwise(torch.autograd.Function):
+    """y = activation(x); dL/dx = activation_backward(grad_output, saved)."""
+
+    @staticmethod
+    def forward(ctx, x, entry: Activation, params: tuple, inplace: bool):
+        lib, arr = _lib(x)
+        name = entry.name
+        keep_input = entry.saves == "input" and ctx.needs_input_grad[0]
+        if inplace:
+            x_saved = x.detach().clone() if keep_input else None
+            getattr(lib, name + "_")(arr(x), *params)
+            ctx.mark_dirty(x)
+            y = x
+        else:
+            x_saved = x
+            y = torch.empty_like(x)
+            getattr(lib, name)(arr(x), *params, out=arr(y))
+        ctx.entry, ctx.params = entry, params
+        ctx.save_for_backward(y if entry.saves == "output" else x_saved)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (saved,) = ctx.saved_tensors
+        lib, arr = _lib(grad_output, saved)
+        grad_output = grad_output.to(saved.dtype)
+        grad = torch.empty_like(saved)
+        getattr(lib, ctx.entry.name + "_backward")(arr(grad_output), arr(saved), *ctx.params, out=arr(grad))
+        return grad, None, None, None
+
+
+def _make_function(entry: Activation) -> Callable:
+    params = [
+        inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=inspect.Parameter.empty)
+        if p.default is None
+        else inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default)
+        for p in entry.params
+    ]
+    signature = inspect.Signature(
+        [
+            inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *params,
+            inspect.Parameter("inplace", inspect.Parameter.KEYWORD_ONLY, default=False),
+        ]
+    )
+    n = len(entry.params)
+
+    def function(input: torch.Tensor, *args, inplace: bool = False, **kwargs) -> torch.Tensor:
+        _check(input, "input")
+        if not isinstance(inplace, bool):
+            raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
+        if kwargs or len(args) != n:
+            bound = signature.bind(input, *args, inplace=inplace, **kwargs)
+            bound.apply_defaults()
+            args = tuple(bound.arguments[p.name] for p in entry.params)
+        if inplace and input.requires_grad and input.is_leaf and torch.is_grad_enabled():
+            raise RuntimeError(f"{entry.name}(inplace=True) on a leaf tensor that requires grad")
+        return _Elementwise.apply(input, entry, args, inplace)
+
+    function.__name__ = function.__qualname__ = entry.name
+    function.__module__ = __name__
+    function.__signature__ = signature
+    function.__doc__ = (
+        f"{entry.name} of a tensor, differentiable (y = {entry.formula}; dy/dx = {entry.derivative}).\n\n"
+        f"``inplace=True`` overwrites ``input``. Backward saves the {entry.saves}."
+    )
+    return function
+
+
+class _ActivationModule(torch.nn.Module):
+    _entry: Activation
+    _function: Callable
+
+    def __init__(self, *args, inplace: bool = False, **kwargs) -> None:
+        super().__init__()
+        sig = inspect.signature(self._function)
+        bound = sig.bind(None, *args, inplace=inplace, **kwargs)
+        bound.apply_defaults()
+        self.params = tuple(bound.arguments[p.name] for p in self._entry.params)
+        self.inplace = inplace
+        # Check the parameters now, not at the first forward.
+        getattr(_fa, self._entry.name)(np.empty(0), *self.params)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return type(self)._function(input, *self.params, inplace=self.inplace)
+
+    def extra_repr(self) -> str:
+        items = [f"{p.name}={v!r}" for p, v in zip(self._entry.params, self.params)]
+        if self.inplace:
+            items.append("inplace=True")
+        return ", ".join(items)
+
+
+def _make_module(entry: Activation, function: Callable) -> type:
+    doc = f"Module form of :func:`fastact.torch.{entry.name}` (y = {entry.formula})."
+    return type(
+        MODULE_NAMES[entry.name],
+        (_ActivationModule,),
+        {"_entry": entry, "_function": staticmethod(function), "__doc__": doc, "__module__": __name__},
+    )
+
+
+# --- softmax and log_softmax -----------------------------------------------------------
+
+
+class _Softmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, op: str, dim: int):
+        lib, arr = _lib(x)
+        y = torch.empty_like(x)
+        getattr(lib, op)(arr(x), dim, out=arr(y))
+        ctx.op, ctx.dim = op, dim
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (y,) = ctx.saved_tensors
+        lib, arr = _lib(grad_output, y)
+        grad = torch.empty_like(y)
+        getattr(lib, ctx.op + "_backward")(arr(grad_output.to(y.dtype)), arr(y), ctx.dim, out=arr(grad))
+        return grad, None, None
+
+
+def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """softmax(x)_i = e^(x_i - m) / sum_j e^(x_j - m) along ``dim``; differentiable."""
+    return _Softmax.apply(_check(input, "input"), "softmax", dim)
+
+
+def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """log_softmax(x)_i = (x_i - m) - log sum_j e^(x_j - m) along ``dim``; differentiable."""
+    return _Softmax.apply(_check(input, "input"), "log_softmax", dim)
+
+
+class Softmax(torch.nn.Module):
+    """Module form of :func:`softmax`."""
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return softmax(input, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """Module form of :func:`log_softmax`."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return log_softmax(input, self.dim)
+
+
+# --- cross-entropy -------------------------------------------------------------------
+
+
+class _CrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, target, weight, ignore_index, reduction, label_smoothing):
+        lib, arr = _lib(logits)
+        t = target.detach()
+        t_arr = arr(t) if t.device == logits.device else None
+        if t_arr is None:
+            raise ValueError(f"target is on {t.device}, logits on {logits.device}")
+        w = None if weight is None else arr(weight.detach().to(logits.dtype))
+        loss, grad = lib.softmax_cross_entropy(
+            arr(logits),
+            t_arr,
+            weight=w,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+        )
+        grad = torch.as_tensor(grad, device=logits.device)
+        ctx.reduction = reduction
+        ctx.save_for_backward(grad)
+        return torch.as_tensor(loss, dtype=logits.dtype, device=logits.device)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        if ctx.reduction == "none" and grad.ndim == 2:
+            scaled = grad * grad_output.to(grad.dtype).unsqueeze(1)
+        else:
+            scaled = grad * grad_output.to(grad.dtype)
+        return scaled, None, None, None, None, None
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """``torch.nn.functional.cross_entropy`` for (N, C) or (C,) logits, from one fused pass.
+
+    loss_n = (1-eps) w_k (lse - x_k) + eps/C sum_c w_c (lse - x_c) (class k, eps =
+    label_smoothing); "mean" divides by the sum of the targets' weights. Differentiable
+    with respect to ``input`` only (not to probability targets or weights).
+    """
+    _check(input, "input")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if weight is not None:
+        _check(weight, "weight")
+    return _CrossEntropy.apply(input, target, weight, ignore_index, reduction, label_smoothing)
+
+
+class CrossEntropyLoss(torch.nn.Module):
+    """Module form of :func:`cross_entropy`."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.ignore_index, self.reduction, self.label_smoothing = ignore_index, reduction, label_smoothing
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(
+            input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing
+        )
+
+
+# --- generated names ---------------------------------------------------------------------
+
+_generated: dict[str, object] = {}
+for _entry in ACTIVATIONS.values():
+    if _entry.public:
+        _function = _make_function(_entry)
+        _generated[_entry.name] = _function
+        _generated[MODULE_NAMES[_entry.name]] = _make_module(_entry, _function)
+globals().update(_generated)
+
+__all__ = [
+    "MODULE_NAMES",
+    *_generated,
+    "softmax",
+    "log_softmax",
+    "Softmax",
+    "LogSoftmax",
+    "cross_entropy",
+    "CrossEntropyLoss",
+]

@@ -1,0 +1,232 @@
+"""fastact.torch: autograd functions and modules against torch.nn.functional and gradcheck."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ft = pytest.importorskip("fastact.torch")
+F = torch.nn.functional
+
+from fastact import ACTIVATIONS  # noqa: E402
+from fastact.testing import break_points, default_params  # noqa: E402
+
+PUBLIC = [name for name, entry in ACTIVATIONS.items() if entry.public]
+# torch's functional for each activation it has (step and linear it has not).
+TORCH_F = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "log_sigmoid": F.logsigmoid,
+    **{n: getattr(F, n) for n in PUBLIC if n not in ("sigmoid", "tanh", "log_sigmoid", "step", "linear")},
+}
+
+
+def _params(name: str) -> tuple:
+    entry = ACTIVATIONS[name]
+    return tuple(p.default for p in entry.params if p.choices) + default_params(entry)
+
+
+def _points(name: str, dtype, n: int = 64, seed: int = 0) -> torch.Tensor:
+    """Finite sample points at several scales, away from the entry's break points."""
+    entry = ACTIVATIONS[name]
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.standard_normal(n // 2) * 3, rng.standard_normal(n // 2) * 0.5])
+    for p in break_points(entry, default_params(entry)):
+        x = x[np.abs(x - p) > 1e-3]
+    return torch.tensor(x[: len(x) // 16 * 16], dtype=dtype)  # reshapes to (-1, 4) and (16, -1)
+
+
+def test_import_fastact_does_not_import_torch():
+    code = "import sys, fastact; fastact.relu([1.0]); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_module_names_from_table():
+    assert set(ft.MODULE_NAMES) == set(PUBLIC)
+    for name, cls in ft.MODULE_NAMES.items():
+        assert issubclass(getattr(ft, cls), torch.nn.Module)
+        assert callable(getattr(ft, name))
+    assert ft.MODULE_NAMES["leaky_relu"] == "LeakyReLU" and ft.MODULE_NAMES["step"] == "Step"
+    assert ft.MODULE_NAMES["linear"] == "LinearActivation"
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_gradcheck(name):
+    x = _points(name, torch.float64).reshape(-1, 4)[:, :3].requires_grad_()  # strided
+    params = _params(name)
+    assert torch.autograd.gradcheck(lambda t: getattr(ft, name)(t, *params), (x,), eps=1e-6, atol=1e-6)
+
+
+def test_gradcheck_gelu_tanh():
+    x = _points("gelu", torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ft.gelu(t, approximate="tanh"), (x,))
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_F))
+def test_matches_torch_float32(name):
+    x = _points(name, torch.float32, n=512, seed=1).reshape(16, -1).T  # non-contiguous
+    entry = ACTIVATIONS[name]
+    params = dict(zip([p.name for p in entry.params], _params(name)))
+    x1 = x.clone().requires_grad_()
+    x2 = x.clone().requires_grad_()
+    y1 = getattr(ft, name)(x1, **params)
+    y2 = TORCH_F[name](x2, **params)
+    g = torch.randn_like(y1)
+    y1.backward(g)
+    y2.backward(g)
+    tol = {"rtol": 8 * 2.0**-23, "atol": 8 * 2.0**-23}  # 8 ulp, absolute at unit scale (cancellation)
+    torch.testing.assert_close(y1, y2, **tol)
+    torch.testing.assert_close(x1.grad, x2.grad, **tol)
+
+
+@pytest.mark.parametrize("name", ["step", "linear"])
+def test_no_torch_equivalent_matches_reference(name):
+    x = _points(name, torch.float64)
+    params = _params(name)
+    entry = ACTIVATIONS[name]
+    np.testing.assert_array_equal(getattr(ft, name)(x, *params).numpy(), entry.reference(x.numpy(), *params))
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_inplace(name):
+    params = _params(name)
+    base = _points(name, torch.float64).requires_grad_()
+    expected = getattr(ft, name)(base * 1.0, *params)
+    (grad_expected,) = torch.autograd.grad(expected.sum(), base)
+    a = base * 1.0  # non-leaf, may be overwritten
+    ptr = a.data_ptr()
+    y = getattr(ft, name)(a, *params, inplace=True)
+    assert y is a and y.data_ptr() == ptr
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(y.sum(), base)
+    torch.testing.assert_close(grad, grad_expected, rtol=0, atol=0)
+
+
+def test_inplace_module_and_no_grad():
+    x = torch.linspace(-2, 2, 9)
+    y = ft.ReLU(inplace=True)(x)
+    assert y is x and bool((x >= 0).all())
+
+
+def test_inplace_on_leaf_raises_before_writing():
+    x = torch.linspace(-2, 2, 9, requires_grad=True)
+    before = x.detach().clone()
+    with pytest.raises(RuntimeError, match="leaf"):
+        ft.relu(x, inplace=True)
+    assert torch.equal(x.detach(), before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int64])
+def test_bad_dtype(dtype):
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ft.relu(torch.zeros(3, dtype=dtype))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ft.softmax(torch.zeros(3, dtype=dtype))
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        ft.relu(np.zeros(3))
+    with pytest.raises(ValueError, match="approximate"):
+        ft.gelu(torch.zeros(3), approximate="fast")
+    with pytest.raises(ValueError, match="approximate"):
+        ft.GELU(approximate="fast")
+    with pytest.raises(TypeError):
+        ft.Threshold(0.1)  # value is required
+    with pytest.raises(TypeError):
+        ft.elu(torch.zeros(3), beta=2.0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_cuda_without_gpu_is_clear():
+    from fastact._cuda_probe import problem
+
+    assert problem() is not None
+    with pytest.raises(RuntimeError, match="CPU and CUDA"):
+        ft.relu(torch.zeros(3, device="meta"))
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_softmax_gradcheck_and_torch(op, dim):
+    x = torch.randn(5, 7, dtype=torch.float64).T.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: getattr(ft, op)(t, dim), (x,))
+    x32 = (torch.randn(6, 9) * 4).requires_grad_()
+    x32b = x32.detach().clone().requires_grad_()
+    y1 = getattr(ft, op)(x32, dim=dim)
+    y2 = getattr(F, op)(x32b, dim=dim)
+    g = torch.randn_like(y1)
+    y1.backward(g)
+    y2.backward(g)
+    torch.testing.assert_close(y1, y2, rtol=8 * 2.0**-23, atol=1e-6)
+    torch.testing.assert_close(x32.grad, x32b.grad, rtol=8 * 2.0**-23, atol=1e-6)
+
+
+XENT_CASES = [
+    {},
+    {"reduction": "sum"},
+    {"reduction": "none"},
+    {"label_smoothing": 0.1},
+    {"ignore_index": 2},
+    {"weight": True, "reduction": "mean"},
+    {"weight": True, "reduction": "none", "label_smoothing": 0.2},
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "probs"),
+    [(k, False) for k in XENT_CASES] + [(k, True) for k in XENT_CASES if "ignore_index" not in k],
+)
+def test_cross_entropy(kwargs, probs):
+    kwargs = dict(kwargs)
+    gen = torch.Generator().manual_seed(3)
+    n, c = 8, 5
+    logits = torch.randn(n, c, dtype=torch.float64, generator=gen) * 3
+    if probs:
+        target = torch.softmax(torch.randn(n, c, dtype=torch.float64, generator=gen), 1)
+    else:
+        target = torch.randint(0, c, (n,), generator=gen)
+    if kwargs.get("weight"):
+        kwargs["weight"] = torch.rand(c, dtype=torch.float64, generator=gen) + 0.5
+    x = logits.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ft.cross_entropy(t, target, **kwargs), (x,))
+    x1 = logits.float().requires_grad_()
+    x2 = logits.float().requires_grad_()
+    t32 = target.float() if probs else target
+    kw32 = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+    l1 = ft.cross_entropy(x1, t32, **kw32)
+    l2 = F.cross_entropy(x2, t32, **kw32)
+    torch.testing.assert_close(l1, l2, rtol=1e-6, atol=1e-6)
+    g = torch.rand_like(l1)
+    l1.backward(g)
+    l2.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_modules_in_sequential_train_like_torch():
+    torch.manual_seed(0)
+    ours = torch.nn.Sequential(
+        torch.nn.Linear(6, 16), ft.GELU(), torch.nn.Linear(16, 16), ft.LeakyReLU(0.1), torch.nn.Linear(16, 4)
+    )
+    theirs = torch.nn.Sequential(
+        torch.nn.Linear(6, 16),
+        torch.nn.GELU(),
+        torch.nn.Linear(16, 16),
+        torch.nn.LeakyReLU(0.1),
+        torch.nn.Linear(16, 4),
+    )
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(32, 6)
+    target = torch.randint(0, 4, (32,))
+    loss1 = ft.CrossEntropyLoss(label_smoothing=0.05)(ours(x), target)
+    loss2 = torch.nn.CrossEntropyLoss(label_smoothing=0.05)(theirs(x), target)
+    loss1.backward()
+    loss2.backward()
+    torch.testing.assert_close(loss1, loss2, rtol=1e-5, atol=1e-6)
+    for p1, p2 in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=1e-6)
+    assert "negative_slope=0.1" in repr(ours)
