@@ -493,13 +493,13 @@ def _build(F):
         return MZERO if x < LO else r
 
     @_jit
-    def erfc_big(a, hi, lo, den):
-        """erfc(a) = ((1 + t) / den) s1 s2 for 0 <= a <= ERFC_AMAX, given hi + lo = -a^2 and
-        den = 1 + 2a; returns (t, den, s1, s2)."""
+    def erfc_big(a, hi, lo):
+        """erfc(a) = ((1 + t) / (1 + 2a)) s1 s2 for 0 <= a <= ERFC_AMAX, given hi + lo = -a^2:
+        (t, s1, s2). (1 + p)(1 + F) = 1 + t leaves one rounding near 1 to the caller."""
         fq = erfc_p((a - ERFC_K) / (a + ERFC_K))
         p, n = exp_core(hi, lo)
         s1, s2 = pow2(n)
-        return p + fq * (ONE + p), den, s1, s2  # (1 + p)(1 + F) = 1 + t: rounded once near 1
+        return p + fq * (ONE + p), s1, s2
 
     @_jit
     def erf(x):
@@ -507,8 +507,8 @@ def _build(F):
         small = x + x * erf_p(x * x)  # x P(x^2) with P's leading 1 kept exact
         ac = clamp(a, ZERO, ERFC_AMAX)
         hi, lo = neg_sq(ac)
-        t, den, s1, s2 = erfc_big(ac, hi, lo, ONE + TWO * ac)
-        big = _copysign(ONE - (((ONE + t) / den) * s1) * s2, x)
+        t, s1, s2 = erfc_big(ac, hi, lo)
+        big = _copysign(ONE - (((ONE + t) / (ONE + TWO * ac)) * s1) * s2, x)
         return small if a < ERF_T else big
 
     @_jit
@@ -517,8 +517,8 @@ def _build(F):
         small = (ONE - x) - x * erf_p(x * x)  # 1 - erf(x) near 0
         ac = clamp(a, ZERO, ERFC_AMAX)
         hi, lo = neg_sq(ac)
-        t, den, s1, s2 = erfc_big(ac, hi, lo, ONE + TWO * ac)
-        e = (((ONE + t) / den) * s1) * s2
+        t, s1, s2 = erfc_big(ac, hi, lo)
+        e = (((ONE + t) / (ONE + TWO * ac)) * s1) * s2
         big = e if x >= ZERO else TWO - e  # 2 - erfc(|x|) never cancels
         return small if a < SMALL else big
 
@@ -529,13 +529,16 @@ def _build(F):
         u = -xc * SQRT_HALF
         a = abs(u)
         hi, lo = neg_sq(abs(xc))
-        # 1 + 2a = 1 + sqrt2 |x| rounded once (from x, not from the rounded a)
-        t, den, s1, s2 = erfc_big(a, HALF * hi, HALF * lo, abs(xc) * SQRT2 + ONE)
+        t, s1, s2 = erfc_big(a, HALF * hi, HALF * lo)
+        den = abs(xc) * SQRT2 + ONE  # 1 + 2a rounded once, from x rather than the rounded a
         hx = HALF * x
-        neg = (((hx + hx * t) / den) * s1) * s2  # x < 0: 0.5 x erfc(|u|), scaled last
-        pos = hx * (TWO - (((ONE + t) / den) * s1) * s2)  # x >= 0: 0.5 x (2 - erfc(|u|))
+        neg = x < ZERO
+        # x < 0: 0.5 x erfc(|u|) with 0.5 x folded in before the scale; x >= 0:
+        # 0.5 x (2 - erfc(|u|)). One division serves both.
+        e = ((((hx + hx * t) if neg else (ONE + t)) / den) * s1) * s2
+        big = e if neg else hx * (TWO - e)
         small = hx * ((ONE - u) - u * erf_p(u * u))  # near 0: 1 - erf(u), fewer roundings
-        y = small if a < SMALL else (neg if x < ZERO else pos)
+        y = small if a < SMALL else big
         return MZERO if x < -GELU_XMAX else y
 
     return {

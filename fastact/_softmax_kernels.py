@@ -344,8 +344,23 @@ def _log_softmax_backward_tile(g, y, out, o, i0, i1, m, s):
 # --- kernels ----------------------------------------------------------------------------
 
 
+def _flavoured(parallel):
+    """njit a kernel from a factory under a name that says serial or parallel.
+
+    numba's disk cache keys a function by its name, code and closure, not by its
+    options: without distinct names a serial kernel could load its parallel twin's
+    code (and start OpenMP in a forked child that must stay serial).
+    """
+
+    def decorate(kernel):
+        kernel.__qualname__ += "_parallel" if parallel else "_serial"
+        return njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")(kernel)
+
+    return decorate
+
+
 def _rows(whole, part, combine, finish, parallel):
-    @njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+    @_flavoured(parallel)
     def kernel(a, b, out, chunk, whole_max):
         n_rows, n = out.shape
         n_chunks = (n + chunk - 1) // chunk
@@ -392,7 +407,7 @@ def _split(part, combine, finish):
 
 
 def _cols(tile, parallel):
-    @njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+    @_flavoured(parallel)
     def kernel(a, b, out, tw, n_blocks):
         n_outer, _, n_inner = out.shape
         n_tiles = (n_inner + tw - 1) // tw
@@ -470,7 +485,8 @@ class _Generic:
 
 class Kernel:
     """One kernel as two dispatchers: one that specialises on the argument types, used
-    when every array is C-contiguous and writeable, and a _Generic one for the rest."""
+    when every array is C-contiguous (the fast, vectorised code), and a _Generic one for
+    the rest (strided code: several times slower per element)."""
 
     def __init__(self, make, roles: tuple):
         self.fast = make()
@@ -478,7 +494,7 @@ class Kernel:
 
     def __call__(self, *args):
         for a in args:
-            if isinstance(a, np.ndarray) and not (a.flags.c_contiguous and a.flags.writeable):
+            if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
                 return self.generic(*args)
         return self.fast(*args)
 
@@ -621,7 +637,7 @@ def _ce_prob_row(x, q, w, eps, scale, grad, loss, r):
 
 
 def _ce_class_kernel(row, parallel):
-    @njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+    @_flavoured(parallel)
     def kernel(x, t, w, wsum, ignore, eps, scale, grad, loss):
         for r in prange(grad.shape[0]):
             row(x, t, w, wsum, ignore, eps, scale, grad, loss, r)
@@ -630,7 +646,7 @@ def _ce_class_kernel(row, parallel):
 
 
 def _ce_prob_kernel(row, parallel):
-    @njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+    @_flavoured(parallel)
     def kernel(x, q, w, eps, scale, grad, loss):
         for r in prange(grad.shape[0]):
             row(x, q, w, eps, scale, grad, loss, r)
