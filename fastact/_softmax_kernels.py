@@ -17,8 +17,7 @@ one of three shapes:
 * split ``(R, L)``: few long rows. (row, chunk) pairs run in parallel, then the
   partial pairs are combined per row, then a parallel finishing pass.
 * cols ``(O, L, I)``: reduce along the middle axis, vectorised along the inner one,
-  in tiles ``[o, :, i0:i0 + tw]``: three streaming passes (max, exp + sum, scale) over
-  L segments of tw contiguous elements, with tw-long (max, sum) vectors.
+  in tiles of ``tw`` inner elements small enough for ``L x tw`` to stay in cache.
 
 Reductions: the max is ``llvm.maxnum`` (NaN is ignored there; it reaches the sum
 through exp and makes the whole row NaN, as in PyTorch). Sums run in small helpers
