@@ -17,7 +17,8 @@ one of three shapes:
 * split ``(R, L)``: few long rows. (row, chunk) pairs run in parallel, then the
   partial pairs are combined per row, then a parallel finishing pass.
 * cols ``(O, L, I)``: reduce along the middle axis, vectorised along the inner one,
-  in tiles of ``tw`` inner elements small enough for ``L x tw`` to stay in cache.
+  in tiles ``[o, :, i0:i0 + tw]``: three streaming passes (max, exp + sum, scale) over
+  L segments of tw contiguous elements, with tw-long (max, sum) vectors.
 
 Reductions: the max is ``llvm.maxnum`` (NaN is ignored there; it reaches the sum
 through exp and makes the whole row NaN, as in PyTorch). Sums run in small helpers
@@ -74,11 +75,30 @@ def _src(a, out):
     return a
 
 
+@njit
+def _seg(a, o, r, lo, hi):
+    """The segment to read: ``a[r, lo:hi]``, or ``o`` (the segment written) when a is None.
+
+    Returning ``o`` itself, rather than slicing ``out`` a second time, is what lets LLVM
+    see that the loop reads and writes the same memory.
+    """
+    if a is None:
+        return o
+    return a[r, lo:hi]
+
+
+# Each helper slices its row segment first: a loop ``for j in range(lo, hi): a[r, j]``
+# would keep numba's negative-index wraparound check (lo is not known to be >= 0), which
+# costs 4-6x by blocking vectorisation; ``x = a[r, lo:hi]`` then ``x[j]``, j in
+# range(len), does not.
+
+
 @njit(fastmath=REDUCE, error_model="numpy")
 def _max(a, r, lo, hi):
+    x = a[r, lo:hi]
     m = a.dtype.type(-np.inf)
-    for j in range(lo, hi):
-        m = _maxnum(m, a[r, j])
+    for j in range(x.shape[0]):
+        m = _maxnum(m, x[j])
     return m
 
 
@@ -91,64 +111,75 @@ def _shift(a, m):
 
 @njit(fastmath=REDUCE, error_model="numpy")
 def _sumexp(a, r, lo, hi, m):
+    x = a[r, lo:hi]
     s = a.dtype.type(0)
-    for j in range(lo, hi):
-        s += _exp(a[r, j] - m)
+    for j in range(x.shape[0]):
+        s += _exp(x[j] - m)
     return s
 
 
 @njit(fastmath=REDUCE, error_model="numpy")
 def _sumexp_store(a, out, r, lo, hi, m):
-    x = _src(a, out)
+    o = out[r, lo:hi]
+    x = _seg(a, o, r, lo, hi)
     s = out.dtype.type(0)
-    for j in range(lo, hi):
-        e = _exp(x[r, j] - m)
-        out[r, j] = e
+    for j in range(o.shape[0]):
+        e = _exp(x[j] - m)
+        o[j] = e
         s += e
     return s
 
 
 @njit(fastmath=REDUCE, error_model="numpy")
 def _sum(a, r, lo, hi):
+    x = a[r, lo:hi]
     s = a.dtype.type(0)
-    for j in range(lo, hi):
-        s += a[r, j]
+    for j in range(x.shape[0]):
+        s += x[j]
     return s
 
 
 @njit(fastmath=REDUCE, error_model="numpy")
 def _dot(a, b, r, lo, hi):
+    x = a[r, lo:hi]
+    y = b[r, lo:hi]
     s = a.dtype.type(0)
-    for j in range(lo, hi):
-        s += a[r, j] * b[r, j]
+    for j in range(x.shape[0]):
+        s += x[j] * y[j]
     return s
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _scale(out, r, lo, hi, c):
-    for j in range(lo, hi):
-        out[r, j] *= c
+    o = out[r, lo:hi]
+    for j in range(o.shape[0]):
+        o[j] *= c
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _log_store(a, out, r, lo, hi, m, ls):
-    x = _src(a, out)
-    for j in range(lo, hi):
-        out[r, j] = (x[r, j] - m) - ls
+    o = out[r, lo:hi]
+    x = _seg(a, o, r, lo, hi)
+    for j in range(o.shape[0]):
+        o[j] = (x[j] - m) - ls
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _softmax_grad(g, y, out, r, lo, hi, d):
-    g = _src(g, out)
-    for j in range(lo, hi):
-        out[r, j] = y[r, j] * (g[r, j] - d)
+    o = out[r, lo:hi]
+    x = _seg(g, o, r, lo, hi)
+    p = y[r, lo:hi]
+    for j in range(o.shape[0]):
+        o[j] = p[j] * (x[j] - d)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _log_softmax_grad(g, y, out, r, lo, hi, s):
-    g = _src(g, out)
-    for j in range(lo, hi):
-        out[r, j] = g[r, j] - _exp(y[r, j]) * s
+    o = out[r, lo:hi]
+    x = _seg(g, o, r, lo, hi)
+    p = y[r, lo:hi]
+    for j in range(o.shape[0]):
+        o[j] = x[j] - _exp(p[j]) * s
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -263,82 +294,112 @@ def _log_softmax_backward_finish(g, y, out, r, lo, hi, p, q, total, _):
     _log_softmax_grad(g, y, out, r, lo, hi, out.dtype.type(total))
 
 
-# Tiles: m (dtype) and s (float64) are scratch vectors of at least i1 - i0 elements.
+@njit
+def _tseg(a, seg, o, k, i0, i1):
+    """As _seg, for the tile segment a[o, k, i0:i1]."""
+    if a is None:
+        return seg
+    return a[o, k, i0:i1]
+
+
+# Tiles: m (dtype) and s (float64) are scratch vectors of at least i1 - i0 elements; each
+# pass walks the L segments a[o, k, i0:i1] (sliced, see the row helpers).
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _tile_max(a, o, i0, w, m):
+def _tile_max(a, o, i0, i1, m):
+    w = i1 - i0
     for i in range(w):
         m[i] = -np.inf
     for k in range(a.shape[1]):
+        x = a[o, k, i0:i1]
         for i in range(w):
-            m[i] = _maxnum(m[i], a[o, k, i0 + i])
+            m[i] = _maxnum(m[i], x[i])
     for i in range(w):
         m[i] = _shift(a, m[i])
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _softmax_tile(a, b, out, o, i0, i1, m, s):
-    a = _src(a, out)
+    src = _src(a, out)
+    n = out.shape[1]
     w = i1 - i0
-    _tile_max(a, o, i0, w, m)
+    _tile_max(src, o, i0, i1, m)
     s[:w] = 0.0
-    for k in range(a.shape[1]):
+    for k in range(n):
+        y = out[o, k, i0:i1]
+        x = _tseg(a, y, o, k, i0, i1)
         for i in range(w):
-            e = _exp(a[o, k, i0 + i] - m[i])
-            out[o, k, i0 + i] = e
+            e = _exp(x[i] - m[i])
+            y[i] = e
             s[i] += e
     for i in range(w):
         m[i] = 1.0 / s[i]
-    for k in range(a.shape[1]):
+    for k in range(n):
+        y = out[o, k, i0:i1]
         for i in range(w):
-            out[o, k, i0 + i] *= m[i]
+            y[i] *= m[i]
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _log_softmax_tile(a, b, out, o, i0, i1, m, s):
-    a = _src(a, out)
+    src = _src(a, out)
+    n = out.shape[1]
     w = i1 - i0
-    _tile_max(a, o, i0, w, m)
+    _tile_max(src, o, i0, i1, m)
     s[:w] = 0.0
-    for k in range(a.shape[1]):
+    for k in range(n):
+        x = src[o, k, i0:i1]
         for i in range(w):
-            s[i] += _exp(a[o, k, i0 + i] - m[i])
+            s[i] += _exp(x[i] - m[i])
     for i in range(w):
         s[i] = math.log(s[i])
-    for k in range(a.shape[1]):
+    for k in range(n):
+        y = out[o, k, i0:i1]
+        x = _tseg(a, y, o, k, i0, i1)
         for i in range(w):
-            out[o, k, i0 + i] = (a[o, k, i0 + i] - m[i]) - a.dtype.type(s[i])
+            y[i] = (x[i] - m[i]) - out.dtype.type(s[i])
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _softmax_backward_tile(g, y, out, o, i0, i1, m, s):
-    g = _src(g, out)
+    src = _src(g, out)
+    n = out.shape[1]
     w = i1 - i0
     s[:w] = 0.0
-    for k in range(g.shape[1]):
+    for k in range(n):
+        x = src[o, k, i0:i1]
+        p = y[o, k, i0:i1]
         for i in range(w):
-            s[i] += g[o, k, i0 + i] * y[o, k, i0 + i]
+            s[i] += x[i] * p[i]
     for i in range(w):
         m[i] = s[i]
-    for k in range(g.shape[1]):
+    for k in range(n):
+        z = out[o, k, i0:i1]
+        x = _tseg(g, z, o, k, i0, i1)
+        p = y[o, k, i0:i1]
         for i in range(w):
-            out[o, k, i0 + i] = y[o, k, i0 + i] * (g[o, k, i0 + i] - m[i])
+            z[i] = p[i] * (x[i] - m[i])
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _log_softmax_backward_tile(g, y, out, o, i0, i1, m, s):
-    g = _src(g, out)
+    src = _src(g, out)
+    n = out.shape[1]
     w = i1 - i0
     s[:w] = 0.0
-    for k in range(g.shape[1]):
+    for k in range(n):
+        x = src[o, k, i0:i1]
         for i in range(w):
-            s[i] += g[o, k, i0 + i]
+            s[i] += x[i]
     for i in range(w):
         m[i] = s[i]
-    for k in range(g.shape[1]):
+    for k in range(n):
+        z = out[o, k, i0:i1]
+        x = _tseg(g, z, o, k, i0, i1)
+        p = y[o, k, i0:i1]
         for i in range(w):
-            out[o, k, i0 + i] = g[o, k, i0 + i] - _exp(y[o, k, i0 + i]) * m[i]
+            z[i] = x[i] - _exp(p[i]) * m[i]
 
 
 # --- kernels ----------------------------------------------------------------------------
@@ -542,13 +603,14 @@ def kernels(op: str) -> Kernels:
 
 @njit(fastmath=REDUCE, error_model="numpy")
 def _sumexp_store_smooth(x, out, w, r, n, m):
-    x = _src(x, out)
+    o = out[r]
+    x = _seg(x, o, r, 0, o.shape[0])
     s = out.dtype.type(0)
     d = out.dtype.type(0)
     for j in range(n):
-        v = x[r, j]
+        v = x[j]
         e = _exp(v - m)
-        out[r, j] = e
+        o[j] = e
         s += e
         d += w[j] * (m - v)
     return s, d
@@ -556,8 +618,9 @@ def _sumexp_store_smooth(x, out, w, r, n, m):
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _affine(out, w, r, n, a, b):
+    o = out[r]
     for j in range(n):
-        out[r, j] = out[r, j] * a - b * w[j]
+        o[j] = o[j] * a - b * w[j]
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -569,8 +632,7 @@ def _ce_class_row(x, t, w, wsum, ignore, eps, scale, grad, loss, r):
     k = t[r]
     if k == ignore:
         loss[r] = 0.0
-        for j in range(n):
-            grad[r, j] = 0
+        grad[r] = 0
         return
     wk = np.float64(w[k])
     xk = np.float64(_src(x, grad)[r, k])
@@ -595,30 +657,36 @@ def _ce_class_row(x, t, w, wsum, ignore, eps, scale, grad, loss, r):
 def _max_wq(x, q, w, r, n, keep, add):
     m = x.dtype.type(-np.inf)
     wq = x.dtype.type(0)
+    xr = x[r]
+    qr = q[r]
     for j in range(n):
-        m = _maxnum(m, x[r, j])
-        wq += w[j] * (q[r, j] * keep + add)
+        m = _maxnum(m, xr[j])
+        wq += w[j] * (qr[j] * keep + add)
     return m, wq
 
 
 @njit(fastmath=REDUCE, error_model="numpy")
 def _sumexp_store_wq(x, q, w, out, r, n, m, keep, add):
-    x = _src(x, out)
+    o = out[r]
+    x = _seg(x, o, r, 0, o.shape[0])
+    qr = q[r]
     s = out.dtype.type(0)
     d = out.dtype.type(0)
     for j in range(n):
-        v = x[r, j]
+        v = x[j]
         e = _exp(v - m)
-        out[r, j] = e
+        o[j] = e
         s += e
-        d += w[j] * (q[r, j] * keep + add) * (m - v)
+        d += w[j] * (qr[j] * keep + add) * (m - v)
     return s, d
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _prob_grad(out, q, w, r, n, a, scale, keep, add):
+    o = out[r]
+    qr = q[r]
     for j in range(n):
-        out[r, j] = out[r, j] * a - scale * w[j] * (q[r, j] * keep + add)
+        o[j] = o[j] * a - scale * w[j] * (qr[j] * keep + add)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
