@@ -109,7 +109,7 @@ def plot(data: dict, path: Path) -> None:
         ("forward", "float64"): "#aec7e8",
         ("backward", "float64"): "#ffbb78",
     }
-    fig, ax = plt.subplots(figsize=(9, 0.42 * len(names) + 1.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(names) + 2.2), dpi=110)
     y = np.arange(len(names))
     h = 0.8 / len(series)
     for i, (d, t) in enumerate(series):
@@ -122,7 +122,7 @@ def plot(data: dict, path: Path) -> None:
     ax.set_xlabel("speedup over naive numpy (numpy time / fastact time, log scale; > 1: fastact faster)")
     ax.set_title(f"fastact vs naive numpy, {data['n']:,} elements, {data['threads']} threads")
     ax.grid(axis="x", which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -216,15 +216,17 @@ def _naive_cross_entropy_(logits, target):
 
 
 def cuda_call(activation: str, dtype: str, n: int, direction: str, inplace: bool):
-    """A synchronised call of ``fastact.cuda.<name>`` on device copies of the data;
-    NotImplementedError (asv: skip) without a GPU or ``fastact.cuda``."""
-    try:
-        from numba import cuda
-    except ImportError as exc:  # pragma: no cover - numba always has numba.cuda
-        raise NotImplementedError(f"numba.cuda: {exc}") from None
-    if not cuda.is_available():
-        raise NotImplementedError("no CUDA GPU")
+    """A synchronised call of ``fastact.cuda.<name>`` on numba device copies of the
+    data; NotImplementedError (asv: skip) without a GPU (or under numba's CUDA
+    simulator, far too slow for these sizes) or without ``fastact.cuda``."""
+    probe = getattr(fastact, "cuda_is_available", None)
+    if probe is not None and not probe():
+        raise NotImplementedError("no CUDA GPU (fastact.cuda_is_available() is False)")
     module = optional_module("cuda")
+    from numba import config, cuda
+
+    if config.ENABLE_CUDASIM or not cuda.is_available():
+        raise NotImplementedError("no CUDA GPU (or numba's CUDA simulator)")
     forward = direction == "forward"
     fn = optional_function(module, activation + ("" if forward else "_backward") + ("_" if inplace else ""))
     case = _bench.cached_case(activation, dtype, size(n))
