@@ -48,7 +48,7 @@ for the odd functions (tanh, erf, expm1, log1p) and for silu, gelu, gelu_tanh, m
 subnormal inputs are ordinary inputs (no flush to zero). Limits that need a decision:
 silu, gelu, gelu_tanh and mish give -0.0 at -inf (x times an underflowed factor; they
 give -0.0 for every finite x whose result underflows); log1p(-1) = log(0) = -inf,
-log1p(x < -1) = log(x < 0) = NaN; log_sigmoid(inf) = -0.0.
+log1p(x < -1) = log(x < 0) = NaN; log_sigmoid(inf) = +0.0 (as PyTorch).
 
 Accuracy: max error in ulp of the exact result (the smallest subnormal's ulp below the
 normal range), measured by ``python tests/test_math.py`` over every 61st float32 bit
@@ -472,7 +472,7 @@ def _build(F):
 
     @_jit
     def log_sigmoid(x):
-        return (x if x < ZERO else MZERO) - log1p_exp_neg(abs(x))
+        return (x if x < ZERO else ZERO) - log1p_exp_neg(abs(x))  # +0.0 at inf, as PyTorch
 
     @_jit
     def mish(x):

@@ -24,9 +24,10 @@ from typing import Literal
 import numpy as np
 from numba import njit
 
-from . import _libm as fm
+from . import _math as fm
 
-_scalar = njit  # not cached itself: kernels inline it and are cached
+# Not cached themselves: the kernels inline them (LLVM alwaysinline) and are cached.
+_scalar = njit(forceinline=True, fastmath={"contract"}, error_model="numpy")
 
 SQRT_HALF = 0.7071067811865476  # 1/sqrt(2)
 INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
@@ -88,18 +89,19 @@ class Activation:
 
 # --- scalar kernels -----------------------------------------------------------------
 # Conditions are written in PyTorch's orientation so NaN takes the same branch.
+# Constants go through ``fm.like(x, c)`` (a float literal would promote float32 to
+# float64); every "branch" is a select, so the kernels' loops vectorize.
 
 
 @_scalar
 def _step(x, threshold):
-    if x != x:
-        return x
-    return 1.0 if x >= threshold else 0.0
+    y = fm.like(x, 1.0) if x >= threshold else fm.like(x, 0.0)
+    return x if x != x else y
 
 
 @_scalar
 def _step_backward(g, y, threshold):
-    return 0.0
+    return fm.like(g, 0.0)
 
 
 @_scalar
@@ -119,7 +121,7 @@ def _sigmoid(x):
 
 @_scalar
 def _sigmoid_backward(g, y):
-    return g * (1.0 - y) * y
+    return g * (fm.like(y, 1.0) - y) * y
 
 
 @_scalar
@@ -129,27 +131,27 @@ def _tanh(x):
 
 @_scalar
 def _tanh_backward(g, y):
-    return g * (1.0 - y * y)
+    return g * (fm.like(y, 1.0) - y * y)
 
 
 @_scalar
 def _relu(x):
-    return 0.0 if x < 0.0 else x
+    return fm.like(x, 0.0) if x < 0.0 else x
 
 
 @_scalar
 def _relu_backward(g, y):
-    return 0.0 if y <= 0.0 else g
+    return fm.like(g, 0.0) if y <= 0.0 else g
 
 
 @_scalar
 def _relu6(x):
-    return 0.0 if x < 0.0 else (6.0 if x > 6.0 else x)
+    return fm.like(x, 0.0) if x < 0.0 else (fm.like(x, 6.0) if x > 6.0 else x)
 
 
 @_scalar
 def _relu6_backward(g, y):
-    return 0.0 if (y <= 0.0 or y >= 6.0) else g
+    return fm.like(g, 0.0) if (y <= 0.0 or y >= 6.0) else g
 
 
 @_scalar
@@ -174,12 +176,14 @@ def _elu_backward(g, y, alpha):
 
 @_scalar
 def _selu(x):
-    return SELU_SCALE * SELU_ALPHA * fm.expm1(x) if x <= 0.0 else SELU_SCALE * x
+    scale = fm.like(x, SELU_SCALE)
+    return scale * fm.like(x, SELU_ALPHA) * fm.expm1(x) if x <= 0.0 else scale * x
 
 
 @_scalar
 def _selu_backward(g, y):
-    return g * (y + SELU_SCALE * SELU_ALPHA) if y <= 0.0 else g * SELU_SCALE
+    scale = fm.like(y, SELU_SCALE)
+    return g * (y + scale * fm.like(y, SELU_ALPHA)) if y <= 0.0 else g * scale
 
 
 @_scalar
@@ -189,73 +193,72 @@ def _celu(x, alpha):
 
 @_scalar
 def _celu_backward(g, y, alpha):
-    return g * (y / alpha + 1.0) if y <= 0.0 else g
+    return g * (y / alpha + fm.like(y, 1.0)) if y <= 0.0 else g
 
 
 @_scalar
 def _gelu(x):
-    if x == -math.inf:
-        return 0.0
-    return 0.5 * x * fm.erfc(-x * SQRT_HALF)  # erfc: no cancellation in the negative tail
+    return fm.gelu(x)  # fused: relative accuracy in the negative tail, -0.0 at -inf
 
 
 @_scalar
 def _gelu_backward(g, x):
-    if abs(x) == math.inf:
-        return 0.0 if x < 0.0 else g
-    cdf = 0.5 * fm.erfc(-x * SQRT_HALF)
-    pdf = INV_SQRT_2PI * fm.exp(-0.5 * x * x)
-    return g * (cdf + x * pdf)
+    cdf = fm.like(x, 0.5) * fm.erfc(-x * fm.like(x, SQRT_HALF))
+    xpdf = x * (fm.like(x, INV_SQRT_2PI) * fm.gaussian(x))
+    d = cdf + xpdf
+    d = d if abs(x) != math.inf else (fm.like(x, 1.0) if x > 0.0 else fm.like(x, 0.0))
+    return g * d
 
 
 @_scalar
 def _gelu_tanh(x):
-    if x == -math.inf:
-        return 0.0
-    if abs(x) > 1e10:  # x**3 would overflow; gelu is x or 0 well before this
-        return x if x > 0.0 else 0.0
-    inner = SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)
-    return x * fm.sigmoid(2.0 * inner)  # = x/2 (1 + tanh(inner)), without cancellation
+    return fm.gelu_tanh(x)  # fused: x * sigmoid(2u), no cancellation
 
 
 @_scalar
 def _gelu_tanh_backward(g, x):
-    if abs(x) > 1e10:  # the derivative is exactly 0 or 1 far before x**2 overflows
-        return 0.0 if x < 0.0 else g
-    inner = SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)
-    t = fm.tanh(inner)
-    dinner = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_C * x * x)
-    return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
+    # With s = sigmoid(2u): 1 + tanh(u) = 2s and 1 - tanh(u)^2 = 4s(1 - s), so
+    # d = s (1 + 2x (1 - s) u'), with s and 1 - s both from e = e^-|2u| (no cancellation).
+    one = fm.like(x, 1.0)
+    k0 = fm.like(x, SQRT_2_OVER_PI)
+    c = fm.like(x, GELU_TANH_C)
+    xc = x if abs(x) <= 1e10 else fm.like(x, 0.0)  # x**3 would overflow: the derivative is 0 or 1
+    z = fm.like(x, 2.0) * k0 * (xc + c * xc * xc * xc)
+    e = fm.exp(-abs(z))
+    r = one / (one + e)
+    s, s_c = (r, e * r) if z >= 0.0 else (e * r, r)
+    du = k0 * (one + fm.like(x, 3.0) * c * xc * xc)
+    d = s * (one + fm.like(x, 2.0) * xc * s_c * du)
+    d = d if abs(x) <= 1e10 else (one if x > 0.0 else fm.like(x, 0.0))
+    return g * d
 
 
 @_scalar
 def _silu(x):
-    if x == -math.inf:
-        return 0.0
-    return x * fm.sigmoid(x)
+    return fm.silu(x)  # fused: one division, accurate to the subnormals, -0.0 at -inf
 
 
 @_scalar
 def _silu_backward(g, x):
-    if abs(x) == math.inf:
-        return 0.0 if x < 0.0 else g
+    one = fm.like(x, 1.0)
     s = fm.sigmoid(x)
-    return g * s * (1.0 + x * (1.0 - s))
+    d = s * (one + x * (one - s))
+    d = d if abs(x) != math.inf else (one if x > 0.0 else fm.like(x, 0.0))
+    return g * d
 
 
 @_scalar
 def _mish(x):
-    if x == -math.inf:
-        return 0.0
-    return x * fm.tanh(fm.softplus(x))
+    return fm.mish(x)  # fused: one exp, one division, -0.0 at -inf
 
 
 @_scalar
 def _mish_backward(g, x):
-    if abs(x) == math.inf:
-        return 0.0 if x < 0.0 else g
+    one = fm.like(x, 1.0)
     t = fm.tanh(fm.softplus(x))
-    return g * (t + x * fm.sigmoid(x) * (1.0 - t * t))
+    d = t + x * fm.sigmoid(x) * (one - t * t)
+    d = d if abs(x) != math.inf else (one if x > 0.0 else fm.like(x, 0.0))
+    return g * d
 
 
 @_scalar
@@ -272,47 +275,38 @@ def _softplus_backward(g, x, beta, threshold):
 
 @_scalar
 def _softsign(x):
-    if abs(x) == math.inf:
-        return 1.0 if x > 0.0 else -1.0
-    return x / (1.0 + abs(x))
+    one = fm.like(x, 1.0)
+    y = x / (one + abs(x))
+    return y if abs(x) != math.inf else (one if x > 0.0 else -one)
 
 
 @_scalar
 def _softsign_backward(g, y):
-    d = 1.0 - abs(y)
+    d = fm.like(y, 1.0) - abs(y)
     return g * d * d
 
 
 @_scalar
 def _hardsigmoid(x):
-    if x <= -3.0:
-        return 0.0
-    if x >= 3.0:
-        return 1.0
-    return (x + 3.0) / 6.0  # x + 3 is exact near -3, x/6 + 1/2 would cancel
+    y = (x + fm.like(x, 3.0)) / fm.like(x, 6.0)  # x + 3 is exact near -3, x/6 + 1/2 would cancel
+    return fm.like(x, 0.0) if x <= -3.0 else (fm.like(x, 1.0) if x >= 3.0 else y)
 
 
 @_scalar
 def _hardsigmoid_backward(g, y):
-    return g / 6.0 if (y > 0.0 and y < 1.0) else 0.0
+    return g / fm.like(g, 6.0) if (y > 0.0 and y < 1.0) else fm.like(g, 0.0)
 
 
 @_scalar
 def _hardswish(x):
-    if x <= -3.0:
-        return -0.0
-    if x >= 3.0:
-        return x
-    return x * (x + 3.0) / 6.0
+    y = x * (x + fm.like(x, 3.0)) / fm.like(x, 6.0)
+    return fm.like(x, -0.0) if x <= -3.0 else (x if x >= 3.0 else y)
 
 
 @_scalar
 def _hardswish_backward(g, x):
-    if x < -3.0:
-        return 0.0
-    if x <= 3.0:
-        return g * (x / 3.0 + 0.5)
-    return g
+    d = x / fm.like(x, 3.0) + fm.like(x, 0.5)
+    return fm.like(g, 0.0) if x < -3.0 else (g * d if x <= 3.0 else g)
 
 
 @_scalar
@@ -322,7 +316,7 @@ def _hardtanh(x, min_val, max_val):
 
 @_scalar
 def _hardtanh_backward(g, y, min_val, max_val):
-    return 0.0 if (y <= min_val or y >= max_val) else g
+    return fm.like(g, 0.0) if (y <= min_val or y >= max_val) else g
 
 
 @_scalar
@@ -342,7 +336,7 @@ def _threshold(x, threshold, value):
 
 @_scalar
 def _threshold_backward(g, x, threshold, value):
-    return 0.0 if x <= threshold else g
+    return fm.like(g, 0.0) if x <= threshold else g
 
 
 # --- float64 references (clarity over speed) ------------------------------------------
@@ -358,13 +352,22 @@ def _softplus_ref(x):
         return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
-_erf = np.vectorize(math.erf, otypes=[np.float64])
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
 def _phi(x):
-    """Standard normal cdf, accurate in the negative tail (erfc, no cancellation)."""
-    return 0.5 * _erfc(-x * SQRT_HALF)
+    """Standard normal cdf Phi(x) = erfc(-x / sqrt 2) / 2, accurate in the negative tail.
+
+    erfc amplifies a relative error in its argument a by 2a^2 (1250 at a = 25), so the
+    argument is formed in x's precision (long double in the accuracy tests) and its
+    rounding to float64 is corrected to first order: erfc(a + d) = erfc(a) - d 2/sqrt(pi) e^(-a^2).
+    """
+    x = np.asarray(x)
+    ftype = x.dtype.type if x.dtype.kind == "f" else np.float64
+    a = -x * np.sqrt(ftype(0.5))
+    a64 = a.astype(np.float64)
+    d = np.where(np.isfinite(a), a - a64, 0.0)
+    return 0.5 * (_erfc(a64) - d * (2 / np.sqrt(ftype(np.pi))) * np.exp(-np.square(a64.astype(ftype))))
 
 
 def _limits(x, value, at_neg_inf, at_pos_inf=None):
@@ -378,7 +381,7 @@ def _limits(x, value, at_neg_inf, at_pos_inf=None):
 def _gelu_tanh_ref(x):
     with np.errstate(over="ignore", invalid="ignore"):
         inner = SQRT_2_OVER_PI * (x + GELU_TANH_C * x**3)
-        return _limits(x, x * _sigmoid_ref(2 * inner), 0.0)  # 1 + tanh(u) = 2 sigmoid(2u)
+        return _limits(x, x * _sigmoid_ref(2 * inner), -0.0)  # 1 + tanh(u) = 2 sigmoid(2u)
 
 
 def _gelu_tanh_ref_derivative(x):
@@ -390,7 +393,7 @@ def _gelu_tanh_ref_derivative(x):
 
 def _mish_ref(x):
     with np.errstate(invalid="ignore"):
-        return _limits(x, x * np.tanh(_softplus_ref(x)), 0.0)
+        return _limits(x, x * np.tanh(_softplus_ref(x)), -0.0)
 
 
 def _mish_ref_derivative(x):
@@ -410,8 +413,13 @@ def _check_softplus(beta, threshold):
     return None if beta > 0 else f"beta must be > 0, got {beta}"
 
 
+def _check_elu(alpha):
+    # The backward from the output, g * (y + alpha), is inf - inf for an infinite alpha.
+    return None if 0 <= alpha < math.inf else f"alpha must be >= 0 and finite, got {alpha}"
+
+
 def _check_celu(alpha):
-    return None if alpha != 0 else "alpha must be nonzero"
+    return None if alpha != 0 and math.isfinite(alpha) else f"alpha must be nonzero and finite, got {alpha}"
 
 
 def _check_hardtanh(min_val, max_val):
@@ -523,7 +531,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         lambda x, alpha: np.where(x <= 0, alpha * np.expm1(x), x),
         lambda x, alpha: np.where(x <= 0, alpha * np.exp(x), 1.0),
         params=(Param("alpha", 1.0),),
-        check=_nonneg("alpha"),
+        check=_check_elu,
         edges=(0.0, -17.0, -88.7),
         note="y <= 0 exactly where x <= 0 when alpha >= 0 (as PyTorch's in-place backward)",
     ),
@@ -560,7 +568,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         _gelu,
         _gelu_backward,
         "input",
-        lambda x: _limits(x, x * _phi(x), 0.0),
+        lambda x: _limits(x, x * _phi(x), -0.0),
         lambda x: _limits(x, _phi(x) + x * INV_SQRT_2PI * np.exp(-0.5 * x * x), 0.0, 1.0),
         params=(Param("approximate", "none", choices={"none": "gelu", "tanh": "gelu_tanh"}),),
         edges=(0.0, -5.0, -10.0),
@@ -590,7 +598,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         _silu,
         _silu_backward,
         "input",
-        lambda x: _limits(x, x * _sigmoid_ref(x), 0.0),
+        lambda x: _limits(x, x * _sigmoid_ref(x), -0.0),
         lambda x: _limits(x, _sigmoid_ref(x) * (1 + x * _sigmoid_ref(-x)), 0.0, 1.0),
         edges=(0.0, -1.278, -20.0),
         note="not monotonic",

@@ -163,7 +163,9 @@ def test_forward_accuracy_and_specials(fc, entry, dtype):
     specials = np.array([0.0, -0.0, np.inf, -np.inf], dtype=dtype)
     got = host(gpu_point(fc, entry)(dev(specials), *params))
     want = cpu_point(entry)(specials, *params)
-    np.testing.assert_array_equal(got, want)
+    exact = (want == 0) | np.isinf(want) | np.isnan(want)  # elsewhere (softplus(0) = log 2): the ulp bound
+    np.testing.assert_array_equal(got[exact], want[exact], err_msg=entry.name)
+    assert np.all(forward_ulp(entry, specials, got, params)[~exact] <= entry.ulp), entry.name
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want), err_msg=entry.name)
 
 

@@ -15,6 +15,8 @@ __all__ = [
 ]  # fmt: skip
 
 SQRT_HALF = 0.7071067811865476
+SQRT_HALF_LO = -4.833646656726457e-17  # sqrt(1/2) - SQRT_HALF
+TWO_OVER_SQRT_PI = 1.1283791670955126
 SQRT_2_OVER_PI = 0.7978845608028654
 GELU_TANH_C = 0.044715
 
@@ -82,10 +84,29 @@ def silu(x):
 
 
 def gelu(x):
-    """x/2 erfc(-x/sqrt 2); -0.0 at -inf."""
+    """x/2 erfc(-x/sqrt 2); -0.0 at -inf.
+
+    erfc amplifies the rounding of its argument a = -x/sqrt 2 by 2a^2 (1000 ulp at
+    x = -32): the rounding error d of a (exact product residual by Veltkamp splitting,
+    plus the error of the constant) is put back to first order,
+    erfc(a + d) = erfc(a) - d 2/sqrt(pi) e^(-a^2). Only compiled for float64 (gelu's
+    float32 forward is widened, see ``_compile.WIDEN``).
+    """
     if x == -math.inf:
         return -0.0
-    return 0.5 * x * math.erfc(-x * SQRT_HALF)
+    a = -x * SQRT_HALF
+    y = math.erfc(a)
+    if -40.0 < x < -1.0:  # the negative tail, where the correction matters (and x splits safely)
+        c = 134217729.0 * x  # 2^27 + 1
+        xh = c - (c - x)
+        xl = x - xh
+        c = 134217729.0 * SQRT_HALF
+        kh = c - (c - SQRT_HALF)
+        kl = SQRT_HALF - kh
+        err = ((xh * kh + a) + xh * kl + xl * kh) + xl * kl  # x k + a = -(rounding error of a), exactly
+        d = -(err + x * SQRT_HALF_LO)  # a_exact - a
+        y = y - d * TWO_OVER_SQRT_PI * math.exp(-a * a)
+    return 0.5 * x * y
 
 
 def gelu_tanh(x):
