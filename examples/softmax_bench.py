@@ -40,30 +40,27 @@ def naive_softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def softmax_rows(threads: int) -> list[dict]:
+def softmax_row(shape: tuple[int, int]) -> dict:
     import torch
 
-    rows = []
-    for shape in SHAPES:
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        out = np.empty_like(x)
-        y = x.copy()
-        tx = torch.from_numpy(x)
-        tout = torch.empty_like(tx)
-        row = {
-            "shape": shape,
-            "fastact": best(lambda: fa.softmax(x, out=out)),
-            "fastact_inplace": best(lambda: fa.softmax_(y)),
-            "torch": best(lambda: torch.softmax(tx, -1, out=tout)),
-            "numpy": best(lambda: naive_softmax(x), repeat=5),
-        }
-        g = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-        s = fa.softmax(x)
-        tg, ts = torch.from_numpy(g), torch.from_numpy(s)
-        row["backward_fastact"] = best(lambda: fa.softmax_backward(g, s, out=out))
-        row["backward_torch"] = best(lambda: torch._softmax_backward_data(tg, ts, -1, torch.float32))
-        rows.append(row)
-    return rows
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    out = np.empty_like(x)
+    y = x.copy()
+    tx = torch.from_numpy(x)
+    tout = torch.empty_like(tx)
+    row = {
+        "shape": shape,
+        "fastact": best(lambda: fa.softmax(x, out=out)),
+        "fastact_inplace": best(lambda: fa.softmax_(y)),
+        "torch": best(lambda: torch.softmax(tx, -1, out=tout)),
+        "numpy": best(lambda: naive_softmax(x), repeat=5),
+    }
+    g = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    s = fa.softmax(x)
+    tg, ts = torch.from_numpy(g), torch.from_numpy(s)
+    row["backward_fastact"] = best(lambda: fa.softmax_backward(g, s, out=out))
+    row["backward_torch"] = best(lambda: torch._softmax_backward_data(tg, ts, -1, torch.float32))
+    return row
 
 
 XENT = (16384, 1000)
@@ -136,10 +133,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{'softmax(x, -1)':16s} {'fastact':>9s} {'in place':>9s} {'torch':>9s} {'numpy':>9s}"
         f" {'vs torch':>9s} {'vs numpy':>9s} | {'bwd':>8s} {'torch bwd':>9s} {'vs torch':>9s}"
     )
-    for r in softmax_rows(args.threads):
+    for r in map(softmax_row, SHAPES):
         shape = "x".join(map(str, r["shape"]))
         print(
-            f"{shape:16s} {r['fastact']:7.2f}ms {r['fastact_inplace']:7.2f}ms {r['torch']:7.2f}ms {r['numpy']:7.2f}ms"
+            f"{shape:16s} {r['fastact']:7.2f}ms {r['fastact_inplace']:7.2f}ms"
+            f" {r['torch']:7.2f}ms {r['numpy']:7.2f}ms"
             f" {r['torch'] / r['fastact']:8.2f}x {r['numpy'] / r['fastact']:8.2f}x |"
             f" {r['backward_fastact']:6.2f}ms {r['backward_torch']:7.2f}ms"
             f" {r['backward_torch'] / r['backward_fastact']:8.2f}x"
@@ -149,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"cross-entropy {n}x{c} forward+backward: fastact {x['fastact']['ms']:.2f} ms (in place), "
         f"torch {x['torch']['ms']:.2f} ms -> {x['torch']['ms'] / x['fastact']['ms']:.2f}x; "
-        f"peak memory added: fastact {x['fastact']['peak_mib']:.1f} MiB, torch {x['torch']['peak_mib']:.1f} MiB"
+        f"peak memory added: fastact {x['fastact']['peak_mib']:.1f} MiB, "
+        f"torch {x['torch']['peak_mib']:.1f} MiB"
     )
 
 
