@@ -121,3 +121,13 @@ def stated_bound(entry: Activation, x: np.ndarray) -> np.ndarray:
         return np.full(x.shape, float(entry.ulp))
     with np.errstate(invalid="ignore"):
         return np.where(x < entry.tail[0], float(entry.tail[1]), float(entry.ulp))
+
+
+def assert_specials(entry: Activation, x: np.ndarray, got: np.ndarray, want: np.ndarray, params=()) -> None:
+    """``got = entry(x)`` at special inputs against ``want``: exactly (sign included) where
+    ``want`` is 0, inf or NaN, within the entry's ulp bound elsewhere (e.g. softplus(0) = log 2)."""
+    got, want = np.asarray(got), np.asarray(want)
+    exact = (want == 0) | np.isinf(want) | np.isnan(want)
+    np.testing.assert_array_equal(got[exact], want[exact].astype(got.dtype), err_msg=entry.name)
+    assert np.all(forward_ulp(entry, x, got, params)[~exact] <= entry.ulp), entry.name
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want), err_msg=entry.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 
 import numpy as np
 import pytest
@@ -23,6 +24,12 @@ settings.load_profile("ci")
 ENTRIES = list(ACTIVATIONS.values())
 DTYPES = [np.float32, np.float64]
 SUFFIXES = ("", "_", "_backward", "_backward_")
+
+# A call into libm (or SVML) in compiled assembly: numba calls through ``movabsq $exp, %reg``.
+LIBM_CALL = re.compile(
+    r"(?:\b(?:call|jmp)\w*\s+\*?|\bmovabsq\s+\$)"
+    r"(?:__svml_\w+|(?:exp|exp2|expm1|log|log1p|log2|tanh|erf|erfc|pow|fma|sigmoid)f?)(?:@PLT)?\b"
+)
 
 
 def entry_point(entry: Activation, suffix: str = ""):

@@ -18,7 +18,7 @@ import pytest
 from conftest import ENTRIES
 
 import fastact
-from fastact.testing import default_params, forward_ulp, rounded, sample, stated_bound
+from fastact.testing import assert_specials, default_params, forward_ulp, rounded, sample, stated_bound
 
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 GPU = not SIM  # this module is imported only under the simulator or with a usable GPU
@@ -163,10 +163,7 @@ def test_forward_accuracy_and_specials(fc, entry, dtype):
     specials = np.array([0.0, -0.0, np.inf, -np.inf], dtype=dtype)
     got = host(gpu_point(fc, entry)(dev(specials), *params))
     want = cpu_point(entry)(specials, *params)
-    exact = (want == 0) | np.isinf(want) | np.isnan(want)  # elsewhere (softplus(0) = log 2): the ulp bound
-    np.testing.assert_array_equal(got[exact], want[exact], err_msg=entry.name)
-    assert np.all(forward_ulp(entry, specials, got, params)[~exact] <= entry.ulp), entry.name
-    np.testing.assert_array_equal(np.signbit(got), np.signbit(want), err_msg=entry.name)
+    assert_specials(entry, specials, got, want, params)
 
 
 def test_backward_matches_cpu(fc, entry, dtype):

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import LIBM_CALL
 from numba import njit, prange, types
 
 from fastact import _math as M
@@ -374,10 +375,6 @@ def test_python_level_calls():
     np.testing.assert_array_equal(M.tanh(np.zeros((2, 3), np.float32)), np.zeros((2, 3), np.float32))
 
 
-LIBM_CALL = re.compile(
-    r"(?:\bcall\w*\s+|\bmovabsq\s+\$|\bjmp\s+)"
-    r"(?:__svml_\w+|(?:exp|exp2|expm1|log|log1p|tanh|erf|erfc|pow|fma)f?)(?:@PLT)?\b"
-)
 PACKED = re.compile(r"\bv?(?:mul|add|sub|div|fmadd\w*|fnmadd\w*|fmsub\w*)p[sd]\s+%[xyz]mm")
 
 

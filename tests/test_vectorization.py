@@ -13,45 +13,34 @@ import re
 
 import numpy as np
 import pytest
-from conftest import ENTRIES
+from conftest import ENTRIES, LIBM_CALL
 from numba import njit
 
 from fastact import _kernels
 from fastact.testing import default_params
 
-LIBM_CALL = re.compile(
-    r"(?:\b(?:call|jmp)\w*\s+\*?|\bmovabsq\s+\$)(?:__svml_\w+|(?:exp|exp2|expm1|log|log1p|log2|tanh|erf|erfc|pow|fma|sigmoid)f?)(?:@PLT)?\b"
-)
 # packed (vector) float arithmetic on ymm registers: 8 float32 / 4 float64 per instruction
 PACKED = re.compile(r"\bv(?!mov)\w+p[sd]\b[^\n]*%ymm")
 SCALAR_MATH = re.compile(r"\bv(?:add|sub|mul|div|\w*fn?m(?:add|sub)\w*)s[sd]\b")
 PACKED_STORE = re.compile(r"\bvmovup[sd]\s+%ymm\d+, ")
 
 
-def _assembly(kernel, dtype, nin):
-    fresh = njit(fastmath=_kernels.FASTMATH, error_model="numpy")(kernel.py_func)
-    x = np.linspace(-4.0, 4.0, 64).astype(dtype)
-    params = tuple(np.dtype(dtype).type(p) for p in default_params(ENTRY_OF[kernel]))
-    args = (x,) * nin + (np.empty_like(x),)
-    fresh(*args, *params)
-    return fresh.inspect_asm(fresh.signatures[0])
-
-
-ENTRY_OF: dict = {}
-
-
-def _kernel(entry, direction):
+def _assembly(entry, direction, dtype):
+    """The assembly of the serial 1-d kernel of ``entry``, compiled afresh for ``dtype``."""
     kernels = (_kernels.forward_kernels if direction == "forward" else _kernels.backward_kernels)(entry.name)
-    ENTRY_OF[kernels.serial] = entry
-    return kernels.serial
+    fresh = njit(fastmath=_kernels.FASTMATH, error_model="numpy")(kernels.serial.py_func)
+    x = np.linspace(-4.0, 4.0, 64).astype(dtype)
+    params = tuple(np.dtype(dtype).type(p) for p in default_params(entry))
+    nin = 1 if direction == "forward" else 2
+    fresh(*(x,) * nin, np.empty_like(x), *params)
+    return fresh.inspect_asm(fresh.signatures[0])
 
 
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
 def test_kernel_loop_is_simd_without_libm_calls(entry, dtype, direction):
-    kernel = _kernel(entry, direction)
-    asm = _assembly(kernel, dtype, 1 if direction == "forward" else 2)
+    asm = _assembly(entry, direction, dtype)
     assert not LIBM_CALL.findall(asm), f"{entry.name} {direction}: libm calls {LIBM_CALL.findall(asm)}"
     if SCALAR_MATH.search(asm) or not PACKED_STORE.search(asm):  # else: a constant, stored 8 / 4 at a time
         assert len(PACKED.findall(asm)) >= 2, f"{entry.name} {direction} {np.dtype(dtype)}: no SIMD loop"
