@@ -11,17 +11,56 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import llvmlite.binding as llvm
 from numba import njit, prange
+from numba.core.compiler_lock import global_compiler_lock
 
 from .definitions import ACTIVATIONS
 
 # Fast-math flags that cannot change a result's NaN/inf behaviour: contraction into
 # FMAs only. ("nnan"/"ninf" would let LLVM drop NaN checks; "reassoc" changes results.)
 FASTMATH = {"contract"}
+
+# How many vectors LLVM's loop vectorizer processes per iteration. Its cost model picks
+# 1 for the long bodies of the math layer, and then one element's dependency chain
+# (60-100 cycles of latency) fills the out-of-order window: 4 independent chains per
+# iteration run 1.3-1.7x faster in cache (sigmoid f32 0.99 -> 0.64 ns/element).
+INTERLEAVE = 4
+
+
+@contextmanager
+def vector_interleave(count: int = INTERLEAVE) -> Iterator[None]:
+    """Compile with LLVM's ``-force-vector-interleave=count``, then back to its default.
+
+    The option is process-wide LLVM state, so it is set under numba's global compiler
+    lock: no other compilation can see it. It only changes how a loop the vectorizer
+    already vectorizes is unrolled, never a result.
+    """
+    with global_compiler_lock:
+        llvm.set_option("fastact", f"-force-vector-interleave={count}")
+        try:
+            yield
+        finally:
+            llvm.set_option("fastact", "-force-vector-interleave=0")  # 0: the cost model's choice
+
+
+def interleaved(dispatcher):
+    """Make every compilation of ``dispatcher`` (and of the functions it calls, which
+    compile inside it) run under :func:`vector_interleave`."""
+    compile_signature = dispatcher.compile
+
+    def compile(sig):
+        with vector_interleave():
+            return compile_signature(sig)
+
+    dispatcher.compile = compile
+    return dispatcher
 
 
 def _jit(kernel, scalar, parallel: bool):
@@ -37,7 +76,8 @@ def _jit(kernel, scalar, parallel: bool):
     kernel.__qualname__ = f"{scalar.py_func.__name__.lstrip('_')}_{kernel.__name__}{flavour}"
     # error_model="numpy": x / 0 gives inf/NaN (parameters are checked before a call)
     # instead of a zero test on every division, which also blocks vectorization.
-    return njit(parallel=parallel, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")(kernel)
+    jit = njit(parallel=parallel, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
+    return interleaved(jit(kernel))
 
 
 def _unary(scalar, parallel):

@@ -42,7 +42,7 @@ from numba.core.extending import _Intrinsic
 from numba.extending import intrinsic
 from numba.np import numpy_support
 
-from ._kernels import FASTMATH, _uuid_lock, pin_uuid, source_fingerprint
+from ._kernels import FASTMATH, _uuid_lock, interleaved, pin_uuid, source_fingerprint
 from ._math import exp as _exp
 
 REDUCE = FASTMATH | {"reassoc"}
@@ -415,7 +415,8 @@ def _flavoured(parallel):
 
     def decorate(kernel):
         kernel.__qualname__ += "_parallel" if parallel else "_serial"
-        return njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")(kernel)
+        jit = njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+        return interleaved(jit(kernel))
 
     return decorate
 
@@ -443,6 +444,7 @@ def _rows(whole, part, combine, finish, parallel):
 
 
 def _split(part, combine, finish):
+    @interleaved
     @njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
     def kernel(a, b, out, chunk, whole_max):  # whole_max: unused, the rows kernels' signature
         n_rows, n = out.shape

@@ -14,7 +14,7 @@ from functools import cache
 import numpy as np
 from numba import vectorize
 
-from ._kernels import pin_uuid
+from ._kernels import pin_uuid, vector_interleave
 from .definitions import ACTIVATIONS
 
 __all__ = [n for a in ACTIVATIONS for n in (a, f"{a}_backward")]
@@ -47,7 +47,8 @@ def _build(name: str) -> np.ufunc:
     # The ufunc takes this name: pickle then finds it as fastact.ufuncs.<name>, so the
     # ufuncs travel to dask.distributed workers (a '<lambda>' would not be found).
     function.__name__ = function.__qualname__ = name
-    ufunc = vectorize(_signatures(nin), cache=True)(function).ufunc
+    with vector_interleave():
+        ufunc = vectorize(_signatures(nin), cache=True)(function).ufunc
     ufunc.__doc__ = f"{name}: numpy ufunc of fastact.{name} (y = {entry.formula})."
     return ufunc
 
