@@ -15,6 +15,8 @@ exp          Cody-Waite: x = n ln2 + r with ln2 in two parts and n rounded by th
              1.5 * 2^p "magic number" (no float->int conversion), e^r = 1 + r + r^2 P(r)
              with P a weighted minimax fit (degree 4 / 9), and 2^n applied as two exact
              power-of-two factors: overflow to inf and gradual underflow with one rounding.
+exp_nonpos   (private, softmax's e^(x - max)) the same reduction for x <= 0 only, e^r by
+             one Horner chain, 2^n as one factor, subnormal results flushed to +0.
 expm1        the same reduction; 2 (2^(n-1) p + (2^(n-1) - 1/2)) with p = e^r - 1.
 log1p, log   u = 1 + x and its rounding error (Fast2Sum), u = 2^k m with m in
              [sqrt(1/2), sqrt(2)), log m = 2 atanh(f / (2 + f)), f = m - 1 (musl/FreeBSD
@@ -295,6 +297,12 @@ def _build(F):
     GELU_XMAX = ft(F.erfc_amax * 1.4142135623730951)
     GAUSS_XMAX = ft(np.sqrt(-2.0 * F.lo))  # e^(-x^2/2) underflows to 0 beyond
     exp_p = _poly([ft(c) for c in F.exp_p])
+    exp_full = _poly([ONE, ONE] + [ft(c) for c in F.exp_p])  # 1 + r + r^2 P(r), one Horner chain
+    FLUSH = ft(np.log(F.min_normal))  # e^x is subnormal below
+    # (t's bits << MANT) + this = (n + BIAS) << MANT, wrapped to the integer width
+    bits = F.mant + 1 + (F.ftype(0).nbytes * 8 - F.mant - 1)
+    POW2_FROM_MAGIC = ((F.bias << F.mant) - (F.magic_bits << F.mant)) % 2**bits
+    POW2_FROM_MAGIC -= 2**bits if POW2_FROM_MAGIC >= 2 ** (bits - 1) else 0
     log_p = _poly([ft(c) for c in F.log_p])
     erf_p = _poly([ft(c) for c in F.erf_p])
     erfc_p = _poly([ft(c) for c in F.erfc_p])
@@ -354,6 +362,18 @@ def _build(F):
         p, n = exp_core(clamp(x, LO, EXP_HI), MZERO)
         s1, s2 = pow2(n)
         return ((ONE + p) * s1) * s2
+
+    @_jit
+    def exp_nonpos(x):
+        # e^x = 2^n e^r as in exp, with e^r by one Horner polynomial and 2^n as one
+        # factor whose exponent field is t's low bits shifted into place; below
+        # ln(min normal) the result (subnormal) is flushed to +0.
+        xc = FLUSH if x < FLUSH else x  # NaN passes
+        t = xc * LOG2E + MAGIC
+        nf = t - MAGIC
+        r = (xc - nf * EXP_LN2HI) - nf * EXP_LN2LO
+        y = exp_full(r) * _as_float(_iadd(_ishl(_as_int(t), MANT), POW2_FROM_MAGIC))
+        return ZERO if x < FLUSH else y
 
     @_jit
     def gaussian(x):
@@ -557,6 +577,7 @@ def _build(F):
         "gelu_tanh": gelu_tanh,
         "mish": mish,
         "gaussian": gaussian,
+        "exp_nonpos": exp_nonpos,
     }
 
 
@@ -744,6 +765,16 @@ gaussian = _register(
 Method: x^2 = hi + lo split exactly, e^(-(hi + lo) / 2) by exp's reduction (a plain
 exp(-0.5 * x * x) loses up to x^2 / 2 ulp). Range: gradual underflow, 0 beyond
 +-14.42 (float32) / +-38.60 (float64) and at +-inf, NaN -> NaN.""",
+)
+
+_exp_nonpos = _register(
+    "exp_nonpos",
+    """e^x for x <= 0 (softmax's x - max), cheaper than exp: no upper range, one power-of-two
+factor, results below the smallest normal (x < -87.34 / -708.40) flushed to +0.
+
+Method: exp's reduction, e^r by one Horner polynomial. x > 0 is outside its domain.
+Measured max error 0.88 ulp (float32 and float64; ``tests/test_math.py`` bounds it by
+1); NaN -> NaN, -inf -> 0, -0.0 -> 1.""",
 )
 
 

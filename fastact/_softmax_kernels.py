@@ -43,6 +43,7 @@ from numba.extending import intrinsic
 from numba.np import numpy_support
 
 from ._kernels import FASTMATH, _uuid_lock, interleaved, pin_uuid, source_fingerprint
+from ._math import _exp_nonpos
 from ._math import exp as _exp
 
 REDUCE = FASTMATH | {"reassoc"}
@@ -114,7 +115,7 @@ def _sumexp(a, r, lo, hi, m):
     x = a[r, lo:hi]
     s = a.dtype.type(0)
     for j in range(x.shape[0]):
-        s += _exp(x[j] - m)
+        s += _exp_nonpos(x[j] - m)
     return s
 
 
@@ -124,7 +125,7 @@ def _sumexp_store(a, out, r, lo, hi, m):
     x = _seg(a, o, r, lo, hi)
     s = out.dtype.type(0)
     for j in range(o.shape[0]):
-        e = _exp(x[j] - m)
+        e = _exp_nonpos(x[j] - m)
         o[j] = e
         s += e
     return s
@@ -206,16 +207,34 @@ def _combine_sum(ps, qs):
 
 
 # --- ops ------------------------------------------------------------------------------
-# Each op is five functions: whole(a, b, out, r, L) does a row in one go; part / combine /
-# finish do it in chunks (part -> (p_c, q_c) per chunk, combine -> (P, Q) per row, finish
-# writes a chunk); tile(a, b, out, o, i0, i1, m, s) does a[o, :, i0:i1] of a cols view.
+# Each op is six functions. lead(a, b, out, r, L) is row r's reduction (max, dot or sum);
+# whole(a, b, out, r, L, carry, nxt) does row r in one go given its reduction and returns
+# row nxt's (nxt < 0: none), computed in the same pass, AHEAD elements at a time, so the
+# next row streams in from memory under this row's arithmetic instead of in a pass of its
+# own. part / combine / finish do a long row in chunks (part -> (p_c, q_c) per chunk,
+# combine -> (P, Q) per row, finish writes a chunk); tile(a, b, out, o, i0, i1, m, s)
+# does a[o, :, i0:i1] of a cols view.
+AHEAD = 512
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _softmax_whole(a, b, out, r, n):
-    m = _shift(out, _max(_src(a, out), r, 0, n))
-    s = _sumexp_store(a, out, r, 0, n, m)
+def _softmax_lead(a, b, out, r, n):
+    return _max(_src(a, out), r, 0, n)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_whole(a, b, out, r, n, m, nxt):
+    m = _shift(out, m)
+    src = _src(a, out)
+    s = out.dtype.type(0)
+    big = out.dtype.type(-np.inf)
+    for lo in range(0, n, AHEAD):
+        hi = min(lo + AHEAD, n)
+        if nxt >= 0:
+            big = _maxnum(big, _max(src, nxt, lo, hi))
+        s += _sumexp_store(a, out, r, lo, hi, m)
     _scale(out, r, 0, n, out.dtype.type(1) / s)
+    return big
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -238,11 +257,23 @@ def _softmax_finish(a, b, out, r, lo, hi, m, s, big, inv):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _log_softmax_whole(a, b, out, r, n):
+def _log_softmax_lead(a, b, out, r, n):
+    return _max(_src(a, out), r, 0, n)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_whole(a, b, out, r, n, m, nxt):
     x = _src(a, out)
-    m = _shift(out, _max(x, r, 0, n))
-    s = _sumexp(x, r, 0, n, m)
+    m = _shift(out, m)
+    s = out.dtype.type(0)
+    big = out.dtype.type(-np.inf)
+    for lo in range(0, n, AHEAD):
+        hi = min(lo + AHEAD, n)
+        if nxt >= 0:
+            big = _maxnum(big, _max(x, nxt, lo, hi))
+        s += _sumexp(x, r, lo, hi, m)
     _log_store(a, out, r, 0, n, m, out.dtype.type(math.log(s)))
+    return big
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -265,8 +296,20 @@ def _log_softmax_finish(a, b, out, r, lo, hi, m, s, big, log_total):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _softmax_backward_whole(g, y, out, r, n):
-    _softmax_grad(g, y, out, r, 0, n, _dot(_src(g, out), y, r, 0, n))
+def _softmax_backward_lead(g, y, out, r, n):
+    return _dot(_src(g, out), y, r, 0, n)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _softmax_backward_whole(g, y, out, r, n, d, nxt):
+    src = _src(g, out)
+    dn = out.dtype.type(0)
+    for lo in range(0, n, AHEAD):
+        hi = min(lo + AHEAD, n)
+        if nxt >= 0:
+            dn += _dot(src, y, nxt, lo, hi)
+        _softmax_grad(g, y, out, r, lo, hi, d)
+    return dn
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -280,8 +323,20 @@ def _softmax_backward_finish(g, y, out, r, lo, hi, p, q, total, _):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _log_softmax_backward_whole(g, y, out, r, n):
-    _log_softmax_grad(g, y, out, r, 0, n, _sum(_src(g, out), r, 0, n))
+def _log_softmax_backward_lead(g, y, out, r, n):
+    return _sum(_src(g, out), r, 0, n)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_softmax_backward_whole(g, y, out, r, n, s, nxt):
+    src = _src(g, out)
+    sn = out.dtype.type(0)
+    for lo in range(0, n, AHEAD):
+        hi = min(lo + AHEAD, n)
+        if nxt >= 0:
+            sn += _sum(src, nxt, lo, hi)
+        _log_softmax_grad(g, y, out, r, lo, hi, s)
+    return sn
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -330,7 +385,7 @@ def _softmax_tile(a, b, out, o, i0, i1, m, s):
         y = out[o, k, i0:i1]
         x = _tseg(a, y, o, k, i0, i1)
         for i in range(w):
-            e = _exp(x[i] - m[i])
+            e = _exp_nonpos(x[i] - m[i])
             y[i] = e
             s[i] += e
     for i in range(w):
@@ -351,7 +406,7 @@ def _log_softmax_tile(a, b, out, o, i0, i1, m, s):
     for k in range(n):
         x = src[o, k, i0:i1]
         for i in range(w):
-            s[i] += _exp(x[i] - m[i])
+            s[i] += _exp_nonpos(x[i] - m[i])
     for i in range(w):
         s[i] = math.log(s[i])
     for k in range(n):
@@ -421,24 +476,49 @@ def _flavoured(parallel):
     return decorate
 
 
-def _rows(whole, part, combine, finish, parallel):
+# Row blocks of the rows kernels: enough for any thread count to share out evenly (the
+# first row of each block is not reduced ahead); one block when serial.
+ROW_BLOCKS = 64
+
+
+@njit
+def _blocks_parallel(n_rows):
+    return min(n_rows, ROW_BLOCKS)
+
+
+@njit
+def _blocks_serial(n_rows):
+    return 1
+
+
+def _rows(lead, whole, part, combine, finish, parallel):
+    blocks = _blocks_parallel if parallel else _blocks_serial
+
     @_flavoured(parallel)
     def kernel(a, b, out, chunk, whole_max):
         n_rows, n = out.shape
+        if n <= whole_max and n_rows > 0:
+            # Blocks of consecutive rows, a few per thread; in a block each row's pass
+            # also reduces the next row (lead/whole carry that reduction along).
+            n_blocks = blocks(n_rows)
+            for blk in prange(n_blocks):
+                r0 = blk * n_rows // n_blocks
+                r1 = (blk + 1) * n_rows // n_blocks
+                carry = lead(a, b, out, r0, n)
+                for r in range(r0, r1):
+                    carry = whole(a, b, out, r, n, carry, r + 1 if r + 1 < r1 else -1)
+            return
         n_chunks = (n + chunk - 1) // chunk
         for r in prange(n_rows):
-            if n <= whole_max:
-                whole(a, b, out, r, n)
-            else:
-                ps = np.empty(n_chunks)
-                qs = np.empty(n_chunks)
-                for c in range(n_chunks):
-                    lo = c * chunk
-                    ps[c], qs[c] = part(a, b, out, r, lo, min(lo + chunk, n))
-                p, q = combine(ps, qs)
-                for c in range(n_chunks):
-                    lo = c * chunk
-                    finish(a, b, out, r, lo, min(lo + chunk, n), ps[c], qs[c], p, q)
+            ps = np.empty(n_chunks)
+            qs = np.empty(n_chunks)
+            for c in range(n_chunks):
+                lo = c * chunk
+                ps[c], qs[c] = part(a, b, out, r, lo, min(lo + chunk, n))
+            p, q = combine(ps, qs)
+            for c in range(n_chunks):
+                lo = c * chunk
+                finish(a, b, out, r, lo, min(lo + chunk, n), ps[c], qs[c], p, q)
 
     return kernel
 
@@ -568,10 +648,10 @@ _ROLES = ("in", "in", "out", types.int64, types.int64)
 class Kernels:
     """The kernels of one op: rows (serial, parallel), split, cols (serial, parallel)."""
 
-    def __init__(self, whole, part, combine, finish, tile):
+    def __init__(self, lead, whole, part, combine, finish, tile):
         _pin_all()
-        self.rows = Kernel(lambda: _rows(whole, part, combine, finish, False), _ROLES)
-        self.rows_parallel = Kernel(lambda: _rows(whole, part, combine, finish, True), _ROLES)
+        self.rows = Kernel(lambda: _rows(lead, whole, part, combine, finish, False), _ROLES)
+        self.rows_parallel = Kernel(lambda: _rows(lead, whole, part, combine, finish, True), _ROLES)
         self.split = Kernel(lambda: _split(part, combine, finish), _ROLES)
         self.cols = Kernel(lambda: _cols(tile, False), _ROLES)
         self.cols_parallel = Kernel(lambda: _cols(tile, True), _ROLES)
@@ -593,7 +673,8 @@ def kernels(op: str) -> Kernels:
         g = globals()
         p = _OPS[op]
         combine = g.get(p + "_combine", _combine_sum)
-        k = _built[op] = Kernels(g[p + "_whole"], g[p + "_part"], combine, g[p + "_finish"], g[p + "_tile"])
+        parts = ("_lead", "_whole", "_part")
+        k = _built[op] = Kernels(*(g[p + q] for q in parts), combine, g[p + "_finish"], g[p + "_tile"])
     return k
 
 
@@ -611,7 +692,7 @@ def _sumexp_store_smooth(x, out, w, r, n, m):
     d = out.dtype.type(0)
     for j in range(n):
         v = x[j]
-        e = _exp(v - m)
+        e = _exp_nonpos(v - m)
         o[j] = e
         s += e
         d += w[j] * (m - v)
@@ -676,7 +757,7 @@ def _sumexp_store_wq(x, q, w, out, r, n, m, keep, add):
     d = out.dtype.type(0)
     for j in range(n):
         v = x[j]
-        e = _exp(v - m)
+        e = _exp_nonpos(v - m)
         o[j] = e
         s += e
         d += w[j] * (qr[j] * keep + add) * (m - v)

@@ -324,6 +324,31 @@ def test_log_domain(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_nonpos(dtype):
+    """softmax's e^x for x <= 0: <= 1 ulp down to the smallest normal result, +0 below
+    (flushed subnormals), NaN -> NaN, -inf -> 0, -0.0 -> 1."""
+    fi = np.finfo(dtype)
+    flush = np.log(fi.smallest_normal)
+    if dtype == np.float32:  # every 7th float32 in [flush, 0]
+        x = np.arange(0x80000000, 0xC2AEAC50, 7, dtype=np.uint32).view(np.float32)
+    else:
+        rng = np.random.default_rng(3)
+        x = np.concatenate(
+            [-rng.uniform(0, 1, 10**6) * 10.0 ** rng.uniform(-20, 0, 10**6), -rng.uniform(0, -flush, 10**6)]
+        )
+    x = x[x >= flush].astype(dtype)
+    y = M._exp_nonpos(x)
+    assert y.dtype == dtype
+    err = ulp_error(y, np.exp(x.astype(np.float64 if dtype == np.float32 else LD)), dtype)
+    assert err.max() <= 1.0, (err.max(), x[err.argmax()])
+    below = np.array([np.nextafter(dtype(flush), dtype(-np.inf)), -100.0, -800.0, -1e30, -np.inf], dtype)
+    below = below[below < flush]
+    assert len(below) >= 4 and (M._exp_nonpos(below) == 0).all()
+    specials = M._exp_nonpos(np.array([-0.0, 0.0, np.nan, -fi.smallest_subnormal], dtype))
+    assert specials[0] == specials[1] == specials[3] == 1 and np.isnan(specials[2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gradual_underflow(dtype):
     """exp, sigmoid, silu, erfc and gelu reach the subnormals with a correct last bit."""
     fi = np.finfo(dtype)

@@ -74,6 +74,34 @@ def check_forward(x, axis, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [1, 2, 63, 64, 65, 1000])
+def test_rows_carry_the_next_rows_reduction(dtype, rows):
+    """The rows kernels reduce row r + 1 while they compute row r, in ROW_BLOCKS blocks:
+    rows whose max, dot and sum differ wildly (and a -inf row, a NaN row) must not leak
+    into their neighbours, serial (small) or parallel (large), forward and backward."""
+    rng = np.random.default_rng(rows)
+    for n in (40, K.AHEAD + 3):
+        x = (rng.standard_normal((rows, n)) + rng.uniform(-300, 300, (rows, 1))).astype(dtype)
+        if rows > 2:
+            x[rows // 2] = -np.inf
+            x[rows // 3, 5] = np.nan
+        check_forward(x, -1, dtype)
+        y = S.softmax(x)
+        g = (rng.standard_normal((rows, n)) * rng.uniform(0.1, 100, (rows, 1))).astype(dtype)
+        want = y * (g - (g * y).sum(-1, keepdims=True, dtype=np.float64))
+        tol = 16 * np.finfo(dtype).eps * (np.abs(g).max(-1, keepdims=True) + np.abs(want))
+        ok = np.isnan(want) | (np.abs(S.softmax_backward(g, y) - want) <= tol)
+        assert ok.all() and (np.isnan(want) == np.isnan(S.softmax_backward(g, y))).all()
+        ly = S.log_softmax(x)
+        want = g - np.exp(ly.astype(np.float64)) * g.sum(-1, keepdims=True, dtype=np.float64)
+        tol = 16 * np.finfo(dtype).eps * np.abs(g).sum(-1, keepdims=True)
+        got = S.log_softmax_backward(g, ly)
+        assert (np.isnan(want) == np.isnan(got)).all() and (
+            np.isnan(want) | (np.abs(got - want) <= tol)
+        ).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(7,), (5, 9), (3, 4, 5), (2, 3, 4, 5)])
 def test_every_axis_matches_reference(dtype, shape):
     x = (np.random.default_rng(1).standard_normal(shape) * 5).astype(dtype)
