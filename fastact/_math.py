@@ -37,6 +37,7 @@ gelu_tanh    x sigmoid(z), z = x (k0 + k1 x^2) evaluated in float64 for float32 
              by |z|, which would cost |z| ulp in the negative tail.
 mish         tanh(softplus(x)) in terms of v = e^-|x|: (1 + 2v) / (1 + 2v + 2v^2) for
              x >= 0, v (v + 2) / (v (v + 2) + 2) for x < 0; one exp, one division.
+gelu_grad    Phi(x) + x phi(x): gelu's erfc and e^(-x^2/2) / sqrt(2 pi) from one exp.
 gelu         0.5 x erfc(-x / sqrt 2) with e^(-x^2/2) from the exact split of x^2 (relative
              accuracy in the negative tail), 0.5 x (1 - erf(u)) near 0.
 gaussian     e^(-x^2/2) with the exact split of x^2 (for gelu's derivative).
@@ -294,6 +295,7 @@ def _build(F):
     ERF_T, ERFC_K, ERFC_AMAX = ft(F.erf_t), ft(F.erfc_k), ft(F.erfc_amax)
     SMALL = ft(0.5)  # erfc and gelu use 1 - erf below this
     SQRT_HALF, SQRT2 = ft(0.7071067811865476), ft(1.4142135623730951)
+    INV_SQRT_2PI = ft(0.3989422804014327)
     GELU_XMAX = ft(F.erfc_amax * 1.4142135623730951)
     GAUSS_XMAX = ft(np.sqrt(-2.0 * F.lo))  # e^(-x^2/2) underflows to 0 beyond
     exp_p = _poly([ft(c) for c in F.exp_p])
@@ -561,6 +563,24 @@ def _build(F):
         y = small if a < SMALL else big
         return MZERO if x < -GELU_XMAX else y
 
+    @_jit
+    def gelu_grad(x):
+        # Phi(x) + x phi(x) with one e^(-x^2/2) = (1 + p) 2^n: erfc(a) = ((1 + t) / den) 2^n
+        # (a = |x| / sqrt 2, as in gelu) and phi(x) = (1 + p) 2^n / sqrt(2 pi) share it.
+        xc = clamp(x, -GAUSS_XMAX, GAUSS_XMAX)  # beyond, x phi(x) underflows too
+        ac = abs(xc)
+        a = ac * SQRT_HALF
+        hi, lo = neg_sq(ac)
+        fq = erfc_p((a - ERFC_K) / (a + ERFC_K))
+        p, n = exp_core(HALF * hi, HALF * lo)
+        s1, s2 = pow2(n)
+        t = p + fq * (ONE + p)  # (1 + p)(1 + F) = 1 + t
+        half_erfc = (HALF + HALF * t) / (ac * SQRT2 + ONE)  # 0.5 erfc(a) 2^-n
+        xphi = (xc * INV_SQRT_2PI) * (ONE + p)  # x phi(x) 2^-n
+        # x < 0: 0.5 erfc(a) + x phi(x), scaled last (gradual underflow, -0.0 beyond);
+        # x >= 0: 1 - 0.5 erfc(a) + x phi(x) = 1 + (x phi(x) - 0.5 erfc(a))
+        return ((half_erfc + xphi) * s1) * s2 if x < ZERO else ONE + ((xphi - half_erfc) * s1) * s2
+
     return {
         "exp": exp,
         "expm1": expm1,
@@ -578,6 +598,7 @@ def _build(F):
         "mish": mish,
         "gaussian": gaussian,
         "exp_nonpos": exp_nonpos,
+        "gelu_grad": gelu_grad,
     }
 
 
@@ -758,6 +779,18 @@ mish(inf) = inf, -0.0 for x < -112 (float32) / -760 (float64) and at -inf,
 -0.0 -> -0.0, NaN -> NaN.""",
 )
 
+gelu_grad = _register(
+    "gelu_grad",
+    """d/dx gelu(x) = Phi(x) + x phi(x), with one exponential.
+
+Method: e^(-x^2/2) = (1 + p) 2^n from the exact split of x^2, shared by
+0.5 erfc(|x| / sqrt 2) (as in erfc) and x phi(x); 1 + (x phi - 0.5 erfc) for x >= 0,
+0.5 erfc + x phi for x < 0, the power of two applied last. Range: 1 at inf, gradual
+underflow to -0.0 in the negative tail and at -inf, NaN -> NaN. Accuracy: the two terms
+cancel around the root x = -0.7518, so the error is bounded relative to their size:
+|error| <= 4 eps (|Phi(x)| + |x phi(x)|) (``tests/test_math.py``).""",
+)
+
 gaussian = _register(
     "gaussian",
     """e^(-x^2 / 2), relative accuracy in the tails.
@@ -827,6 +860,7 @@ __all__ = [
     "expm1",
     "gaussian",
     "gelu",
+    "gelu_grad",
     "gelu_tanh",
     "like",
     "log",

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import LIBM_CALL
 from numba import njit, prange, types
+from scipy import special
 
 from fastact import _math as M
 
@@ -321,6 +322,39 @@ def test_log_domain(dtype):
     y = evaluate(np.array([-1.0, below, -np.inf, 0.0, -0.0, -fi.smallest_subnormal], dtype))
     np.testing.assert_array_equal(y["log1p"][:3], [-np.inf, np.nan, np.nan])
     np.testing.assert_array_equal(y["log"][3:], [-np.inf, -np.inf, np.nan])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_grad(dtype):
+    """Phi(x) + x phi(x), gelu's derivative from one exp. Its two terms cancel around the
+    root x = -0.7518, so the bound is relative to their size: |error| <= 4 eps
+    (Phi(x) + |x phi(x)|), plus a subnormal ulp where the result underflows."""
+    fi = np.finfo(dtype)
+    if dtype == np.float32:
+        x = f32_inputs()
+        xd = x.astype(np.float64)
+        with np.errstate(all="ignore"):
+            cdf = 0.5 * special.erfc(-xd / np.sqrt(2.0))
+            xpdf = np.where(np.isinf(xd), 0.0, xd * np.exp(-xd * xd / 2) / np.sqrt(2 * np.pi))
+    else:
+        from mpmath import mp
+
+        rng = np.random.default_rng(11)
+        x = np.concatenate(
+            [rng.uniform(-40, 40, 1500), rng.uniform(-1.5, 0, 500), -(10.0 ** rng.uniform(-30, 0, 200))]
+        )
+        with mp.workdps(40):
+            cdf = np.array([float(mp.ncdf(mp.mpf(v))) for v in x])
+            xpdf = np.array([float(mp.mpf(v) * mp.npdf(mp.mpf(v))) for v in x])
+    got = M.gelu_grad(x)
+    assert got.dtype == dtype
+    scale = float(fi.eps) * (np.abs(cdf) + np.abs(xpdf)) + float(fi.smallest_subnormal)
+    finite = np.isfinite(x)
+    err = np.abs(got[finite].astype(np.float64) - (cdf + xpdf)[finite]) / scale[finite]
+    assert err.max() <= 4.0, (err.max(), x[finite][err.argmax()])
+    specials = M.gelu_grad(np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, -1e30], dtype))
+    np.testing.assert_array_equal(specials[[0, 3, 4]], [1.0, 0.5, 0.5])
+    assert np.isnan(specials[2]) and specials[1] == 0 and np.signbit(specials[1]) and specials[5] == 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

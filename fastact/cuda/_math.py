@@ -10,7 +10,7 @@ in float32 (and ``like(x, v)`` is just ``v``, already of x's type).
 import math
 
 __all__ = [
-    "erf", "erfc", "exp", "expm1", "gaussian", "gelu", "gelu_tanh", "like", "log", "log1p",
+    "erf", "erfc", "exp", "expm1", "gaussian", "gelu", "gelu_grad", "gelu_tanh", "like", "log", "log1p",
     "log_sigmoid", "mish", "sigmoid", "silu", "softplus", "tanh",
 ]  # fmt: skip
 
@@ -18,6 +18,7 @@ SQRT_HALF = 0.7071067811865476
 SQRT_HALF_LO = -4.833646656726457e-17  # sqrt(1/2) - SQRT_HALF
 TWO_OVER_SQRT_PI = 1.1283791670955126
 SQRT_2_OVER_PI = 0.7978845608028654
+INV_SQRT_2PI = 0.3989422804014327
 GELU_TANH_C = 0.044715
 
 
@@ -107,6 +108,15 @@ def gelu(x):
         d = -(err + x * SQRT_HALF_LO)  # a_exact - a
         y = y - d * TWO_OVER_SQRT_PI * math.exp(-a * a)
     return 0.5 * x * y
+
+
+def gelu_grad(x):
+    """Phi(x) + x phi(x); 1 at inf, -0.0 at -inf."""
+    if x == math.inf:
+        return 1.0
+    if x == -math.inf:
+        return -0.0
+    return 0.5 * math.erfc(-x * SQRT_HALF) + x * (INV_SQRT_2PI * math.exp(-0.5 * x * x))
 
 
 def gelu_tanh(x):
