@@ -2,12 +2,15 @@
 
     python scripts/plot_benchmarks.py            # measure (float32 and float64), write everything
     python scripts/plot_benchmarks.py --from docs/benchmarks.json   # redraw from saved numbers
+    python scripts/plot_benchmarks.py --torch    # fastact vs PyTorch CPU, 16M, both dtypes
 
 Writes ``docs/benchmarks.json`` (the measurements of ``python -m fastact bench``),
 ``docs/benchmarks.png`` (speedup over naive numpy for every activation, forward and
 backward in place, float32 and float64, log scale) and the markdown table between
 the ``<!-- benchmarks:start -->`` / ``<!-- benchmarks:end -->`` markers of README.md
-and docs/BENCHMARKS_README_SECTION.md (where present).
+and docs/BENCHMARKS_README_SECTION.md (where present). ``--torch`` measures against PyTorch
+instead (``docs/torch.json``) and writes the table between ``<!-- torch:start -->`` /
+``<!-- torch:end -->``.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+TORCH_MARKERS = ("<!-- torch:start -->", "<!-- torch:end -->")
 DTYPES = ("float32", "float64")
 
 
-def measure(n: int, budget: float) -> dict:
+def measure(n: int, budget: float, peers: tuple[str, ...] = ()) -> dict:
     """The bench CLI's measurements for every activation, both dtypes."""
     import numba
 
@@ -37,7 +41,8 @@ def measure(n: int, budget: float) -> dict:
     for dtype in DTYPES:
         progress = _bench.Progress(2 * len(ACTIVATIONS), sys.stderr.isatty(), f"measuring {dtype}")
         try:
-            rows = _bench.measure(list(ACTIVATIONS), dtype, n, budget=budget, progress=progress)
+            with _bench._Threads(peers):  # the peers get numba's thread count
+                rows = _bench.measure(list(ACTIVATIONS), dtype, n, peers, budget=budget, progress=progress)
         finally:
             progress.close()
         runs[dtype] = [row.__dict__ for row in rows]
@@ -93,6 +98,38 @@ def table(data: dict) -> str:
     return "\n".join(lines) + "\n" + note
 
 
+def torch_table(data: dict) -> str:
+    """Markdown: fastact against PyTorch per activation (ms, ratios, fraction of the ceiling)."""
+    rows = {(r["activation"], r["direction"], t): r for t, rs in data["runs"].items() for r in rs}
+    names = list(dict.fromkeys(r["activation"] for r in data["runs"]["float32"]))
+
+    def vs_torch(name, direction, dtype):
+        row = rows[name, direction, dtype]
+        torch_time = row["others"].get("torch")
+        return f"{torch_time / row['fastact']:.2f}x" if torch_time else "—"
+
+    lines = [
+        "| activation | fwd f32 ms | vs torch | vs ceiling | bwd f32 ms | vs torch | vs ceiling "
+        "| fwd f64 vs torch | bwd f64 vs torch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        cells = []
+        for direction in ("forward", "backward"):
+            row = rows[name, direction, "float32"]
+            cells += [f"{row['fastact'] * 1e3:.2f}", vs_torch(name, direction, "float32")]
+            cells.append(f"{row['ceiling'] / row['fastact']:.0%}")
+        cells += [vs_torch(name, d, "float64") for d in ("forward", "backward")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    note = (
+        f"\nIn place, {data['n']:,} elements, {data['threads']} threads for both, {data['cpu']} "
+        f"({data['cores']} cores); fastact {data['fastact']}, numba {data['numba']}, "
+        f"torch {data.get('torch', '?')}. "
+        "vs torch = torch time / fastact time (> 1: fastact faster); vs ceiling as above."
+    )
+    return "\n".join(lines) + "\n" + note
+
+
 def plot(data: dict, path: Path) -> None:
     import matplotlib
 
@@ -128,16 +165,17 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def replace_between_markers(path: Path, text: str) -> bool:
+def replace_between_markers(path: Path, text: str, markers: tuple[str, str] = (START, END)) -> bool:
     """Put ``text`` between the markers of ``path``; False if it has none."""
+    start, end = markers
     if not path.exists():
         return False
     content = path.read_text()
-    if START not in content or END not in content:
+    if start not in content or end not in content:
         return False
-    head, rest = content.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{tail}")
     return True
 
 
@@ -147,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1 << 22, help="elements (default 4M)")
     parser.add_argument("--budget", type=float, default=0.5, help="seconds of timing per row")
     parser.add_argument("--out", type=Path, default=DOCS, help="directory for the PNG and JSON")
+    parser.add_argument("--torch", action="store_true", help="against PyTorch CPU (default size 16M)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.torch:
+        return main_torch(args)
     if args.source:
         data = json.loads(args.source.read_text())
     else:
@@ -160,6 +201,23 @@ def main(argv: list[str] | None = None) -> int:
     for path in (ROOT / "README.md", DOCS / "BENCHMARKS_README_SECTION.md"):
         if replace_between_markers(path, text):
             print(f"updated the table in {path.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+def main_torch(args) -> int:
+    if args.source:
+        data = json.loads(args.source.read_text())
+    else:
+        import torch
+
+        size = args.size if args.size != 1 << 22 else 1 << 24
+        data = measure(size, args.budget, peers=("torch",))
+        data["torch"] = torch.__version__
+        (args.out / "torch.json").write_text(json.dumps(data, indent=1))
+    text = torch_table(data)
+    print(text)
+    if replace_between_markers(ROOT / "README.md", text, TORCH_MARKERS):
+        print("updated the torch table in README.md", file=sys.stderr)
     return 0
 
 

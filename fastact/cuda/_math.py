@@ -111,12 +111,13 @@ def gelu(x):
 
 
 def gelu_grad(x):
-    """Phi(x) + x phi(x); 1 at inf, -0.0 at -inf."""
+    """Phi(x) + x phi(x); 1 at inf, -0.0 where the (negative) tail underflows and at -inf."""
     if x == math.inf:
         return 1.0
     if x == -math.inf:
         return -0.0
-    return 0.5 * math.erfc(-x * SQRT_HALF) + x * (INV_SQRT_2PI * math.exp(-0.5 * x * x))
+    d = 0.5 * math.erfc(-x * SQRT_HALF) + x * (INV_SQRT_2PI * math.exp(-0.5 * x * x))
+    return -0.0 if d == 0.0 else d  # d < 0 below the root x = -0.75: its zero is -0.0
 
 
 def gelu_tanh(x):
