@@ -256,9 +256,7 @@ def _softmax_finish(a, b, out, r, lo, hi, m, s, big, inv):
     _scale(out, r, lo, hi, out.dtype.type(math.exp(m - big) * inv))
 
 
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _log_softmax_lead(a, b, out, r, n):
-    return _max(_src(a, out), r, 0, n)
+_log_softmax_lead = _softmax_lead
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")

@@ -75,6 +75,13 @@ def ceilings(data: dict) -> dict[tuple[str, str, str], float]:
     }
 
 
+def _setting(data: dict) -> str:
+    return (
+        f"{data['n']:,} elements, {data['threads']} threads, {data['cpu']} ({data['cores']} cores); "
+        f"fastact {data['fastact']}, numba {data['numba']}"
+    )
+
+
 def table(data: dict) -> str:
     """Markdown: one row per activation, speedups and fraction of the memory ceiling."""
     s, c = speedups(data), ceilings(data)
@@ -90,10 +97,9 @@ def table(data: dict) -> str:
         cells += [f"{c[name, d, 'float32']:.0%}" for d in ("forward", "backward")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     note = (
-        f"\nIn place (`name_(x)`, `name_backward_(grad, saved)`), {data['n']:,} elements, "
-        f"{data['threads']} threads, {data['cpu']} ({data['cores']} cores); fastact {data['fastact']}, "
-        f"numba {data['numba']}. Speedup = naive numpy time / fastact time; vs ceiling = time of a "
-        "numba `prange` loop `x[i] *= a` (backward: `g[i] *= s[i]`) over the same array / fastact time."
+        f"\nIn place (`name_(x)`, `name_backward_(grad, saved)`), {_setting(data)}. Speedup = naive "
+        "numpy time / fastact time; vs ceiling = time of a numba `prange` loop `x[i] *= a` "
+        "(backward: `g[i] *= s[i]`) over the same array / fastact time."
     )
     return "\n".join(lines) + "\n" + note
 
@@ -122,9 +128,7 @@ def torch_table(data: dict) -> str:
         cells += [vs_torch(name, d, "float64") for d in ("forward", "backward")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     note = (
-        f"\nIn place, {data['n']:,} elements, {data['threads']} threads for both, {data['cpu']} "
-        f"({data['cores']} cores); fastact {data['fastact']}, numba {data['numba']}, "
-        f"torch {data.get('torch', '?')}. "
+        f"\nIn place, {_setting(data)}, torch {data.get('torch', '?')} on as many threads. "
         "vs torch = torch time / fastact time (> 1: fastact faster); vs ceiling as above."
     )
     return "\n".join(lines) + "\n" + note
