@@ -235,6 +235,14 @@ def torch_impl(name: str, params: tuple) -> PeerOps:
 
     aten = torch.ops.aten
     p = tuple(float(v) for v in params)
+    buffers: dict = {}
+
+    def buffer(x):
+        """The buffer ATen's CPU log_sigmoid forward returns for its backward (once per x)."""
+        if id(x) not in buffers:
+            buffers[id(x)] = (x, aten.log_sigmoid_forward(x)[1])
+        return buffers[id(x)][1]
+
     fwd = {
         "step": lambda t: t.ge_(p[0]),
         "linear": lambda t: t.mul_(p[0]),
@@ -255,6 +263,8 @@ def torch_impl(name: str, params: tuple) -> PeerOps:
         "hardswish": lambda t: F.hardswish(t, inplace=True),
         "hardtanh": lambda t: F.hardtanh_(t, p[0], p[1]),
         "threshold": lambda t: F.threshold_(t, p[0], p[1]),
+        "log_sigmoid": lambda t: aten.log_sigmoid_forward.output(t, output=t, buffer=t.new_empty(0)),
+        "softsign": lambda t: t.div_(t.abs().add_(1.0)),  # F.softsign's own formula, in place
     }.get(name)
     bwd = {
         "step": lambda g, s: g.zero_(),
@@ -276,14 +286,18 @@ def torch_impl(name: str, params: tuple) -> PeerOps:
         "hardsigmoid": lambda g, s: aten.hardsigmoid_backward.grad_input(g, s, grad_input=g),
         "hardtanh": lambda g, s: aten.hardtanh_backward.grad_input(g, s, p[0], p[1], grad_input=g),
         "threshold": lambda g, s: aten.threshold_backward.grad_input(g, s, p[0], grad_input=g),
+        "log_sigmoid": lambda g, s: aten.log_sigmoid_backward.grad_input(g, s, buffer(s), grad_input=g),
+        "softsign": lambda g, s: g.mul_(s.abs().neg_().add_(1.0).square_()),  # from the output: (1 - |y|)^2
     }.get(name)
     note = ""
+    if name == "softsign":
+        note = "no ATen kernel: torch's composite x / (1 + |x|), with a temporary"
     if name in ("mish", "hardswish"):  # ATen has only an out-of-place backward
         op = aten.mish_backward if name == "mish" else aten.hardswish_backward
         bwd = lambda g, s: g.copy_(op(g, s))
         note = "backward out of place + copy (ATen has no in-place one)"
-    # ATen's hardsigmoid backward takes the input where fastact saves the output
-    return PeerOps(fwd, bwd, torch.from_numpy, note, backward_input=name == "hardsigmoid")
+    # ATen's hardsigmoid and log_sigmoid backwards take the input where fastact saves the output
+    return PeerOps(fwd, bwd, torch.from_numpy, note, backward_input=name in ("hardsigmoid", "log_sigmoid"))
 
 
 _NUMEXPR_FORWARD = {
