@@ -302,7 +302,7 @@ def _build(F):
     exp_full = _poly([ONE, ONE] + [ft(c) for c in F.exp_p])  # 1 + r + r^2 P(r), one Horner chain
     FLUSH = ft(np.log(F.min_normal))  # e^x is subnormal below
     # (t's bits << MANT) + this = (n + BIAS) << MANT, wrapped to the integer width
-    bits = F.mant + 1 + (F.ftype(0).nbytes * 8 - F.mant - 1)
+    bits = np.dtype(F.ftype).itemsize * 8
     POW2_FROM_MAGIC = ((F.bias << F.mant) - (F.magic_bits << F.mant)) % 2**bits
     POW2_FROM_MAGIC -= 2**bits if POW2_FROM_MAGIC >= 2 ** (bits - 1) else 0
     log_p = _poly([ft(c) for c in F.log_p])

@@ -222,17 +222,37 @@ def _softmax_lead(a, b, out, r, n):
     return _max(_src(a, out), r, 0, n)
 
 
+def _sumexp_ahead(sumexp):
+    """njit (sum of e^(x - m) over row r by ``sumexp(a, out, r, lo, hi, m)``, max of row
+    nxt), AHEAD elements of each at a time."""
+
+    def ahead(a, out, r, n, m, nxt):
+        src = _src(a, out)
+        s = out.dtype.type(0)
+        big = out.dtype.type(-np.inf)
+        for lo in range(0, n, AHEAD):
+            hi = min(lo + AHEAD, n)
+            if nxt >= 0:
+                big = _maxnum(big, _max(src, nxt, lo, hi))
+            s += sumexp(a, out, r, lo, hi, m)
+        return s, big
+
+    ahead.__qualname__ = f"{sumexp.py_func.__name__}_ahead"  # its own identity (pin_uuid)
+    return njit(fastmath=FASTMATH, error_model="numpy")(ahead)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _sumexp_only(a, out, r, lo, hi, m):
+    return _sumexp(_src(a, out), r, lo, hi, m)
+
+
+_sumexp_store_ahead = _sumexp_ahead(_sumexp_store)
+_sumexp_only_ahead = _sumexp_ahead(_sumexp_only)
+
+
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _softmax_whole(a, b, out, r, n, m, nxt):
-    m = _shift(out, m)
-    src = _src(a, out)
-    s = out.dtype.type(0)
-    big = out.dtype.type(-np.inf)
-    for lo in range(0, n, AHEAD):
-        hi = min(lo + AHEAD, n)
-        if nxt >= 0:
-            big = _maxnum(big, _max(src, nxt, lo, hi))
-        s += _sumexp_store(a, out, r, lo, hi, m)
+    s, big = _sumexp_store_ahead(a, out, r, n, _shift(out, m), nxt)
     _scale(out, r, 0, n, out.dtype.type(1) / s)
     return big
 
@@ -261,15 +281,8 @@ _log_softmax_lead = _softmax_lead
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _log_softmax_whole(a, b, out, r, n, m, nxt):
-    x = _src(a, out)
     m = _shift(out, m)
-    s = out.dtype.type(0)
-    big = out.dtype.type(-np.inf)
-    for lo in range(0, n, AHEAD):
-        hi = min(lo + AHEAD, n)
-        if nxt >= 0:
-            big = _maxnum(big, _max(x, nxt, lo, hi))
-        s += _sumexp(x, r, lo, hi, m)
+    s, big = _sumexp_only_ahead(a, out, r, n, m, nxt)
     _log_store(a, out, r, 0, n, m, out.dtype.type(math.log(s)))
     return big
 
@@ -479,18 +492,8 @@ def _flavoured(parallel):
 ROW_BLOCKS = 64
 
 
-@njit
-def _blocks_parallel(n_rows):
-    return min(n_rows, ROW_BLOCKS)
-
-
-@njit
-def _blocks_serial(n_rows):
-    return 1
-
-
 def _rows(lead, whole, part, combine, finish, parallel):
-    blocks = _blocks_parallel if parallel else _blocks_serial
+    max_blocks = ROW_BLOCKS if parallel else 1
 
     @_flavoured(parallel)
     def kernel(a, b, out, chunk, whole_max):
@@ -498,7 +501,7 @@ def _rows(lead, whole, part, combine, finish, parallel):
         if n <= whole_max and n_rows > 0:
             # Blocks of consecutive rows, a few per thread; in a block each row's pass
             # also reduces the next row (lead/whole carry that reduction along).
-            n_blocks = blocks(n_rows)
+            n_blocks = min(n_rows, max_blocks)
             for blk in prange(n_blocks):
                 r0 = blk * n_rows // n_blocks
                 r1 = (blk + 1) * n_rows // n_blocks

@@ -186,7 +186,7 @@ def replace_between_markers(path: Path, text: str, markers: tuple[str, str] = (S
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="source", type=Path, help="redraw from this JSON instead of measuring")
-    parser.add_argument("--size", type=int, default=1 << 22, help="elements (default 4M)")
+    parser.add_argument("--size", type=int, help="elements (default 4M; 16M with --torch)")
     parser.add_argument("--budget", type=float, default=0.5, help="seconds of timing per row")
     parser.add_argument("--out", type=Path, default=DOCS, help="directory for the PNG and JSON")
     parser.add_argument("--torch", action="store_true", help="against PyTorch CPU (default size 16M)")
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.source:
         data = json.loads(args.source.read_text())
     else:
-        data = measure(args.size, args.budget)
+        data = measure(args.size or 1 << 22, args.budget)
         (args.out / "benchmarks.json").write_text(json.dumps(data, indent=1))
     plot(data, args.out / "benchmarks.png")
     text = table(data)
@@ -214,8 +214,7 @@ def main_torch(args) -> int:
     else:
         import torch
 
-        size = args.size if args.size != 1 << 22 else 1 << 24
-        data = measure(size, args.budget, peers=("torch",))
+        data = measure(args.size or 1 << 24, args.budget, peers=("torch",))
         data["torch"] = torch.__version__
         (args.out / "torch.json").write_text(json.dumps(data, indent=1))
     text = torch_table(data)
