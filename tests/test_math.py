@@ -324,6 +324,31 @@ def test_log_domain(dtype):
     np.testing.assert_array_equal(y["log"][3:], [-np.inf, -np.inf, np.nan])
 
 
+@njit
+def _fma_residuals(a, b, out):
+    for i in range(a.shape[0]):
+        out[i] = M._fma(a[i], b[i], -(a[i] * b[i]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fma_rounds_once(dtype):
+    """a b - fl(a b) is exact through _fma (float32 gelu and gelu_tanh split products with it)."""
+    rng = np.random.default_rng(5)
+    a, b = (rng.uniform(-4, 4, 10_000).astype(dtype) for _ in range(2))
+    out = np.empty_like(a)
+    _fma_residuals(a, b, out)
+    if dtype == np.float32:
+        want = (a.astype(np.float64) * b - (a * b)).astype(np.float32)  # a b is exact in float64
+    else:
+        import mpmath as mp
+
+        with mp.workprec(160):  # the product exactly
+            want = np.array([float(mp.mpf(x) * mp.mpf(y) - mp.mpf(x * y)) for x, y in zip(a[:500], b[:500])])
+        out = out[:500]
+    np.testing.assert_array_equal(out, want)
+    assert np.count_nonzero(out) > out.size // 2  # the residual is there, not a plain product
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gelu_grad(dtype):
     """Phi(x) + x phi(x), gelu's derivative from one exp. Its two terms cancel around the
