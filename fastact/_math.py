@@ -30,7 +30,9 @@ erf, erfc    erfc(a) = e^(-a^2) (1 + F(q)) / (1 + 2a), q = (a - K)/(a + K) (Shep
              an exact split a^2 = hi + lo: relative accuracy in the whole tail. Near 0,
              erf(x) = x + x P(x^2) (|x| < 0.75) and erfc(x) = 1 - erf(x) (|x| < 0.5).
 softplus     max(x, 0) + log(1 + t), t = e^-|x|, log(1 + t) = t + t^2 P(t) on [0, 1]
-             (minimax, degree 8 / 20): no log, no division. log_sigmoid = -softplus(-x).
+             (minimax, degree 8 / 20): no log, no division. t by exp_nonpos' reduction
+             with one power-of-two factor 2^(n + K), 2^-K applied last (t may be
+             subnormal). log_sigmoid = -softplus(-x).
 silu         x s / ((1 + s) + p) as for sigmoid, the power-of-two factor applied last.
 gelu_tanh    x sigmoid(z), z = x (k0 + k1 x^2) evaluated in double-float (products split
              by FMAs, TwoSum) for float32 and in double-double (Dekker products) for
@@ -340,6 +342,11 @@ def _build(F):
     bits = np.dtype(F.ftype).itemsize * 8
     POW2_FROM_MAGIC = ((F.bias << F.mant) - (F.magic_bits << F.mant)) % 2**bits
     POW2_FROM_MAGIC -= 2**bits if POW2_FROM_MAGIC >= 2 ** (bits - 1) else 0
+    # exp_scaled's 2^(n + SCALE_K): the same, with SCALE_K added to the exponent field
+    SCALE_K = 64 if is32 else 128  # n + SCALE_K stays normal down to e^LO
+    TWO_MK = ft(2.0**-SCALE_K)
+    POW2_SCALED = (POW2_FROM_MAGIC + (SCALE_K << F.mant)) % 2**bits
+    POW2_SCALED -= 2**bits if POW2_SCALED >= 2 ** (bits - 1) else 0
     log_p = _poly([ft(c) for c in F.log_p])
     erf_p = _poly([ft(c) for c in F.erf_p])
     erfc_p = _poly([ft(c) for c in F.erfc_p])
@@ -416,6 +423,16 @@ def _build(F):
         r = (xc - nf * EXP_LN2HI) - nf * EXP_LN2LO
         y = exp_full(r) * _as_float(_iadd(_ishl(_as_int(t), MANT), POW2_FROM_MAGIC))
         return ZERO if x < FLUSH else y
+
+    @_jit
+    def exp_scaled(x):
+        """e^x 2^SCALE_K for LO <= x <= 0 (NaN passes): a normal number; the caller
+        multiplies by TWO_MK last (one rounding where the result is subnormal). The
+        reduction of exp_nonpos."""
+        t = x * LOG2E + MAGIC
+        nf = t - MAGIC
+        r = (x - nf * EXP_LN2HI) - nf * EXP_LN2LO
+        return exp_full(r) * _as_float(_iadd(_ishl(_as_int(t), MANT), POW2_SCALED))
 
     @_jit
     def gaussian(x):
@@ -530,9 +547,7 @@ def _build(F):
     @_jit
     def log1p_exp_neg(a):
         """log(1 + e^-a) for a >= 0: t + t^2 P(t), t = e^-a (no log, no division)."""
-        p, n = exp_core(clamp(-a, LO, ZERO), MZERO)
-        s1, s2 = pow2(n)
-        t = ((ONE + p) * s1) * s2
+        t = exp_scaled(LO if a > NEG_LO else -a) * TWO_MK
         return t + (t * t) * sp_p(t)
 
     @_jit

@@ -258,7 +258,9 @@ def _mish_backward(g, x):
 
 @_scalar
 def _softplus(x, beta, threshold):
-    return x if x * beta > threshold else fm.softplus(x * beta) / beta
+    # times 1/beta, not / beta: LLVM hoists the reciprocal out of the loop instead of a
+    # division per element (exact for beta = 1 and powers of two, else one more rounding)
+    return x if x * beta > threshold else fm.softplus(x * beta) * (fm.like(x, 1.0) / beta)
 
 
 @_scalar
