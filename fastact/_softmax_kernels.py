@@ -34,9 +34,11 @@ from __future__ import annotations
 import math
 import threading
 
+import llvmlite.binding as llb
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.core.dispatcher import Dispatcher
 from numba.core.extending import _Intrinsic
 from numba.extending import intrinsic
@@ -63,6 +65,96 @@ def _maxnum(typingctx, a, b):
         return builder.call(fn, args)
 
     return a(a, b), codegen
+
+
+# --- streaming (non-temporal) stores ----------------------------------------------------
+# An output much larger than the caches is written with non-temporal stores: they skip
+# the read of each destination line that an ordinary store makes first (read for
+# ownership), a third of the memory traffic of an out-of-place row pass.
+
+_X86 = llb.get_process_triple().startswith(("x86_64", "i386", "i686"))
+STREAM_VECTOR_BYTES = 16  # the vector stored at once (numpy aligns data to 16 bytes)
+
+
+@intrinsic
+def _stream_scaled(typingctx, dst, src, c):
+    """dst[:] = src[:] * c for 1-D C-contiguous arrays of one length and dtype, with
+    non-temporal stores: vectors aligned to STREAM_VECTOR_BYTES, scalars for the
+    unaligned head and the tail (an ordinary store into a line being written
+    non-temporally costs a read of the line and a partial write: 4x slower on 128-element
+    rows). Follow with _store_fence before the data is
+    handed to another thread."""
+    ok = all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C" for t in (dst, src))
+    if not ok or not (dst.dtype == src.dtype == c) or c not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        dst_arr = context.make_array(sig.args[0])(context, builder, args[0])
+        src_arr = context.make_array(sig.args[1])(context, builder, args[1])
+        scale = args[2]
+        fty = scale.type
+        size = context.get_abi_sizeof(fty)
+        width = STREAM_VECTOR_BYTES // size
+        vty = ir.VectorType(fty, width)
+        i64 = ir.IntType(64)
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        n = builder.extract_value(dst_arr.shape, 0)
+        dst_ptr, src_ptr = dst_arr.data, src_arr.data
+        splat = ir.Constant(vty, None)
+        for k in range(width):
+            splat = builder.insert_element(splat, scale, ir.Constant(ir.IntType(32), k))
+        # elements before the first aligned vector; all of them if dst is not even
+        # aligned to its item size (a view at an odd byte offset)
+        addr = builder.ptrtoint(dst_ptr, i64)
+        gap = builder.and_(
+            builder.sub(const(STREAM_VECTOR_BYTES), builder.and_(addr, const(STREAM_VECTOR_BYTES - 1))),
+            const(STREAM_VECTOR_BYTES - 1),
+        )
+        head = builder.udiv(gap, const(size))
+        odd = builder.icmp_unsigned("!=", builder.and_(addr, const(size - 1)), const(0))
+        head = builder.select(builder.or_(odd, builder.icmp_signed("<", n, head)), n, head)
+        n_vec = builder.sdiv(builder.sub(n, head), const(width))
+
+        nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+
+        def scalar_loop(lo, hi):
+            with cgutils.for_range_slice(builder, lo, hi, const(1)) as (i, _):
+                v = builder.load(builder.gep(src_ptr, [i]))
+                builder.store(builder.fmul(v, scale), builder.gep(dst_ptr, [i]))
+
+        scalar_loop(const(0), head)
+        with cgutils.for_range(builder, n_vec) as loop:
+            i = builder.add(head, builder.mul(loop.index, const(width)))
+            v = builder.load(builder.bitcast(builder.gep(src_ptr, [i]), vty.as_pointer()), align=size)
+            st = builder.store(
+                builder.fmul(v, splat),
+                builder.bitcast(builder.gep(dst_ptr, [i]), vty.as_pointer()),
+                align=STREAM_VECTOR_BYTES,
+            )
+            st.set_metadata("nontemporal", nontemporal)
+        scalar_loop(builder.add(head, builder.mul(n_vec, const(width))), n)
+        return context.get_dummy_value()
+
+    return types.none(dst, src, c), codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """Order the non-temporal stores before every later store (x86 sfence; elsewhere
+    LLVM's non-temporal stores keep the ordinary ordering)."""
+
+    def codegen(context, builder, sig, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence"
+            )
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 # --- rows: helpers over a[r, lo:hi] ---------------------------------------------------
@@ -219,42 +311,37 @@ AHEAD = 512
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _softmax_lead(a, b, out, r, n):
-    return _max(_src(a, out), r, 0, n)
-
-
-def _sumexp_ahead(sumexp):
-    """njit (sum of e^(x - m) over row r by ``sumexp(a, out, r, lo, hi, m)``, max of row
-    nxt), AHEAD elements of each at a time."""
-
-    def ahead(a, out, r, n, m, nxt):
-        src = _src(a, out)
-        s = out.dtype.type(0)
-        big = out.dtype.type(-np.inf)
-        for lo in range(0, n, AHEAD):
-            hi = min(lo + AHEAD, n)
-            if nxt >= 0:
-                big = _maxnum(big, _max(src, nxt, lo, hi))
-            s += sumexp(a, out, r, lo, hi, m)
-        return s, big
-
-    ahead.__qualname__ = f"{sumexp.py_func.__name__}_ahead"  # its own identity (pin_uuid)
-    return njit(fastmath=FASTMATH, error_model="numpy")(ahead)
+    return 0  # the forward ops reduce each row in a pass of its own: no carry
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _sumexp_only(a, out, r, lo, hi, m):
-    return _sumexp(_src(a, out), r, lo, hi, m)
-
-
-_sumexp_store_ahead = _sumexp_ahead(_sumexp_store)
-_sumexp_only_ahead = _sumexp_ahead(_sumexp_only)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _softmax_whole(a, b, out, r, n, m, nxt):
-    s, big = _sumexp_store_ahead(a, out, r, n, _shift(out, m), nxt)
+def _softmax_whole(a, b, out, r, n, carry, nxt):
+    m = _shift(out, _max(_src(a, out), r, 0, n))
+    s = _sumexp_store(a, out, r, 0, n, m)
     _scale(out, r, 0, n, out.dtype.type(1) / s)
-    return big
+    return 0
+
+
+@njit(fastmath=REDUCE, error_model="numpy")
+def _sumexp_into(a, r, tmp, m):
+    x = a[r]
+    s = a.dtype.type(0)
+    for j in range(x.shape[0]):
+        e = _exp_nonpos(x[j] - m)
+        tmp[j] = e
+        s += e
+    return s
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
+def _softmax_stream(a, b, out, r, n, tmp):
+    """Row r of a large out-of-place softmax: the exps in ``tmp`` (in cache), then
+    scaled into ``out`` with non-temporal stores. forceinline: LLVM does not inline it
+    by itself, and a call per row increfs and decrefs the shared arrays (atomics on
+    one cache line from every thread: 4x slower on 128-element rows)."""
+    m = _shift(out, _max(a, r, 0, n))
+    s = _sumexp_into(a, r, tmp, m)
+    _stream_scaled(out[r], tmp, out.dtype.type(1) / s)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -280,11 +367,12 @@ _log_softmax_lead = _softmax_lead
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _log_softmax_whole(a, b, out, r, n, m, nxt):
-    m = _shift(out, m)
-    s, big = _sumexp_only_ahead(a, out, r, n, m, nxt)
+def _log_softmax_whole(a, b, out, r, n, carry, nxt):
+    x = _src(a, out)
+    m = _shift(out, _max(x, r, 0, n))
+    s = _sumexp(x, r, 0, n, m)
     _log_store(a, out, r, 0, n, m, out.dtype.type(math.log(s)))
-    return big
+    return 0
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -524,6 +612,23 @@ def _rows(lead, whole, part, combine, finish, parallel):
     return kernel
 
 
+def _rows_stream(stream):
+    """Rows done whole by ``stream(a, b, out, r, n, tmp)`` with a row of scratch per
+    block (out of place, C-contiguous, rows that fit in cache; the wrapper checks)."""
+
+    @_flavoured(True)
+    def kernel(a, b, out, chunk, whole_max):
+        n_rows, n = out.shape
+        n_blocks = min(n_rows, ROW_BLOCKS)
+        for blk in prange(n_blocks):
+            tmp = np.empty(n, out.dtype)
+            for r in range(blk * n_rows // n_blocks, (blk + 1) * n_rows // n_blocks):
+                stream(a, b, out, r, n, tmp)
+            _store_fence()
+
+    return kernel
+
+
 def _split(part, combine, finish):
     @interleaved
     @njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
@@ -649,8 +754,10 @@ _ROLES = ("in", "in", "out", types.int64, types.int64)
 class Kernels:
     """The kernels of one op: rows (serial, parallel), split, cols (serial, parallel)."""
 
-    def __init__(self, lead, whole, part, combine, finish, tile):
+    def __init__(self, lead, whole, part, combine, finish, tile, stream=None):
         _pin_all()
+        # out-of-place rows with non-temporal stores (C-contiguous only), or None
+        self.rows_stream = None if stream is None else _rows_stream(stream)
         self.rows = Kernel(lambda: _rows(lead, whole, part, combine, finish, False), _ROLES)
         self.rows_parallel = Kernel(lambda: _rows(lead, whole, part, combine, finish, True), _ROLES)
         self.split = Kernel(lambda: _split(part, combine, finish), _ROLES)
@@ -675,7 +782,9 @@ def kernels(op: str) -> Kernels:
         p = _OPS[op]
         combine = g.get(p + "_combine", _combine_sum)
         parts = ("_lead", "_whole", "_part")
-        k = _built[op] = Kernels(*(g[p + q] for q in parts), combine, g[p + "_finish"], g[p + "_tile"])
+        k = _built[op] = Kernels(
+            *(g[p + q] for q in parts), combine, g[p + "_finish"], g[p + "_tile"], g.get(p + "_stream")
+        )
     return k
 
 

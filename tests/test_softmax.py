@@ -76,7 +76,8 @@ def check_forward(x, axis, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows", [1, 2, 63, 64, 65, 1000])
 def test_rows_carry_the_next_rows_reduction(dtype, rows):
-    """The rows kernels reduce row r + 1 while they compute row r, in ROW_BLOCKS blocks:
+    """The backward rows kernels reduce row r + 1 while they compute row r (the forward
+    ones reduce each row in its own pass), in ROW_BLOCKS blocks:
     rows whose max, dot and sum differ wildly (and a -inf row, a NaN row) must not leak
     into their neighbours, serial (small) or parallel (large), forward and backward."""
     rng = np.random.default_rng(rows)
@@ -463,3 +464,42 @@ def test_all_public_names_listed():
     }
     for name in S.__all__:
         assert callable(getattr(S, name)) and getattr(S, name).__doc__
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 3, 4, 37, 128, 1000])
+@pytest.mark.parametrize("offset", [0, 1, 2, 3])
+def test_streaming_softmax_matches_the_rows_kernel(dtype, n, offset, monkeypatch):
+    """A large out-of-place softmax writes its rows with non-temporal stores: aligned
+    vectors, scalar stores before the first aligned address and after the last. Every
+    alignment of ``out`` (offset in elements) and row length gives the rows kernel's
+    result, writes nothing outside ``out``, and the wrapper takes that path above
+    STREAM_BYTES (parallel or not, edge rows included)."""
+    rng = np.random.default_rng(n * 4 + offset)
+    rows = 70
+    x = (rng.standard_normal((rows, n)) * 30).astype(dtype)
+    x[5] = -np.inf
+    x[7, 0] = np.nan
+    x[9, -1] = np.inf
+    x[11, 0] = -np.inf
+    buf = np.full(rows * n + 8, 7.0, dtype)
+    out = buf[offset : offset + rows * n].reshape(rows, n)
+    k = K.kernels("softmax")
+    k.rows_stream(x, None, out, 1 << 13, 1 << 15)
+    want = np.empty_like(x)
+    k.rows(x, None, want, 1 << 13, 1 << 15)
+    assert_close(out, want, dtype, rtol_ulps=2)
+    assert (buf[:offset] == 7).all() and (buf[offset + rows * n :] == 7).all()
+
+    calls = []
+    stream = k.rows_stream
+    monkeypatch.setattr(k, "rows_stream", lambda *args: (calls.append(1), stream(*args)))
+    monkeypatch.setattr(S, "STREAM_BYTES", 0)
+    monkeypatch.setattr(S, "PARALLEL_THRESHOLD", 0)
+    with np.errstate(over="ignore", invalid="ignore"):  # the bounds of the inf rows
+        check_forward(x, -1, dtype)
+    assert calls, "the non-temporal kernel was not used"
+    calls.clear()
+    S.softmax_(x.copy())  # in place: never streamed
+    S.softmax(x[::2])  # rows apart: not C-contiguous, never streamed
+    assert not calls
