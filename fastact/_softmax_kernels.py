@@ -12,7 +12,9 @@ one of three shapes:
 
 * rows ``(R, L)``: reduce along the last axis, one row per thread. A row of at most
   ``whole`` elements is done in cache: max, then exp stored into ``out`` while summing,
-  then a scale pass. Longer rows go chunk by chunk: per chunk a (max, sum) pair, the
+  then a scale pass. A large out-of-place softmax keeps the exps in a row of scratch
+  and writes ``out`` once, scaled, with non-temporal stores (``rows_stream``). Longer
+  rows go chunk by chunk: per chunk a (max, sum) pair, the
   pairs combined with the online-normalizer rescaling ``S = sum_c s_c exp(m_c - M)``.
 * split ``(R, L)``: few long rows. (row, chunk) pairs run in parallel, then the
   partial pairs are combined per row, then a parallel finishing pass.
@@ -303,7 +305,9 @@ def _combine_sum(ps, qs):
 # whole(a, b, out, r, L, carry, nxt) does row r in one go given its reduction and returns
 # row nxt's (nxt < 0: none), computed in the same pass, AHEAD elements at a time, so the
 # next row streams in from memory under this row's arithmetic instead of in a pass of its
-# own. part / combine / finish do a long row in chunks (part -> (p_c, q_c) per chunk,
+# own. The forward ops carry nothing (lead returns 0) and reduce each row in a pass of its
+# own: measured faster (in cache, 128-element rows: 2.6 against 4.2 cycles per element).
+# part / combine / finish do a long row in chunks (part -> (p_c, q_c) per chunk,
 # combine -> (P, Q) per row, finish writes a chunk); tile(a, b, out, o, i0, i1, m, s)
 # does a[o, :, i0:i1] of a cols view.
 AHEAD = 512
@@ -324,6 +328,7 @@ def _softmax_whole(a, b, out, r, n, carry, nxt):
 
 @njit(fastmath=REDUCE, error_model="numpy")
 def _sumexp_into(a, r, tmp, m):
+    """As _sumexp_store, into a 1-D scratch row (a is never out here)."""
     x = a[r]
     s = a.dtype.type(0)
     for j in range(x.shape[0]):
