@@ -328,7 +328,6 @@ def _build(F):
     TINY, MIN_NORMAL = ft(F.tiny), ft(F.min_normal)
     SUB_SCALE, SUB_K = ft(2.0 ** (F.mant + 2)), ft(F.mant + 2)
     TWO_M_MANT = ft(2.0**-F.mant)
-    TWO_M64 = ft(2.0**-64)
     ERF_T, ERFC_K, ERFC_AMAX = ft(F.erf_t), ft(F.erfc_k), ft(F.erfc_amax)
     SMALL = ft(0.5)  # erfc and gelu use 1 - erf below this
     SQRT_HALF, SQRT2 = ft(0.7071067811865476), ft(1.4142135623730951)
@@ -622,7 +621,7 @@ def _build(F):
         rl = nf * -EXP_LN2LO - lo
         r = rh + rl
         p = rh + (rl + (r * r) * exp_p(r))  # e^r - 1 as in exp_core
-        s = _as_float(_iadd(_ishl(_as_int(t), MANT), POW2_FROM_MAGIC + (64 << MANT)))  # 2^(n + 64)
+        s = _as_float(_iadd(_ishl(_as_int(t), MANT), POW2_SCALED))  # 2^(n + SCALE_K), as exp_scaled
         d = mills_d(a)
         return p, d / ((SQRT_2PI * a) * d + mills_nk(a)), s
 
@@ -633,7 +632,7 @@ def _build(F):
             a = abs(x)
             a = GAUSS_XMAX if a > GAUSS_XMAX else a  # beyond, x Q(|x|) underflows
             p, q, s = gauss_mills(a)
-            aq = ((a * (q + q * p)) * s) * TWO_M64  # |x| Q(|x|), scaled last
+            aq = ((a * (q + q * p)) * s) * TWO_MK  # |x| Q(|x|), scaled last
             return x - aq if x >= ZERO else -aq  # x - aq keeps -0.0
         # 0.5 x erfc(u), u = -x/sqrt2; e^(-u^2) = e^(-x^2/2) from the exact split of x
         xc = clamp(x, -GELU_XMAX, GELU_XMAX)
@@ -660,7 +659,7 @@ def _build(F):
             a = GAUSS_XMAX if a > GAUSS_XMAX else a  # beyond, x phi(x) underflows too
             p, q, s = gauss_mills(a)
             v = q - INV_SQRT_2PI * a  # (m - a) / sqrt(2 pi)
-            w = ((v + v * p) * s) * TWO_M64
+            w = ((v + v * p) * s) * TWO_MK
             return w if x < ZERO else ONE - w
         # Phi(x) + x phi(x) with one e^(-x^2/2) = (1 + p) 2^n: erfc(a) = ((1 + t) / den) 2^n
         # (a = |x| / sqrt 2, as in gelu) and phi(x) = (1 + p) 2^n / sqrt(2 pi) share it.
