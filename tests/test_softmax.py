@@ -503,3 +503,34 @@ def test_streaming_softmax_matches_the_rows_kernel(dtype, n, offset, monkeypatch
     S.softmax_(x.copy())  # in place: never streamed
     S.softmax(x[::2])  # rows apart: not C-contiguous, never streamed
     assert not calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prefetching_rows_match_reference(dtype, monkeypatch):
+    """Rows of at least PREFETCH_MIN_BYTES compute PREFETCH_CHUNK elements at a time and
+    prefetch the next row's (past the last row too: a prefetch never faults). Row
+    lengths around the chunk, edge rows, in place, streamed, strided (no prefetch): all
+    against the reference."""
+    size = np.dtype(dtype).itemsize
+    short = K.PREFETCH_MIN_BYTES // size
+    assert K._prefetch_step(short, size, size) == K.PREFETCH_CHUNK
+    assert K._prefetch_step(short - 1, size, size) == short - 1  # too short: whole row
+    assert K._prefetch_step(short, size, 2 * size) == short  # not contiguous: whole row
+    monkeypatch.setattr(S, "PARALLEL_THRESHOLD", 0)
+    rng = np.random.default_rng(short)
+    for n in (short, 3 * K.PREFETCH_CHUNK + 1, short + K.PREFETCH_CHUNK - 1):
+        x = (rng.standard_normal((9, n)) * 30).astype(dtype)
+        x[2] = -np.inf
+        x[3, n // 2] = np.nan
+        x[4, -1] = np.inf
+        x[5, K.PREFETCH_CHUNK] = 1000.0  # the max in the second chunk
+        with np.errstate(over="ignore", invalid="ignore"):
+            check_forward(x, -1, dtype)
+            y = S.softmax_(x.copy())
+            assert_close(y, ref_softmax(x), dtype, rtol_ulps=8 + n / 64 + 2400, atol=np.finfo(dtype).tiny)
+            monkeypatch.setattr(S, "STREAM_BYTES", 0)
+            assert_close(S.softmax(x), y, dtype, rtol_ulps=2)
+            monkeypatch.undo()
+            monkeypatch.setattr(S, "PARALLEL_THRESHOLD", 0)
+            wide = np.repeat(x, 2, axis=1)[:, ::2]  # rows of n elements 2 apart
+            check_forward(wide, -1, dtype)
