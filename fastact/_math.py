@@ -16,7 +16,9 @@ exp          Cody-Waite: x = n ln2 + r with ln2 in two parts and n rounded by th
              with P a weighted minimax fit (degree 4 / 9), and 2^n applied as two exact
              power-of-two factors: overflow to inf and gradual underflow with one rounding.
 exp_nonpos   (private, softmax's e^(x - max)) the same reduction for x <= 0 only, e^r by
-             one Horner chain, 2^n as one factor, subnormal results flushed to +0.
+             one Horner chain, 2^n as one factor; x clamped to -BIAS ln2, where 2^n is
+             +0.0 (no select needed): results below 2^(1/2 - BIAS) are +0, subnormal
+             ones above within 1 ulp.
 expm1        the same reduction; 2 (2^(n-1) p + (2^(n-1) - 1/2)) with p = e^r - 1.
 log1p, log   u = 1 + x and its rounding error (Fast2Sum), u = 2^k m with m in
              [sqrt(1/2), sqrt(2)), log m = 2 atanh(f / (2 + f)), f = m - 1 (musl/FreeBSD
@@ -336,7 +338,8 @@ def _build(F):
     GAUSS_XMAX = ft(np.sqrt(-2.0 * F.lo))  # e^(-x^2/2) underflows to 0 beyond
     exp_p = _poly([ft(c) for c in F.exp_p])
     exp_full = _poly([ONE, ONE] + [ft(c) for c in F.exp_p])  # 1 + r + r^2 P(r), one Horner chain
-    FLUSH = ft(np.log(F.min_normal))  # e^x is subnormal below
+    # exp_nonpos clamps x to -BIAS ln2, where n = -BIAS makes 2^n's exponent field 0: +0.0
+    NONPOS_LO = ft(-F.bias * 0.6931471805599453)
     # (t's bits << MANT) + this = (n + BIAS) << MANT, wrapped to the integer width
     bits = np.dtype(F.ftype).itemsize * 8
     POW2_FROM_MAGIC = ((F.bias << F.mant) - (F.magic_bits << F.mant)) % 2**bits
@@ -414,14 +417,16 @@ def _build(F):
     @_jit
     def exp_nonpos(x):
         # e^x = 2^n e^r as in exp, with e^r by one Horner polynomial and 2^n as one
-        # factor whose exponent field is t's low bits shifted into place; below
-        # ln(min normal) the result (subnormal) is flushed to +0.
-        xc = FLUSH if x < FLUSH else x  # NaN passes
+        # factor whose exponent field is t's low bits shifted into place. x is clamped
+        # to -BIAS ln2 (-inf too), where n = -BIAS gives the factor an exponent field of
+        # 0: +0.0, so no select is needed after; for n = 1 - BIAS (2^n the smallest
+        # normal) a subnormal result is rounded once (within 1 ulp, measured 0.83), from
+        # there down (n = -BIAS) it is +0.
+        xc = NONPOS_LO if x < NONPOS_LO else x  # NaN passes
         t = xc * LOG2E + MAGIC
         nf = t - MAGIC
         r = (xc - nf * EXP_LN2HI) - nf * EXP_LN2LO
-        y = exp_full(r) * _as_float(_iadd(_ishl(_as_int(t), MANT), POW2_FROM_MAGIC))
-        return ZERO if x < FLUSH else y
+        return exp_full(r) * _as_float(_iadd(_ishl(_as_int(t), MANT), POW2_FROM_MAGIC))
 
     @_jit
     def exp_scaled(x):

@@ -384,8 +384,9 @@ def test_gelu_grad(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_nonpos(dtype):
-    """softmax's e^x for x <= 0: <= 1 ulp down to the smallest normal result, +0 below
-    (flushed subnormals), NaN -> NaN, -inf -> 0, -0.0 -> 1."""
+    """softmax's e^x for x <= 0: <= 1 ulp down to the smallest normal result, then
+    subnormal results within 1 ulp or +0 (flushed), +0 from -BIAS ln2 down,
+    NaN -> NaN, -inf -> 0, -0.0 -> 1."""
     fi = np.finfo(dtype)
     flush = np.log(fi.smallest_normal)
     if dtype == np.float32:  # every 7th float32 in [flush, 0]
@@ -400,9 +401,16 @@ def test_exp_nonpos(dtype):
     assert y.dtype == dtype
     err = ulp_error(y, np.exp(x.astype(np.float64 if dtype == np.float32 else LD)), dtype)
     assert err.max() <= 1.0, (err.max(), x[err.argmax()])
-    below = np.array([np.nextafter(dtype(flush), dtype(-np.inf)), -100.0, -800.0, -1e30, -np.inf], dtype)
-    below = below[below < flush]
-    assert len(below) >= 4 and (M._exp_nonpos(below) == 0).all()
+    sub = np.linspace(flush - 1.0, flush, 10001)[:-1].astype(dtype)  # subnormal results
+    got = M._exp_nonpos(sub)
+    want = np.exp(sub.astype(LD))
+    assert ((got == 0) | (np.abs(got - want) <= fi.smallest_subnormal)).all()  # measured 0.83 ulp
+    assert (got > 0).any() and (got == 0).any()  # rounded where 2^n is normal, flushed below
+    lo = -(fi.maxexp - 1) * np.log(2)  # -BIAS ln2
+    below = np.array([np.nextafter(dtype(lo), dtype(-np.inf)), lo - 1, -800.0, -1e30, -np.inf], dtype)
+    below = below[below < lo]
+    flushed = M._exp_nonpos(below)
+    assert len(below) >= 4 and (flushed == 0).all() and not np.signbit(flushed).any()
     specials = M._exp_nonpos(np.array([-0.0, 0.0, np.nan, -fi.smallest_subnormal], dtype))
     assert specials[0] == specials[1] == specials[3] == 1 and np.isnan(specials[2])
 
