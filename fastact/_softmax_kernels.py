@@ -70,6 +70,85 @@ def _maxnum(typingctx, a, b):
     return a(a, b), codegen
 
 
+# The row max, vectorised by hand: LLVM vectorises a llvm.maxnum reduction with a NaN
+# test and blend per vector (3 instructions per vector, ~0.26 cycles per float32 element
+# in cache), and a compare-select reduction not at all. ``x > m ? x : m`` on vectors is
+# one x86 max instruction and ignores a NaN x, as maxnum does.
+MAX_VECTOR_BYTES = 32  # one AVX vector; other targets split it
+MAX_ACCUMULATORS = 4  # independent chains per iteration (max latency 3-4 cycles)
+
+
+@intrinsic
+def _row_max(typingctx, x):
+    """max(x) of a 1-D array, NaN entries ignored, -inf when empty or all NaN. Contiguous
+    rows in vectors (MAX_ACCUMULATORS of MAX_VECTOR_BYTES per iteration, then single
+    vectors, then scalars); strided ones element by element."""
+    if not isinstance(x, types.Array) or x.ndim != 1 or x.dtype not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        fty = context.get_value_type(sig.return_type)
+        size = context.get_abi_sizeof(fty)
+        width = MAX_VECTOR_BYTES // size
+        vty = ir.VectorType(fty, width)
+        i64 = ir.IntType(64)
+        n = builder.extract_value(arr.shape, 0)
+        stride = builder.extract_value(arr.strides, 0)
+        base = builder.ptrtoint(arr.data, i64)
+        neg_inf = ir.Constant(fty, float("-inf"))
+
+        def bigger(v, m):  # v > m ? v : m (a NaN v keeps m)
+            return builder.select(builder.fcmp_ordered(">", v, m), v, m)
+
+        def at(i, ty, step):  # pointer to element i
+            addr = builder.add(base, builder.mul(i, step))
+            return builder.inttoptr(addr, ty.as_pointer())
+
+        result = cgutils.alloca_once_value(builder, neg_inf)
+        contiguous = builder.icmp_signed("==", stride, ir.Constant(i64, size))
+        with builder.if_else(contiguous) as (vec, strided):
+            with vec:
+                accs = [
+                    cgutils.alloca_once_value(builder, ir.Constant(vty, [neg_inf] * width))
+                    for _ in range(MAX_ACCUMULATORS)
+                ]
+                block = width * MAX_ACCUMULATORS
+                n_blocks = builder.sdiv(n, ir.Constant(i64, block))
+                step = ir.Constant(i64, size)
+                with cgutils.for_range(builder, n_blocks) as loop:
+                    first = builder.mul(loop.index, ir.Constant(i64, block))
+                    for k, acc in enumerate(accs):
+                        i = builder.add(first, ir.Constant(i64, k * width))
+                        v = builder.load(at(i, vty, step), align=size)
+                        builder.store(bigger(v, builder.load(acc)), acc)
+                acc = accs[0]
+                for other in accs[1:]:
+                    builder.store(bigger(builder.load(other), builder.load(acc)), acc)
+                done = builder.mul(n_blocks, ir.Constant(i64, block))
+                n_vec = builder.sdiv(builder.sub(n, done), ir.Constant(i64, width))
+                with cgutils.for_range(builder, n_vec) as loop:
+                    i = builder.add(done, builder.mul(loop.index, ir.Constant(i64, width)))
+                    v = builder.load(at(i, vty, step), align=size)
+                    builder.store(bigger(v, builder.load(acc)), acc)
+                vacc = builder.load(acc)
+                m = builder.extract_element(vacc, ir.Constant(ir.IntType(32), 0))
+                for k in range(1, width):
+                    m = bigger(builder.extract_element(vacc, ir.Constant(ir.IntType(32), k)), m)
+                builder.store(m, result)
+                tail = builder.add(done, builder.mul(n_vec, ir.Constant(i64, width)))
+                with cgutils.for_range_slice(builder, tail, n, ir.Constant(i64, 1)) as (i, _):
+                    v = builder.load(at(i, fty, step), align=size)
+                    builder.store(bigger(v, builder.load(result)), result)
+            with strided:
+                with cgutils.for_range(builder, n) as loop:
+                    v = builder.load(at(loop.index, fty, stride), align=size)
+                    builder.store(bigger(v, builder.load(result)), result)
+        return builder.load(result)
+
+    return x.dtype(x), codegen
+
+
 # --- streaming (non-temporal) stores ----------------------------------------------------
 # An output much larger than the caches is written with non-temporal stores: they skip
 # the read of each destination line that an ordinary store makes first (read for
@@ -244,11 +323,7 @@ def _seg(a, o, r, lo, hi):
 
 @njit(fastmath=REDUCE, error_model="numpy")
 def _max(a, r, lo, hi):
-    x = a[r, lo:hi]
-    m = a.dtype.type(-np.inf)
-    for j in range(x.shape[0]):
-        m = _maxnum(m, x[j])
-    return m
+    return _row_max(a[r, lo:hi])
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")

@@ -534,3 +534,28 @@ def test_prefetching_rows_match_reference(dtype, monkeypatch):
             monkeypatch.setattr(S, "PARALLEL_THRESHOLD", 0)
             wide = np.repeat(x, 2, axis=1)[:, ::2]  # rows of n elements 2 apart
             check_forward(wide, -1, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_max(dtype):
+    """The hand-vectorised row max: every length around its vector blocks, contiguous,
+    strided and reversed rows, NaN ignored (as llvm.maxnum), -inf when all NaN or empty."""
+    from numba import njit
+
+    row_max = njit(lambda x: K._row_max(x))
+    rng = np.random.default_rng(1)
+    block = K.MAX_VECTOR_BYTES // np.dtype(dtype).itemsize * K.MAX_ACCUMULATORS
+    for n in [*range(2 * block + 10), 1000]:
+        x = rng.standard_normal(n).astype(dtype)
+        for xs in (x, x[::2], x[::-1]):
+            assert row_max(xs) == (xs.max() if xs.size else -np.inf)
+        if n:
+            for i in {0, n // 2, n - 1}:
+                y = x.copy()
+                y[i] = np.nan
+                want = np.nanmax(y) if n > 1 else -np.inf
+                assert row_max(y) == want and row_max(y[::-1]) == want
+                y[i] = np.inf
+                assert row_max(y) == np.inf
+            assert row_max(np.full(n, np.nan, dtype)) == -np.inf
+            assert row_max(np.full(n, -np.inf, dtype)) == -np.inf
