@@ -383,6 +383,42 @@ def test_gelu_grad(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_grad(dtype):
+    """s + x s (1 - s), silu's derivative from one exp. The terms cancel around the root
+    x = -1.2785, so the bound is relative to their size: |error| <= 4 eps (s + |x| s (1 - s)),
+    plus a subnormal ulp where the result underflows."""
+    fi = np.finfo(dtype)
+    if dtype == np.float32:
+        x = f32_inputs()
+        xd = x.astype(np.float64)
+        with np.errstate(all="ignore"):
+            e = np.exp(-np.abs(xd))
+            s = np.where(xd >= 0, 1 / (1 + e), e / (1 + e))
+            xss = np.where(np.isinf(xd), 0.0, xd * e / (1 + e) ** 2)
+    else:
+        from mpmath import mp
+
+        rng = np.random.default_rng(12)
+        x = np.concatenate(
+            [rng.uniform(-800, 800, 500), rng.uniform(-40, 40, 1500), -(10.0 ** rng.uniform(-30, 0, 200))]
+        )
+        with mp.workdps(40):
+            s = np.array([float(1 / (1 + mp.exp(-mp.mpf(v)))) for v in x])
+            xss = np.array(
+                [float(mp.mpf(v) * mp.exp(-abs(mp.mpf(v))) / (1 + mp.exp(-abs(mp.mpf(v)))) ** 2) for v in x]
+            )
+    got = M.silu_grad(x)
+    assert got.dtype == dtype
+    scale = float(fi.eps) * (np.abs(s) + np.abs(xss)) + float(fi.smallest_subnormal)
+    finite = np.isfinite(x)
+    err = np.abs(got[finite].astype(np.float64) - (s + xss)[finite]) / scale[finite]
+    assert err.max() <= 4.0, (err.max(), x[finite][err.argmax()])
+    specials = M.silu_grad(np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, -1e30], dtype))
+    np.testing.assert_array_equal(specials[[0, 1, 3, 4, 5]], [1.0, 0.0, 0.5, 0.5, 0.0])
+    assert np.isnan(specials[2]) and not np.signbit(specials[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exp_nonpos(dtype):
     """softmax's e^x for x <= 0: <= 1 ulp down to the smallest normal result, then
     subnormal results within 1 ulp or +0 (flushed), +0 from -BIAS ln2 down,
