@@ -11,7 +11,7 @@ import math
 
 __all__ = [
     "erf", "erfc", "exp", "expm1", "gaussian", "gelu", "gelu_grad", "gelu_tanh", "like", "log", "log1p",
-    "log_sigmoid", "mish", "sigmoid", "silu", "softplus", "tanh",
+    "log_sigmoid", "mish", "sigmoid", "silu", "silu_grad", "softplus", "tanh",
 ]  # fmt: skip
 
 SQRT_HALF = 0.7071067811865476
@@ -82,6 +82,16 @@ def silu(x):
     if x == -math.inf:
         return -0.0
     return x * sigmoid(x)
+
+
+def silu_grad(x):
+    """s (1 + x (1 - s)), s = sigmoid(x); 1 at inf, +0.0 at -inf."""
+    if x == math.inf:
+        return 1.0
+    if x == -math.inf:
+        return 0.0
+    s = sigmoid(x)
+    return s * (1.0 + x * (1.0 - s))
 
 
 def gelu(x):
