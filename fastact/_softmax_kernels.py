@@ -23,13 +23,15 @@ one of three shapes:
   in tiles ``[o, :, i0:i0 + tw]``: three streaming passes (max, exp + sum, scale) over
   L segments of tw contiguous elements, with tw-long (max, sum) vectors.
 
-Reductions: the max is ``llvm.maxnum`` (NaN is ignored there; it reaches the sum
-through exp and makes the whole row NaN, as in PyTorch). Sums run in small helpers
-compiled with ``FASTMATH | {"reassoc"}`` so that LLVM can vectorise them: that only
-reorders the additions of one sum. exp is compiled on its own, without "reassoc"
-(numba keeps each function's flags when LLVM inlines it), so its argument
-reduction stays exact. exp is ``fastact._math.exp`` (vectorising, float32 kept in
-float32). Kernels never validate; the wrappers do.
+Reductions: a row's max is ``_row_max`` (vectorised by hand), tiles and chunk pairs use
+``llvm.maxnum``; both ignore NaN, which reaches the sum through exp and makes the whole
+row NaN, as in PyTorch. Sums run in small helpers compiled with
+``FASTMATH | {"reassoc"}`` so that LLVM can vectorise them: that only reorders the
+additions of one sum. exp is compiled on its own, without "reassoc" (numba keeps each
+function's flags when LLVM inlines it), so its argument reduction stays exact. The
+softmax exps are ``fastact._math._exp_nonpos`` (x - max <= 0), the backward's
+``fastact._math.exp`` (vectorising, float32 kept in float32). Kernels never validate;
+the wrappers do.
 """
 
 from __future__ import annotations
@@ -333,6 +335,7 @@ def _shift(a, m):
     return m if m > -np.inf else a.dtype.type(0)
 
 
+# The sum-exp helpers are forceinline: the row loops call them once per PREFETCH_CHUNK.
 @njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
 def _sumexp(a, r, lo, hi, m):
     x = a[r, lo:hi]
