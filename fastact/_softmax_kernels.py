@@ -454,21 +454,14 @@ def _softmax_lead(a, b, out, r, n):
 def _softmax_whole(a, b, out, r, n, carry, nxt):
     src = _src(a, out)
     m = _shift(out, _max(src, r, 0, n))
-    s = out.dtype.type(0)
-    step = _prefetch_step(n, src.itemsize, src.strides[1])
-    lo = 0
-    while lo < n:
-        hi = lo + step if lo + step < n else n
-        _prefetch_row(src, r + 1, lo, hi, step)
-        s += _sumexp_store(a, out, r, lo, hi, m)
-        lo = hi
+    s = _sumexp_store_prefetching(a, out, src, r, n, m)
     _scale(out, r, 0, n, out.dtype.type(1) / s)
     return 0
 
 
 @njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_into(a, r, tmp, lo, hi, m):
-    """As _sumexp_store, into tmp[lo:hi], a 1-D scratch row (a is never out here)."""
+def _sumexp_into(a, tmp, r, lo, hi, m):
+    """As _sumexp_store, into tmp[lo:hi], a 1-D scratch row (a is never tmp here)."""
     x = a[r, lo:hi]
     t = tmp[lo:hi]
     s = a.dtype.type(0)
@@ -479,6 +472,36 @@ def _sumexp_into(a, r, tmp, lo, hi, m):
     return s
 
 
+@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
+def _sumexp_only(a, out, r, lo, hi, m):
+    return _sumexp(_src(a, out), r, lo, hi, m)
+
+
+def _prefetching(sumexp):
+    """njit sum over row r of ``sumexp(a, out, r, lo, hi, m)``, PREFETCH_CHUNK elements
+    at a time while row r + 1 of ``src`` (the array read) is prefetched (see
+    _prefetch_step)."""
+
+    def run(a, out, src, r, n, m):
+        step = _prefetch_step(n, src.itemsize, src.strides[1])
+        s = src.dtype.type(0)
+        lo = 0
+        while lo < n:
+            hi = lo + step if lo + step < n else n
+            _prefetch_row(src, r + 1, lo, hi, step)
+            s += sumexp(a, out, r, lo, hi, m)
+            lo = hi
+        return s
+
+    run.__qualname__ = f"{sumexp.py_func.__name__}_prefetching"  # its own identity (pin_uuid)
+    return njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)(run)
+
+
+_sumexp_store_prefetching = _prefetching(_sumexp_store)
+_sumexp_into_prefetching = _prefetching(_sumexp_into)
+_sumexp_only_prefetching = _prefetching(_sumexp_only)
+
+
 @njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
 def _softmax_stream(a, b, out, r, n, tmp):
     """Row r of a large out-of-place softmax: the exps in ``tmp`` (in cache), then
@@ -486,14 +509,7 @@ def _softmax_stream(a, b, out, r, n, tmp):
     by itself, and a call per row increfs and decrefs the shared arrays (atomics on
     one cache line from every thread: 4x slower on 128-element rows)."""
     m = _shift(out, _max(a, r, 0, n))
-    s = out.dtype.type(0)
-    step = _prefetch_step(n, a.itemsize, a.strides[1])
-    lo = 0
-    while lo < n:
-        hi = lo + step if lo + step < n else n
-        _prefetch_row(a, r + 1, lo, hi, step)
-        s += _sumexp_into(a, r, tmp, lo, hi, m)
-        lo = hi
+    s = _sumexp_into_prefetching(a, tmp, a, r, n, m)
     _stream_scaled(out[r], tmp, out.dtype.type(1) / s)
 
 
@@ -521,16 +537,9 @@ _log_softmax_lead = _softmax_lead
 
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _log_softmax_whole(a, b, out, r, n, carry, nxt):
-    x = _src(a, out)
-    m = _shift(out, _max(x, r, 0, n))
-    s = out.dtype.type(0)
-    step = _prefetch_step(n, x.itemsize, x.strides[1])
-    lo = 0
-    while lo < n:
-        hi = lo + step if lo + step < n else n
-        _prefetch_row(x, r + 1, lo, hi, step)
-        s += _sumexp(x, r, lo, hi, m)
-        lo = hi
+    src = _src(a, out)
+    m = _shift(out, _max(src, r, 0, n))
+    s = _sumexp_only_prefetching(a, out, src, r, n, m)
     _log_store(a, out, r, 0, n, m, out.dtype.type(math.log(s)))
     return 0
 
