@@ -422,21 +422,23 @@ def _build(F):
         # 0: +0.0, so no select is needed after; for n = 1 - BIAS (2^n the smallest
         # normal) a subnormal result is rounded once (within 1 ulp, measured 0.83), from
         # there down (n = -BIAS) it is +0.
-        xc = NONPOS_LO if x < NONPOS_LO else x  # NaN passes
-        t = xc * LOG2E + MAGIC
-        nf = t - MAGIC
-        r = (xc - nf * EXP_LN2HI) - nf * EXP_LN2LO
-        return exp_full(r) * _as_float(_iadd(_ishl(_as_int(t), MANT), POW2_FROM_MAGIC))
+        return exp_one_factor(NONPOS_LO if x < NONPOS_LO else x, POW2_FROM_MAGIC)  # NaN passes
 
     @_jit
     def exp_scaled(x):
         """e^x 2^SCALE_K for LO <= x <= 0 (NaN passes): a normal number; the caller
-        multiplies by TWO_MK last (one rounding where the result is subnormal). The
-        reduction of exp_nonpos."""
+        multiplies by TWO_MK last (one rounding where the result is subnormal)."""
+        return exp_one_factor(x, POW2_SCALED)
+
+    @_jit
+    def exp_one_factor(x, pow2_bits):
+        """e^r 2^n' for x = n ln2 + r: exp's reduction, e^r by one Horner chain, 2^n' the
+        float whose bits are (t's bits << MANT) + pow2_bits (n' = n for POW2_FROM_MAGIC,
+        n + SCALE_K for POW2_SCALED)."""
         t = x * LOG2E + MAGIC
         nf = t - MAGIC
         r = (x - nf * EXP_LN2HI) - nf * EXP_LN2LO
-        return exp_full(r) * _as_float(_iadd(_ishl(_as_int(t), MANT), POW2_SCALED))
+        return exp_full(r) * _as_float(_iadd(_ishl(_as_int(t), MANT), pow2_bits))
 
     @_jit
     def gaussian(x):
