@@ -349,12 +349,21 @@ def test_fma_rounds_once(dtype):
     assert np.count_nonzero(out) > out.size // 2  # the residual is there, not a plain product
 
 
+def assert_error_within_terms(got, x, a, b, dtype, bound=4.0):
+    """|got - (a + b)| <= bound eps (|a| + |b|) + a subnormal ulp where x is finite: the
+    bound of a derivative whose two terms a and b cancel near its root."""
+    fi = np.finfo(dtype)
+    scale = float(fi.eps) * (np.abs(a) + np.abs(b)) + float(fi.smallest_subnormal)
+    finite = np.isfinite(x)
+    err = np.abs(got[finite].astype(np.float64) - (a + b)[finite]) / scale[finite]
+    assert err.max() <= bound, (err.max(), x[finite][err.argmax()])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gelu_grad(dtype):
     """Phi(x) + x phi(x), gelu's derivative from one exp. Its two terms cancel around the
     root x = -0.7518, so the bound is relative to their size: |error| <= 4 eps
     (Phi(x) + |x phi(x)|), plus a subnormal ulp where the result underflows."""
-    fi = np.finfo(dtype)
     if dtype == np.float32:
         x = f32_inputs()
         xd = x.astype(np.float64)
@@ -373,10 +382,7 @@ def test_gelu_grad(dtype):
             xpdf = np.array([float(mp.mpf(v) * mp.npdf(mp.mpf(v))) for v in x])
     got = M.gelu_grad(x)
     assert got.dtype == dtype
-    scale = float(fi.eps) * (np.abs(cdf) + np.abs(xpdf)) + float(fi.smallest_subnormal)
-    finite = np.isfinite(x)
-    err = np.abs(got[finite].astype(np.float64) - (cdf + xpdf)[finite]) / scale[finite]
-    assert err.max() <= 4.0, (err.max(), x[finite][err.argmax()])
+    assert_error_within_terms(got, x, cdf, xpdf, dtype)
     specials = M.gelu_grad(np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, -1e30], dtype))
     np.testing.assert_array_equal(specials[[0, 3, 4]], [1.0, 0.5, 0.5])
     assert np.isnan(specials[2]) and specials[1] == 0 and np.signbit(specials[1]) and specials[5] == 0
@@ -387,7 +393,6 @@ def test_silu_grad(dtype):
     """s + x s (1 - s), silu's derivative from one exp. The terms cancel around the root
     x = -1.2785, so the bound is relative to their size: |error| <= 4 eps (s + |x| s (1 - s)),
     plus a subnormal ulp where the result underflows."""
-    fi = np.finfo(dtype)
     if dtype == np.float32:
         x = f32_inputs()
         xd = x.astype(np.float64)
@@ -409,10 +414,7 @@ def test_silu_grad(dtype):
             )
     got = M.silu_grad(x)
     assert got.dtype == dtype
-    scale = float(fi.eps) * (np.abs(s) + np.abs(xss)) + float(fi.smallest_subnormal)
-    finite = np.isfinite(x)
-    err = np.abs(got[finite].astype(np.float64) - (s + xss)[finite]) / scale[finite]
-    assert err.max() <= 4.0, (err.max(), x[finite][err.argmax()])
+    assert_error_within_terms(got, x, s, xss, dtype)
     specials = M.silu_grad(np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, -1e30], dtype))
     np.testing.assert_array_equal(specials[[0, 1, 3, 4, 5]], [1.0, 0.0, 0.5, 0.5, 0.0])
     assert np.isnan(specials[2]) and not np.signbit(specials[1])
