@@ -157,16 +157,19 @@ def _row_max(typingctx, x):
 # ownership), a third of the memory traffic of an out-of-place row pass.
 
 _X86 = llb.get_process_triple().startswith(("x86_64", "i386", "i686"))
-STREAM_VECTOR_BYTES = 16  # the vector stored at once (numpy aligns data to 16 bytes)
+STREAM_VECTOR_BYTES = 32  # the vector stored at once
+STREAM_EDGE_BYTES = 16  # one narrower vector before and after them (numpy aligns data to 16 bytes)
 
 
 @intrinsic
 def _stream_scaled(typingctx, dst, src, c):
-    """dst[:] = src[:] * c for 1-D C-contiguous arrays of one length and dtype: vectors
-    at addresses aligned to STREAM_VECTOR_BYTES with non-temporal stores, the unaligned
-    head and the tail with ordinary scalar stores (scalar non-temporal stores, movntss,
-    measured 4x slower on 128-element rows). Follow with _store_fence before the data
-    is handed to another thread."""
+    """dst[:] = src[:] * c for 1-D C-contiguous arrays of one length and dtype, with
+    non-temporal stores at aligned addresses: vectors of STREAM_VECTOR_BYTES, one vector
+    of STREAM_EDGE_BYTES before them (dst 16 but not 32 bytes aligned: a large numpy
+    array starts 16 bytes into a page) and one after them; the unaligned head and the
+    tail with ordinary scalar stores (scalar non-temporal stores, movntss, measured 4x
+    slower on 128-element rows). Follow with _store_fence before the data is handed to
+    another thread."""
     ok = all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C" for t in (dst, src))
     if not ok or not (dst.dtype == src.dtype == c) or c not in (types.float32, types.float64):
         return None
@@ -177,8 +180,6 @@ def _stream_scaled(typingctx, dst, src, c):
         scale = args[2]
         fty = scale.type
         size = context.get_abi_sizeof(fty)
-        width = STREAM_VECTOR_BYTES // size
-        vty = ir.VectorType(fty, width)
         i64 = ir.IntType(64)
 
         def const(v):
@@ -186,39 +187,62 @@ def _stream_scaled(typingctx, dst, src, c):
 
         n = builder.extract_value(dst_arr.shape, 0)
         dst_ptr, src_ptr = dst_arr.data, src_arr.data
-        splat = ir.Constant(vty, None)
-        for k in range(width):
-            splat = builder.insert_element(splat, scale, ir.Constant(ir.IntType(32), k))
-        # elements before the first aligned vector; all of them if dst is not even
-        # aligned to its item size (a view at an odd byte offset)
-        addr = builder.ptrtoint(dst_ptr, i64)
-        gap = builder.and_(
-            builder.sub(const(STREAM_VECTOR_BYTES), builder.and_(addr, const(STREAM_VECTOR_BYTES - 1))),
-            const(STREAM_VECTOR_BYTES - 1),
-        )
-        head = builder.udiv(gap, const(size))
-        odd = builder.icmp_unsigned("!=", builder.and_(addr, const(size - 1)), const(0))
-        head = builder.select(builder.or_(odd, builder.icmp_signed("<", n, head)), n, head)
-        n_vec = builder.sdiv(builder.sub(n, head), const(width))
-
         nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+
+        def splat(width):
+            v = ir.Constant(ir.VectorType(fty, width), None)
+            for k in range(width):
+                v = builder.insert_element(v, scale, ir.Constant(ir.IntType(32), k))
+            return v
+
+        def store_vector(i, width, factor):  # dst[i:i + width] = src[i:i + width] * c
+            vty = ir.VectorType(fty, width)
+            v = builder.load(builder.bitcast(builder.gep(src_ptr, [i]), vty.as_pointer()), align=size)
+            st = builder.store(
+                builder.fmul(v, factor),
+                builder.bitcast(builder.gep(dst_ptr, [i]), vty.as_pointer()),
+                align=width * size,
+            )
+            st.set_metadata("nontemporal", nontemporal)
 
         def scalar_loop(lo, hi):
             with cgutils.for_range_slice(builder, lo, hi, const(1)) as (i, _):
                 v = builder.load(builder.gep(src_ptr, [i]))
                 builder.store(builder.fmul(v, scale), builder.gep(dst_ptr, [i]))
 
+        def room(i, width):  # at least width elements left from i
+            return builder.icmp_signed("<=", builder.add(i, const(width)), n)
+
+        # elements before the first STREAM_EDGE_BYTES-aligned address; all of them if dst
+        # is not even aligned to its item size (a view at an odd byte offset)
+        addr = builder.ptrtoint(dst_ptr, i64)
+        gap = builder.and_(
+            builder.sub(const(STREAM_EDGE_BYTES), builder.and_(addr, const(STREAM_EDGE_BYTES - 1))),
+            const(STREAM_EDGE_BYTES - 1),
+        )
+        head = builder.udiv(gap, const(size))
+        odd = builder.icmp_unsigned("!=", builder.and_(addr, const(size - 1)), const(0))
+        head = builder.select(builder.or_(odd, builder.icmp_signed("<", n, head)), n, head)
         scalar_loop(const(0), head)
-        with cgutils.for_range(builder, n_vec) as loop:
-            i = builder.add(head, builder.mul(loop.index, const(width)))
-            v = builder.load(builder.bitcast(builder.gep(src_ptr, [i]), vty.as_pointer()), align=size)
-            st = builder.store(
-                builder.fmul(v, splat),
-                builder.bitcast(builder.gep(dst_ptr, [i]), vty.as_pointer()),
-                align=STREAM_VECTOR_BYTES,
-            )
-            st.set_metadata("nontemporal", nontemporal)
-        scalar_loop(builder.add(head, builder.mul(n_vec, const(width))), n)
+        i = cgutils.alloca_once_value(builder, head)
+        edge, wide = STREAM_EDGE_BYTES // size, STREAM_VECTOR_BYTES // size
+        edge_factor, wide_factor = splat(edge), splat(wide)
+        # one edge vector if that leaves dst aligned for the wide ones
+        at = builder.add(addr, builder.mul(head, const(size)))
+        misaligned = builder.icmp_unsigned("!=", builder.and_(at, const(STREAM_VECTOR_BYTES - 1)), const(0))
+        with builder.if_then(builder.and_(misaligned, room(head, edge))):
+            store_vector(head, edge, edge_factor)
+            builder.store(builder.add(head, const(edge)), i)
+        lo = builder.load(i)
+        n_wide = builder.sdiv(builder.sub(n, lo), const(wide))
+        with cgutils.for_range(builder, n_wide) as loop:
+            store_vector(builder.add(lo, builder.mul(loop.index, const(wide))), wide, wide_factor)
+        lo = builder.add(lo, builder.mul(n_wide, const(wide)))
+        builder.store(lo, i)
+        with builder.if_then(room(lo, edge)):
+            store_vector(lo, edge, edge_factor)
+            builder.store(builder.add(lo, const(edge)), i)
+        scalar_loop(builder.load(i), n)
         return context.get_dummy_value()
 
     return types.none(dst, src, c), codegen

@@ -467,29 +467,34 @@ def test_all_public_names_listed():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [1, 3, 4, 37, 128, 1000])
-@pytest.mark.parametrize("offset", [0, 1, 2, 3])
-def test_streaming_softmax_matches_the_rows_kernel(dtype, n, offset, monkeypatch):
-    """A large out-of-place softmax writes its rows with non-temporal stores: aligned
-    vectors, scalar stores before the first aligned address and after the last. Every
-    alignment of ``out`` (offset in elements) and row length gives the rows kernel's
-    result, writes nothing outside ``out``, and the wrapper takes that path above
-    STREAM_BYTES (parallel or not, edge rows included)."""
-    rng = np.random.default_rng(n * 4 + offset)
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 11, 12, 16, 20, 37, 128, 1000])
+@pytest.mark.parametrize("slot", range(9))
+def test_streaming_softmax_matches_the_rows_kernel(dtype, n, slot, monkeypatch):
+    """A large out-of-place softmax writes its rows with non-temporal stores: 32-byte
+    vectors, one 16-byte vector before and after them, scalar stores before the first
+    aligned address and after the last. Every alignment of ``out`` (bytes past a
+    64-byte boundary: 2, not even aligned to the item size, or 0-8 items) and row length gives
+    the rows kernel's result, writes nothing outside ``out``, and the wrapper takes that
+    path above STREAM_BYTES (parallel or not, edge rows included)."""
+    itemsize = np.dtype(dtype).itemsize
+    offset = 2 if slot == 0 else (slot - 1) * itemsize
+    rng = np.random.default_rng(n * 32 + offset)
     rows = 70
     x = (rng.standard_normal((rows, n)) * 30).astype(dtype)
     x[5] = -np.inf
     x[7, 0] = np.nan
     x[9, -1] = np.inf
     x[11, 0] = -np.inf
-    buf = np.full(rows * n + 8, 7.0, dtype)
-    out = buf[offset : offset + rows * n].reshape(rows, n)
+    size = rows * n * itemsize
+    raw = np.full(size + 192, 0xAB, np.uint8)
+    start = -raw.ctypes.data % 64 + 64 + offset
+    out = raw[start : start + size].view(dtype).reshape(rows, n)
     k = K.kernels("softmax")
     k.rows_stream(x, None, out, 1 << 13, 1 << 15)
     want = np.empty_like(x)
     k.rows(x, None, want, 1 << 13, 1 << 15)
     assert_close(out, want, dtype, rtol_ulps=2)
-    assert (buf[:offset] == 7).all() and (buf[offset + rows * n :] == 7).all()
+    assert (raw[:start] == 0xAB).all() and (raw[start + size :] == 0xAB).all()
 
     calls = []
     stream = k.rows_stream
