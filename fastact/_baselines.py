@@ -17,7 +17,8 @@ Constants are Python floats so float32 stays float32 (NEP 50).
 
 The peers (:data:`PEERS`: torch, numexpr, scipy) are in place too: forward
 ``f(x) -> x`` and backward ``b(grad, saved) -> grad``; None where the library has
-no such operation.
+no such operation. One more, ``torch_autograd``, is torch's backward as a training
+step calls it (``torch.autograd.grad``, which returns a new gradient).
 """
 
 from __future__ import annotations
@@ -226,6 +227,7 @@ class PeerOps:
     convert: Callable = lambda a: a
     note: str = ""
     backward_input: bool = False
+    inplace: bool = True  # False: the backward returns a new gradient and leaves grad as is
 
 
 def torch_impl(name: str, params: tuple) -> PeerOps:
@@ -370,8 +372,56 @@ def scipy_impl(name: str, params: tuple) -> PeerOps:
     return PeerOps(fwd, None)
 
 
+def torch_autograd_impl(name: str, params: tuple) -> PeerOps:
+    """torch's backward as a training step runs it: ``torch.autograd.grad(y, x, grad)``
+    through a retained graph of the functional forward, the gradient a new tensor (the
+    engine's dispatch and the allocation included; no forward)."""
+    import torch
+    import torch.nn.functional as F
+
+    p = tuple(float(v) for v in params)
+    fwd = {
+        "linear": lambda t: t * p[0],
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "relu": F.relu,
+        "relu6": F.relu6,
+        "leaky_relu": lambda t: F.leaky_relu(t, p[0]),
+        "elu": lambda t: F.elu(t, p[0]),
+        "selu": F.selu,
+        "celu": lambda t: F.celu(t, p[0]),
+        "gelu": F.gelu,
+        "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+        "silu": F.silu,
+        "mish": F.mish,
+        "softplus": lambda t: F.softplus(t, p[0], p[1]),
+        "softsign": F.softsign,
+        "hardsigmoid": F.hardsigmoid,
+        "hardswish": F.hardswish,
+        "hardtanh": lambda t: F.hardtanh(t, p[0], p[1]),
+        "log_sigmoid": F.logsigmoid,
+        "threshold": lambda t: F.threshold(t, p[0], p[1]),
+    }.get(name)  # step: not differentiable in torch
+    if fwd is None:
+        return PeerOps(None, None)
+    graphs: dict = {}
+
+    def backward(g, x):
+        if id(x) not in graphs:  # the forward runs once per input, outside the timing
+            leaf = x.detach().requires_grad_()
+            graphs[id(x)] = (x, leaf, fwd(leaf))
+        _, leaf, y = graphs[id(x)]
+        return torch.autograd.grad(y, leaf, g, retain_graph=True)[0]
+
+    return PeerOps(None, backward, torch.from_numpy, backward_input=True, inplace=False)
+
+
+# peer name -> the module it needs
+PEER_MODULES = {"torch": "torch", "torch_autograd": "torch", "numexpr": "numexpr", "scipy": "scipy"}
+
 PEERS: dict[str, Callable[[str, tuple], PeerOps]] = {
     "torch": torch_impl,
+    "torch_autograd": torch_autograd_impl,
     "numexpr": numexpr_impl,
     "scipy": scipy_impl,
 }

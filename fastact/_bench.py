@@ -33,7 +33,7 @@ from numba import njit, prange
 
 import fastact
 
-from ._baselines import NAIVE, PEERS
+from ._baselines import NAIVE, PEER_MODULES, PEERS
 from .definitions import ACTIVATIONS
 
 IMPLS = ("fastact", "numpy")
@@ -277,7 +277,7 @@ def available_peers() -> list[str]:
     found = []
     for name in PEERS:
         try:
-            __import__(name)
+            __import__(PEER_MODULES[name])
         except ImportError:
             continue
         found.append(name)
@@ -292,7 +292,7 @@ class _Threads:
 
     def __enter__(self) -> int:
         n = numba.get_num_threads()
-        if "torch" in self.peers:
+        if any(PEER_MODULES[p] == "torch" for p in self.peers):
             import torch
 
             self.saved["torch"] = torch.get_num_threads()
@@ -354,13 +354,16 @@ def _seconds(t: float) -> str:
     return f"{t * 1e6:.1f} us"
 
 
+_LABELS = {"torch_autograd": "autograd"}  # column headings that would not fit
+
+
 def format_table(rows: Sequence[Row], impls: Sequence[str]) -> str:
     """Forward and backward side by side; ratios are other time / fastact time."""
     by_key = {(r.activation, r.direction): r for r in rows}
     names = list(dict.fromkeys(r.activation for r in rows))
     cols = ["fastact", *impls, "ceiling"]
     width = 9
-    block = " ".join(f"{c:>{width}}" for c in cols)
+    block = " ".join(f"{_LABELS.get(c, c):>{width}}" for c in cols)
     head1 = f"{'':<12} | {'forward in place: name_(x)':^{len(block)}} | "
     head1 += f"{'backward in place: name_backward_(grad, saved)':^{len(block)}}"
     lines = [head1.rstrip(), f"{'activation':<12} | {block} | {block}", "-" * (16 + 2 * len(block) + 3)]
@@ -400,6 +403,11 @@ def header(dtype: str, n: int, threads: int, peers: Sequence[str], rows: Sequenc
             "numpy = the naive expression (fastact/_baselines.py; gelu uses " + ERF_SOURCE + "); "
             "ratios = its time / fastact's (>1: fastact is faster); "
             "ceiling = ceiling time / fastact's (100%: memory bound)",
+            *(
+                ["autograd = torch.autograd.grad(y, x, grad) as a training step runs it (a new gradient)"]
+                if "torch_autograd" in peers
+                else []
+            ),
         ]
     )
 

@@ -109,27 +109,32 @@ def torch_table(data: dict) -> str:
     rows = {(r["activation"], r["direction"], t): r for t, rs in data["runs"].items() for r in rs}
     names = list(dict.fromkeys(r["activation"] for r in data["runs"]["float32"]))
 
-    def vs_torch(name, direction, dtype):
+    def vs_torch(name, direction, dtype, peer="torch"):
         row = rows[name, direction, dtype]
-        torch_time = row["others"].get("torch")
+        torch_time = row["others"].get(peer)
         return f"{torch_time / row['fastact']:.2f}x" if torch_time else "—"
 
     lines = [
-        "| activation | fwd f32 ms | vs torch | vs ceiling | bwd f32 ms | vs torch | vs ceiling "
-        "| fwd f64 vs torch | bwd f64 vs torch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| activation | fwd f32 ms | vs torch | vs ceiling | bwd f32 ms | vs torch | vs autograd "
+        "| vs ceiling | fwd f64 vs torch | bwd f64 vs torch | bwd f64 vs autograd |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in names:
         cells = []
         for direction in ("forward", "backward"):
             row = rows[name, direction, "float32"]
             cells += [f"{row['fastact'] * 1e3:.2f}", vs_torch(name, direction, "float32")]
+            if direction == "backward":
+                cells.append(vs_torch(name, direction, "float32", "torch_autograd"))
             cells.append(f"{row['ceiling'] / row['fastact']:.0%}")
         cells += [vs_torch(name, d, "float64") for d in ("forward", "backward")]
+        cells.append(vs_torch(name, "backward", "float64", "torch_autograd"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     note = (
         f"\nIn place, {_setting(data)}, torch {data.get('torch', '?')} on as many threads. "
-        "vs torch = torch time / fastact time (> 1: fastact faster); vs ceiling as above."
+        "vs torch = torch time / fastact time (> 1: fastact faster): forward in place, backward "
+        "ATen's kernel writing into grad; vs autograd: `torch.autograd.grad(y, x, grad)` through "
+        "the graph, as a training step runs it (it allocates the gradient); vs ceiling as above."
     )
     return "\n".join(lines) + "\n" + note
 
@@ -214,7 +219,7 @@ def main_torch(args) -> int:
     else:
         import torch
 
-        data = measure(args.size or 1 << 24, args.budget, peers=("torch",))
+        data = measure(args.size or 1 << 24, args.budget, peers=("torch", "torch_autograd"))
         data["torch"] = torch.__version__
         (args.out / "torch.json").write_text(json.dumps(data, indent=1))
     text = torch_table(data)
