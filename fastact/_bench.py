@@ -24,6 +24,7 @@ import json
 import math
 import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -161,8 +162,17 @@ def _mul(g, s):
         g[i] *= s[i]
 
 
+def _ceiling_kernel(fn, parallel: bool):
+    """``njit`` a copy of ``fn`` under a name of its own per flavour: numba keys its disk
+    cache by qualified name and code, not options, so one name would let the parallel
+    build load the serial one's cache entry (and run on one thread)."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__)
+    copy.__qualname__ = f"{fn.__name__}{'_parallel' if parallel else ''}"
+    return njit(parallel=parallel, cache=True, nogil=True)(copy)
+
+
 _CEILING = {
-    (name, parallel): njit(parallel=parallel, cache=True, nogil=True)(fn)
+    (name, parallel): _ceiling_kernel(fn, parallel)
     for name, fn in (("forward", _scale), ("backward", _mul))
     for parallel in (False, True)
 }

@@ -394,6 +394,13 @@ def _strip_comments(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
 
 
+def test_ceiling_flavours_have_their_own_cache_entries():
+    # numba keys its disk cache by qualified name and code: one name for the serial and
+    # the parallel build let the "parallel" ceiling load the serial machine code
+    names = {kernel.py_func.__qualname__ for kernel in _bench._CEILING.values()}
+    assert len(names) == len(_bench._CEILING)
+
+
 # --- python -m fastact bench ----------------------------------------------------------
 
 
