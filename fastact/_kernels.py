@@ -18,8 +18,9 @@ from functools import cache
 from pathlib import Path
 
 import llvmlite.binding as llvm
-from numba import njit, prange
+from numba import njit, prange, types
 from numba.core.compiler_lock import global_compiler_lock
+from numba.extending import intrinsic
 
 from .definitions import ACTIVATIONS
 
@@ -63,6 +64,33 @@ def interleaved(dispatcher):
     return dispatcher
 
 
+# The LLVM function attribute that lifts the 256-bit cap (see full_width_vectors).
+FULL_WIDTH = '"prefer-vector-width"="512"'
+
+
+@intrinsic
+def full_width_vectors(typingctx):
+    """Let LLVM vectorize the function this is called in with 512-bit registers.
+
+    For Intel's AVX-512 server CPUs (skylake-avx512 to emeraldrapids) LLVM's tuning
+    prefers 256-bit vectors (``prefer-256-bit``, against the clock drop of 512-bit
+    code on Skylake-SP), so without this the loops use half the width the CPU has
+    (and PyTorch uses). Measured on an Emerald Rapids VM, float32 in place: sigmoid
+    0.65 -> 0.50 ns/element in cache, 6.1 -> 4.9 ms for 16M elements at 2 threads;
+    relu 2.1 -> 1.8 ms. The attribute only raises the preferred width: on a CPU
+    without 512-bit registers it changes nothing, and no result changes anywhere.
+    It emits no code; call it in the loop body, which ``prange`` outlines into a
+    function of its own.
+    """
+
+    def codegen(context, builder, signature, args):
+        # llvmlite only knows keyword attributes; a string attribute goes in as is.
+        set.add(builder.function.attributes, FULL_WIDTH)
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
 def _jit(kernel, scalar, parallel: bool):
     """``njit`` a kernel under a name of its own, e.g. ``relu_unary_parallel``.
 
@@ -83,6 +111,7 @@ def _jit(kernel, scalar, parallel: bool):
 def _unary(scalar, parallel):
     def unary(x, out, *params):
         for i in prange(x.shape[0]):
+            full_width_vectors()
             out[i] = scalar(x[i], *params)
 
     return _jit(unary, scalar, parallel)
@@ -91,6 +120,7 @@ def _unary(scalar, parallel):
 def _unary_2d(scalar, parallel):
     def unary_2d(x, out, *params):
         for i in prange(x.shape[0]):
+            full_width_vectors()
             for j in range(x.shape[1]):
                 out[i, j] = scalar(x[i, j], *params)
 
@@ -100,6 +130,7 @@ def _unary_2d(scalar, parallel):
 def _binary(scalar, parallel):
     def binary(a, b, out, *params):
         for i in prange(a.shape[0]):
+            full_width_vectors()
             out[i] = scalar(a[i], b[i], *params)
 
     return _jit(binary, scalar, parallel)
@@ -108,6 +139,7 @@ def _binary(scalar, parallel):
 def _binary_2d(scalar, parallel):
     def binary_2d(a, b, out, *params):
         for i in prange(a.shape[0]):
+            full_width_vectors()
             for j in range(a.shape[1]):
                 out[i, j] = scalar(a[i, j], b[i, j], *params)
 

@@ -16,13 +16,14 @@ import pytest
 from conftest import ENTRIES, LIBM_CALL
 from numba import njit
 
-from fastact import _kernels
+from fastact import _kernels, runtime_info
+from fastact.definitions import ACTIVATIONS
 from fastact.testing import default_params
 
-# packed (vector) float arithmetic on ymm registers: 8 float32 / 4 float64 per instruction
-PACKED = re.compile(r"\bv(?!mov)\w+p[sd]\b[^\n]*%ymm")
+# packed (vector) float arithmetic on ymm or zmm registers: 8 / 16 float32 per instruction
+PACKED = re.compile(r"\bv(?!mov)\w+p[sd]\b[^\n]*%[yz]mm")
 SCALAR_MATH = re.compile(r"\bv(?:add|sub|mul|div|\w*fn?m(?:add|sub)\w*)s[sd]\b")
-PACKED_STORE = re.compile(r"\bvmovup[sd]\s+%ymm\d+, ")
+PACKED_STORE = re.compile(r"\bvmovup[sd]\s+%[yz]mm\d+, ")
 
 
 def _assembly(entry, direction, dtype):
@@ -44,6 +45,34 @@ def test_kernel_loop_is_simd_without_libm_calls(entry, dtype, direction):
     assert not LIBM_CALL.findall(asm), f"{entry.name} {direction}: libm calls {LIBM_CALL.findall(asm)}"
     if SCALAR_MATH.search(asm) or not PACKED_STORE.search(asm):  # else: a constant, stored 8 / 4 at a time
         assert len(PACKED.findall(asm)) >= 2, f"{entry.name} {direction} {np.dtype(dtype)}: no SIMD loop"
+
+
+@pytest.mark.parametrize("flavour", ["serial", "parallel", "serial_2d", "parallel_2d"])
+def test_kernels_ask_for_full_width_vectors(flavour):
+    """Every kernel flavour carries the attribute that lifts LLVM's 256-bit preference,
+    on the function that holds the loop (for prange, the outlined parfor function).
+    Checked in the IR, so on every CPU, with or without 512-bit registers."""
+    kernel = getattr(_kernels.forward_kernels("sigmoid"), flavour)
+    jit = njit(parallel="parallel" in flavour, fastmath=_kernels.FASTMATH, error_model="numpy")
+    fresh = jit(kernel.py_func)
+    x = np.linspace(-4.0, 4.0, 64).reshape((8, 8) if "2d" in flavour else 64)
+    fresh(x, np.empty_like(x))
+    ir = fresh.inspect_llvm(fresh.signatures[0])
+    groups = dict(re.findall(r"^attributes (#\d+) = \{(.*)\}$", ir, re.M))
+    loop_holder = "parfor" if "parallel" in flavour else kernel.py_func.__qualname__
+    defines = re.findall(r"^define .*@(_ZN\S*" + loop_holder + r"\S*)\(.*\) [^{]*?(#\d+) \{$", ir, re.M)
+    assert defines, f"no function named *{loop_holder}* in the IR"
+    for function, group in defines:
+        assert _kernels.FULL_WIDTH in groups[group], f"{function}: {groups[group]}"
+
+
+@pytest.mark.skipif(runtime_info()["simd"] != "avx512", reason="the CPU has no AVX-512")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_avx512_cpus_get_512_bit_loops(dtype):
+    """On an AVX-512 CPU the hot loop uses zmm registers (LLVM's default for Intel's
+    server CPUs would be ymm: half the width)."""
+    asm = _assembly(ACTIVATIONS["sigmoid"], "forward", dtype)
+    assert re.search(r"\bvmovup[sd]\s+%zmm\d+, ", asm), "no 512-bit store in sigmoid's loop"
 
 
 def test_the_check_sees_a_libm_loop():
