@@ -51,10 +51,18 @@ def measure(n: int, budget: float, peers: tuple[str, ...] = ()) -> dict:
         "threads": numba.get_num_threads(),
         "fastact": fastact.__version__,
         "numba": numba.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu(),
         "cores": os.cpu_count(),
         "runs": runs,
     }
+
+
+def _cpu() -> str:
+    """e.g. 'x86_64 emeraldrapids, avx512': the SIMD width decides the compute-bound rows."""
+    import fastact
+
+    info = fastact.runtime_info()
+    return f"{platform.machine()} {info['cpu']}, {info['simd']}"
 
 
 def speedups(data: dict) -> dict[tuple[str, str, str], float]:
