@@ -5,7 +5,9 @@ Anything else is reduced, without copying, to the fewest dimensions that cover
 every operand's strides (axes sorted by the output's strides, size-1 axes dropped,
 mergeable neighbours merged) and runs through the 2-d strided kernels.
 Small arrays run serially: a parallel launch costs more than it saves below
-:data:`PARALLEL_THRESHOLD` elements. Large ones run serially too where the threading
+:data:`PARALLEL_THRESHOLD` elements; in place (out is the first input), contiguous, they
+run the serial kernel that reads and writes one array, which vectorizes where the
+two-array one would fall back to its scalar loop. Large ones run serially too where the threading
 layer forbids a parallel launch now (see :func:`fastact._runtime.gate`).
 """
 
@@ -28,11 +30,19 @@ def _unaliased(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
     Writing ``out`` must not change inputs not yet read (numpy ufuncs do the same).
     """
-    if a is out or not np.may_share_memory(a, out):
-        return a
-    if a.__array_interface__["data"][0] == out.__array_interface__["data"][0] and a.strides == out.strides:
+    if a is out or not np.may_share_memory(a, out) or _same_start(a, out):
         return a
     return a.copy()
+
+
+def _same_start(a: np.ndarray, out: np.ndarray) -> bool:
+    """``a`` and ``out`` are the same elements, given that they share memory."""
+    return a.strides == out.strides and a.__array_interface__["data"][0] == out.__array_interface__["data"][0]
+
+
+def _drop_first(kernel, first, *rest) -> None:
+    """Call an in-place kernel with the full argument list: the first input is ``out``."""
+    kernel(*rest)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -95,21 +105,26 @@ def run(kernels: KernelSet, inputs: tuple[np.ndarray, ...], out: np.ndarray, par
     n = out.size
     if n == 0:
         return out
-    if len(inputs) == 1:
-        arrays = (_unaliased(inputs[0], out), out)
-    else:
-        arrays = (_unaliased(inputs[0], out), _unaliased(inputs[1], out), out)
+    # in_place: out is the first input, element for element (the common in-place call);
+    # the serial kernel for it takes one array fewer. (_unaliased, inlined for speed.)
+    first = inputs[0]
+    shares = first is out or np.may_share_memory(first, out)
+    in_place = shares and (first is out or _same_start(first, out))
+    if shares and not in_place:
+        first = first.copy()
+    arrays = (first, out) if len(inputs) == 1 else (first, _unaliased(inputs[1], out), out)
     c_order = f_order = True
     for a in arrays:
         flags = a.flags
         c_order = c_order and flags.c_contiguous
         f_order = f_order and flags.f_contiguous
     if c_order or f_order:
-        kernel = kernels.serial if n < PARALLEL_THRESHOLD else _parallel(kernels.parallel, kernels.serial)
-        if len(arrays) == 2:
-            kernel(_flat(arrays[0]), _flat(out), *params)
+        args = (_flat(arrays[0]), _flat(out), *params) if len(arrays) == 2 else (*map(_flat, arrays), *params)
+        serial = kernels.serial_in_place if in_place else kernels.serial
+        if n < PARALLEL_THRESHOLD:
+            serial(*args[in_place:])
         else:
-            kernel(_flat(arrays[0]), _flat(arrays[1]), _flat(out), *params)
+            _parallel(kernels.parallel, functools.partial(_drop_first, serial) if in_place else serial)(*args)
         return out
     views = _collapse(arrays)
     kernel = (

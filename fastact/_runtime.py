@@ -242,10 +242,12 @@ def _warmup_tasks(names: Iterable[str] | None) -> list[tuple[str, object]]:
                 for layout, arrays in _layouts(nin, 4, dtype):
                     two_d = layout.startswith("2-d")
                     args = (*_kernel_args(arrays, two_d), params)
-                    for flavour in ("serial", "parallel"):
-                        attr = flavour + ("_2d" if two_d else "")
+                    flavours = [(f, f + ("_2d" if two_d else ""), args) for f in ("serial", "parallel")]
+                    if not two_d:  # out is the first input: one array fewer
+                        flavours.append(("serial in place", "serial_in_place", args[1:]))
+                    for flavour, attr, flavour_args in flavours:
                         label = f"{name} {direction} {dtype.name} {layout} {flavour}"
-                        tasks.append((label, _compile_task(kernels, name, attr, args)))
+                        tasks.append((label, _compile_task(kernels, name, attr, flavour_args)))
         for ufunc_name in (name, f"{name}_backward"):
             tasks.append((f"ufuncs.{ufunc_name}", lambda u=ufunc_name: len(getattr(ufuncs, u).types)))
     return tasks

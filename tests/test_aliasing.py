@@ -7,11 +7,15 @@ Marked ``bounds``: .ci/run repeats these under ``NUMBA_BOUNDSCHECK=1``.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 
 import fastact
+from fastact import _dispatch
 from fastact._dispatch import PARALLEL_THRESHOLD
+from fastact._kernels import KernelSet
 
 pytestmark = pytest.mark.bounds
 
@@ -190,3 +194,53 @@ def test_every_kernel_flavour(name, dtype):
             got = getattr(fastact, name + "_backward")(np.ones_like(x), saved)
             flat = getattr(fastact, name + "_backward")(np.ones(x.size, dtype), saved.reshape(-1))
             check(got.reshape(-1), flat)
+
+
+class _Recorder:
+    """Stands in for a compiled kernel: records which flavour ran, with what."""
+
+    def __init__(self, flavour: str, calls: list):
+        self.flavour, self.calls = flavour, calls
+
+    def __call__(self, *args):
+        self.calls.append((self.flavour, args))
+
+
+def _recording_kernels() -> tuple[KernelSet, list]:
+    calls: list = []
+    return KernelSet(*(_Recorder(f.name, calls) for f in fields(KernelSet))), calls
+
+
+@pytest.mark.parametrize("parallel_allowed", [True, False], ids=["parallel", "no-parallel-launch"])
+@pytest.mark.parametrize("size", list(SIZES))
+def test_in_place_goes_to_the_one_array_kernel(size, parallel_allowed, monkeypatch):
+    """Serial calls whose out is the first input (same object, or a view of the same
+    elements) run the in-place kernel, given one array fewer; everything else, and every
+    parallel call, the kernel with separate out (its loop vectorizes in place)."""
+    if not parallel_allowed:  # e.g. forked from an OpenMP process: large arrays run serially
+        monkeypatch.setattr(_dispatch._runtime, "gate", lambda: False)
+    n = SIZES[size]
+    serial = size == "serial" or not parallel_allowed
+    x, s = data(n), data(n, seed=1)
+    cases = [
+        ((x,), x, True),  # name_(x)
+        ((x[:],), x, True),  # out= a different view of the same elements
+        ((x, s), x, True),  # name_backward_(grad, saved)
+        ((x, x), x, True),  # grad is saved, in place
+        ((x,), np.empty_like(x), False),
+        ((s, x), x, False),  # out is saved: overlaps the second input only
+        ((x[:-1],), x[1:], False),  # overlapping, not element for element: a copy
+    ]
+    for inputs, out, in_place in cases:
+        kernels, calls = _recording_kernels()
+        _dispatch.run(kernels, inputs, out, (1.5,))
+        ((flavour, args),) = calls
+        *arrays, param = args
+        assert param == 1.5 and arrays[-1] is out
+        if serial and in_place:
+            assert flavour == "serial_in_place"
+            assert len(arrays) == len(inputs) and all(a is i for a, i in zip(arrays, inputs[1:]))
+        else:
+            assert flavour == ("serial" if serial else "parallel")
+            assert len(arrays) == len(inputs) + 1
+            assert np.shares_memory(arrays[0], out) == in_place

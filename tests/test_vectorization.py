@@ -26,28 +26,29 @@ SCALAR_MATH = re.compile(r"\bv(?:add|sub|mul|div|\w*fn?m(?:add|sub)\w*)s[sd]\b")
 PACKED_STORE = re.compile(r"\bvmovup[sd]\s+%[yz]mm\d+, ")
 
 
-def _assembly(entry, direction, dtype):
-    """The assembly of the serial 1-d kernel of ``entry``, compiled afresh for ``dtype``."""
+def _assembly(entry, direction, dtype, flavour="serial"):
+    """The assembly of a serial 1-d kernel of ``entry``, compiled afresh for ``dtype``."""
     kernels = (_kernels.forward_kernels if direction == "forward" else _kernels.backward_kernels)(entry.name)
-    fresh = njit(fastmath=_kernels.FASTMATH, error_model="numpy")(kernels.serial.py_func)
+    fresh = njit(fastmath=_kernels.FASTMATH, error_model="numpy")(getattr(kernels, flavour).py_func)
     x = np.linspace(-4.0, 4.0, 64).astype(dtype)
     params = tuple(np.dtype(dtype).type(p) for p in default_params(entry))
-    nin = 1 if direction == "forward" else 2
+    nin = (1 if direction == "forward" else 2) - (flavour == "serial_in_place")  # in place: out is input 0
     fresh(*(x,) * nin, np.empty_like(x), *params)
     return fresh.inspect_asm(fresh.signatures[0])
 
 
+@pytest.mark.parametrize("flavour", ["serial", "serial_in_place"])
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
-def test_kernel_loop_is_simd_without_libm_calls(entry, dtype, direction):
-    asm = _assembly(entry, direction, dtype)
+def test_kernel_loop_is_simd_without_libm_calls(entry, dtype, direction, flavour):
+    asm = _assembly(entry, direction, dtype, flavour)
     assert not LIBM_CALL.findall(asm), f"{entry.name} {direction}: libm calls {LIBM_CALL.findall(asm)}"
     if SCALAR_MATH.search(asm) or not PACKED_STORE.search(asm):  # else: a constant, stored 8 / 4 at a time
         assert len(PACKED.findall(asm)) >= 2, f"{entry.name} {direction} {np.dtype(dtype)}: no SIMD loop"
 
 
-@pytest.mark.parametrize("flavour", ["serial", "parallel", "serial_2d", "parallel_2d"])
+@pytest.mark.parametrize("flavour", ["serial", "parallel", "serial_2d", "parallel_2d", "serial_in_place"])
 def test_kernels_ask_for_full_width_vectors(flavour):
     """Every kernel flavour carries the attribute that lifts LLVM's 256-bit preference,
     on the function that holds the loop (for prange, the outlined parfor function).
@@ -56,7 +57,7 @@ def test_kernels_ask_for_full_width_vectors(flavour):
     jit = njit(parallel="parallel" in flavour, fastmath=_kernels.FASTMATH, error_model="numpy")
     fresh = jit(kernel.py_func)
     x = np.linspace(-4.0, 4.0, 64).reshape((8, 8) if "2d" in flavour else 64)
-    fresh(x, np.empty_like(x))
+    fresh(*((x,) if flavour == "serial_in_place" else (x, np.empty_like(x))))
     ir = fresh.inspect_llvm(fresh.signatures[0])
     groups = dict(re.findall(r"^attributes (#\d+) = \{(.*)\}$", ir, re.M))
     loop_holder = "parfor" if "parallel" in flavour else kernel.py_func.__qualname__
