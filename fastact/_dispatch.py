@@ -5,9 +5,9 @@ Anything else is reduced, without copying, to the fewest dimensions that cover
 every operand's strides (axes sorted by the output's strides, size-1 axes dropped,
 mergeable neighbours merged) and runs through the 2-d strided kernels.
 Small arrays run serially: a parallel launch costs more than it saves below
-:data:`PARALLEL_THRESHOLD` elements; in place (out is the first input), contiguous, they
-run the serial kernel that reads and writes one array, which vectorizes where the
-two-array one would fall back to its scalar loop. Large ones run serially too where the threading
+:data:`PARALLEL_THRESHOLD` elements. In place (out is the first input), contiguous arrays
+run the kernels that read and write one array, which vectorize where the two-array ones
+would fall back to their scalar loop. Large ones run serially too where the threading
 layer forbids a parallel launch now (see :func:`fastact._runtime.gate`).
 """
 
@@ -38,11 +38,6 @@ def _unaliased(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 def _same_start(a: np.ndarray, out: np.ndarray) -> bool:
     """``a`` and ``out`` are the same elements, given that they share memory."""
     return a.strides == out.strides and a.__array_interface__["data"][0] == out.__array_interface__["data"][0]
-
-
-def _drop_first(kernel, first, *rest) -> None:
-    """Call an in-place kernel with the full argument list: the first input is ``out``."""
-    kernel(*rest)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -119,12 +114,13 @@ def run(kernels: KernelSet, inputs: tuple[np.ndarray, ...], out: np.ndarray, par
         c_order = c_order and flags.c_contiguous
         f_order = f_order and flags.f_contiguous
     if c_order or f_order:
-        args = (_flat(arrays[0]), _flat(out), *params) if len(arrays) == 2 else (*map(_flat, arrays), *params)
-        serial = kernels.serial_in_place if in_place else kernels.serial
-        if n < PARALLEL_THRESHOLD:
-            serial(*args[in_place:])
+        if in_place:  # the kernels that read and write out, given the other inputs
+            serial, parallel = kernels.serial_in_place, kernels.parallel_in_place
+            args = (_flat(out), *params) if len(arrays) == 2 else (_flat(arrays[1]), _flat(out), *params)
         else:
-            _parallel(kernels.parallel, functools.partial(_drop_first, serial) if in_place else serial)(*args)
+            serial, parallel = kernels.serial, kernels.parallel
+            args = (*map(_flat, arrays), *params)
+        (serial if n < PARALLEL_THRESHOLD else _parallel(parallel, serial))(*args)
         return out
     views = _collapse(arrays)
     kernel = (

@@ -2,14 +2,15 @@
 
 For each activation there are forward kernels ``k(x, out, *params)`` and backward
 kernels ``k(grad, saved, out, *params)``, each in four flavours: 1-d contiguous or
-2-d strided, serial or ``parallel=True``; and a serial 1-d one for ``out`` that is the
-first input, ``k(out, *params)`` / ``k(saved, out, *params)`` (see :func:`_unary_in_place`).
+2-d strided, serial or ``parallel=True``; and 1-d ones for ``out`` that is the first
+input, ``k(out, *params)`` / ``k(saved, out, *params)`` (see :func:`_unary_in_place`).
 Kernels never validate; the public wrappers in :mod:`fastact._api` do. Everything is
 compiled lazily, on first use of a signature, and cached on disk.
 """
 
 from __future__ import annotations
 
+import dis
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from functools import cache
 from pathlib import Path
 
 import llvmlite.binding as llvm
+from llvmlite import ir
 from numba import njit, prange, types
 from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
@@ -109,13 +111,84 @@ def _jit(kernel, scalar, parallel: bool):
     return interleaved(jit(kernel))
 
 
+# The 1-d kernels run in blocks of BLOCK_BYTES and prefetch each input PREFETCH_AHEAD
+# bytes ahead of the block. The transcendental kernels are compute-bound, and without the
+# prefetch a 16M-element call took about its in-cache compute time plus the memory time:
+# the hardware prefetcher does not run far enough ahead of a loop this slow. Measured on
+# an Emerald Rapids VM, 16M elements in place, 2 threads, best of 3 alternating runs:
+# float32 tanh 3.95 -> 2.36 ms, elu 3.40 -> 1.99, softplus 4.05 -> 2.52, sigmoid 4.23 ->
+# 3.32, gelu 4.47 -> 3.56, relu 1.67 -> 1.52; float64 tanh 11.3 -> 6.9; backward gelu
+# 6.38 -> 4.93 (the cheap backwards within noise; without any prefetch in the blocked
+# loop, relu's backward took 4.7-5.0 ms against 2.9-3.2). A prefetch never faults, so the
+# last blocks may prefetch past the end.
+BLOCK_BYTES = 1024
+PREFETCH_AHEAD = 4096
+CACHE_LINE = 64
+
+
+@intrinsic
+def prefetch(typingctx, a, offset):
+    """Prefetch (for reading, into every cache level) the line holding byte ``offset`` of
+    a's data. A prefetch never faults: any offset is safe."""
+    if not isinstance(a, types.Array) or not isinstance(offset, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        ptr = builder.gep(builder.bitcast(arr.data, i8p), [args[1]])
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(a, types.int64), codegen
+
+
+@njit(forceinline=True, nogil=True)
+def _prefetch_ahead(a, lo):
+    """Prefetch the block of ``a`` that starts PREFETCH_AHEAD bytes after element ``lo``."""
+    start = lo * a.itemsize + PREFETCH_AHEAD
+    for offset in range(start, start + BLOCK_BYTES, CACHE_LINE):
+        prefetch(a, offset)
+
+
 def _unary(scalar, parallel):
     def unary(x, out, *params):
-        for i in prange(x.shape[0]):
+        block = BLOCK_BYTES // x.itemsize
+        for k in prange((x.shape[0] + block - 1) // block):
             full_width_vectors()
-            out[i] = scalar(x[i], *params)
+            lo = k * block
+            _prefetch_ahead(x, lo)
+            xs, os = x[lo : lo + block], out[lo : lo + block]
+            for i in range(xs.shape[0]):
+                os[i] = scalar(xs[i], *params)
 
     return _jit(unary, scalar, parallel)
+
+
+def _unary_in_place(scalar, parallel):
+    """The kernel for ``out`` that is ``x``, element for element.
+
+    Given two pointers, LLVM guards its vector loop with a run-time overlap check, and
+    ``out`` overlapping ``x`` sends it to the scalar loop (in place, a serial sigmoid ran
+    4-6x slower than out of place). With one array there is nothing to check. (The 2-d
+    kernels are not helped this way: with a run-time inner stride and one array, LLVM
+    does not vectorize at all.)
+    """
+
+    def unary_in_place(out, *params):
+        block = BLOCK_BYTES // out.itemsize
+        for k in prange((out.shape[0] + block - 1) // block):
+            full_width_vectors()
+            lo = k * block
+            _prefetch_ahead(out, lo)
+            os = out[lo : lo + block]
+            for i in range(os.shape[0]):
+                os[i] = scalar(os[i], *params)
+
+    return _jit(unary_in_place, scalar, parallel)
 
 
 def _unary_2d(scalar, parallel):
@@ -128,32 +201,58 @@ def _unary_2d(scalar, parallel):
     return _jit(unary_2d, scalar, parallel)
 
 
-def _unary_in_place(scalar):
-    """The serial kernel for ``out`` that is ``x``, element for element.
-
-    Given two pointers, LLVM guards its vector loop with a run-time overlap check, and
-    ``out`` overlapping ``x`` sends it to the scalar loop: in place, a serial sigmoid ran
-    4-6x slower than out of place. With one array there is nothing to check. (The
-    parallel kernels vectorize in place: numba compiles their loop bodies with noalias
-    arguments. The 2-d kernels are not helped this way: with a run-time inner stride
-    and one array, LLVM does not vectorize at all.)
-    """
-
-    def unary_in_place(out, *params):
-        for i in range(out.shape[0]):
-            full_width_vectors()
-            out[i] = scalar(out[i], *params)
-
-    return _jit(unary_in_place, scalar, False)
+def reads(function, argument: int) -> bool:
+    """Whether the Python code of ``function`` reads its positional argument ``argument``:
+    a prefetch of an input the scalar ignores (linear's backward never reads ``saved``)
+    would stream it from memory for nothing."""
+    code = function.__code__
+    name = code.co_varnames[argument]
+    if name in code.co_cellvars:  # an inner function reads it
+        return True
+    for instruction in dis.get_instructions(code):
+        if instruction.opname.startswith("LOAD_FAST"):
+            value = instruction.argval
+            if name in (value if isinstance(value, tuple) else (value,)):
+                return True
+    return False
 
 
 def _binary(scalar, parallel):
+    prefetch_a, prefetch_b = reads(scalar.py_func, 0), reads(scalar.py_func, 1)
+
     def binary(a, b, out, *params):
-        for i in prange(a.shape[0]):
+        block = BLOCK_BYTES // a.itemsize
+        for k in prange((a.shape[0] + block - 1) // block):
             full_width_vectors()
-            out[i] = scalar(a[i], b[i], *params)
+            lo = k * block
+            if prefetch_a:
+                _prefetch_ahead(a, lo)
+            if prefetch_b:
+                _prefetch_ahead(b, lo)
+            as_, bs, os = a[lo : lo + block], b[lo : lo + block], out[lo : lo + block]
+            for i in range(as_.shape[0]):
+                os[i] = scalar(as_[i], bs[i], *params)
 
     return _jit(binary, scalar, parallel)
+
+
+def _binary_in_place(scalar, parallel):
+    """The kernel for ``out`` that is ``a`` (grad): out[i] = f(out[i], b[i])."""
+    prefetch_b = reads(scalar.py_func, 1)
+
+    def binary_in_place(b, out, *params):
+        block = BLOCK_BYTES // out.itemsize
+        for k in prange((out.shape[0] + block - 1) // block):
+            full_width_vectors()
+            lo = k * block
+            _prefetch_ahead(out, lo)  # read, or at least written: its lines come in either way
+            if prefetch_b:
+                _prefetch_ahead(b, lo)
+            bs, os = b[lo : lo + block], out[lo : lo + block]
+            for i in range(os.shape[0]):
+                os[i] = scalar(os[i], bs[i], *params)
+
+    return _jit(binary_in_place, scalar, parallel)
 
 
 def _binary_2d(scalar, parallel):
@@ -166,17 +265,6 @@ def _binary_2d(scalar, parallel):
     return _jit(binary_2d, scalar, parallel)
 
 
-def _binary_in_place(scalar):
-    """The serial kernel for ``out`` that is ``a`` (grad): out[i] = f(out[i], b[i])."""
-
-    def binary_in_place(b, out, *params):
-        for i in range(out.shape[0]):
-            full_width_vectors()
-            out[i] = scalar(out[i], b[i], *params)
-
-    return _jit(binary_in_place, scalar, False)
-
-
 @dataclass(frozen=True)
 class KernelSet:
     """The compiled flavours of one scalar function."""
@@ -186,6 +274,7 @@ class KernelSet:
     serial_2d: object
     parallel_2d: object
     serial_in_place: object  # 1-d, out is the first input: k(out, *params) / k(saved, out, *params)
+    parallel_in_place: object
 
 
 # The modules whose code ends up inside compiled kernels.
@@ -228,8 +317,10 @@ def _kernel_set(scalar, nin: int) -> KernelSet:
     pin_uuid(scalar)
     flat, strided = (_unary, _unary_2d) if nin == 1 else (_binary, _binary_2d)
     in_place = _unary_in_place if nin == 1 else _binary_in_place
-    serial, parallel = flat(scalar, False), flat(scalar, True)
-    return KernelSet(serial, parallel, strided(scalar, False), strided(scalar, True), in_place(scalar))
+    return KernelSet(
+        *(flat(scalar, False), flat(scalar, True), strided(scalar, False), strided(scalar, True)),
+        *(in_place(scalar, False), in_place(scalar, True)),
+    )
 
 
 @cache

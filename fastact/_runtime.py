@@ -242,9 +242,10 @@ def _warmup_tasks(names: Iterable[str] | None) -> list[tuple[str, object]]:
                 for layout, arrays in _layouts(nin, 4, dtype):
                     two_d = layout.startswith("2-d")
                     args = (*_kernel_args(arrays, two_d), params)
-                    flavours = [(f, f + ("_2d" if two_d else ""), args) for f in ("serial", "parallel")]
+                    both = ("serial", "parallel")
+                    flavours = [(f, f + ("_2d" if two_d else ""), args) for f in both]
                     if not two_d:  # out is the first input: one array fewer
-                        flavours.append(("serial in place", "serial_in_place", args[1:]))
+                        flavours += [(f"{f} in place", f + "_in_place", args[1:]) for f in both]
                     for flavour, attr, flavour_args in flavours:
                         label = f"{name} {direction} {dtype.name} {layout} {flavour}"
                         tasks.append((label, _compile_task(kernels, name, attr, flavour_args)))

@@ -50,6 +50,7 @@ from numba.extending import intrinsic
 from numba.np import numpy_support
 
 from ._kernels import FASTMATH, _uuid_lock, interleaved, pin_uuid, source_fingerprint
+from ._kernels import prefetch as _prefetch
 from ._math import _exp_nonpos
 from ._math import exp as _exp
 
@@ -272,26 +273,6 @@ def _store_fence(typingctx):
 
 PREFETCH_CHUNK = 256
 PREFETCH_MIN_BYTES = 4096  # shorter rows: the hardware prefetcher streams them well enough
-
-
-@intrinsic
-def _prefetch(typingctx, a, offset):
-    """Prefetch (for reading, into every cache level) the line holding byte ``offset`` of
-    a's data. A prefetch never faults: any offset is safe."""
-    if not isinstance(a, types.Array) or not isinstance(offset, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        arr = context.make_array(sig.args[0])(context, builder, args[0])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        ptr = builder.gep(builder.bitcast(arr.data, i8p), [args[1]])
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return types.none(a, types.int64), codegen
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)

@@ -106,7 +106,7 @@ def table(data: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     note = (
         f"\nIn place (`name_(x)`, `name_backward_(grad, saved)`), {_setting(data)}. Speedup = naive "
-        "numpy time / fastact time; vs ceiling = time of a numba `prange` loop `x[i] *= a` "
+        "numpy time / fastact time; vs ceiling = time of fastact's in-place loop around `x[i] *= a` "
         "(backward: `g[i] *= s[i]`) over the same array / fastact time."
     )
     return "\n".join(lines) + "\n" + note

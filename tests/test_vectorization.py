@@ -48,7 +48,10 @@ def test_kernel_loop_is_simd_without_libm_calls(entry, dtype, direction, flavour
         assert len(PACKED.findall(asm)) >= 2, f"{entry.name} {direction} {np.dtype(dtype)}: no SIMD loop"
 
 
-@pytest.mark.parametrize("flavour", ["serial", "parallel", "serial_2d", "parallel_2d", "serial_in_place"])
+FLAVOURS = ["serial", "parallel", "serial_2d", "parallel_2d", "serial_in_place", "parallel_in_place"]
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_kernels_ask_for_full_width_vectors(flavour):
     """Every kernel flavour carries the attribute that lifts LLVM's 256-bit preference,
     on the function that holds the loop (for prange, the outlined parfor function).
@@ -57,7 +60,7 @@ def test_kernels_ask_for_full_width_vectors(flavour):
     jit = njit(parallel="parallel" in flavour, fastmath=_kernels.FASTMATH, error_model="numpy")
     fresh = jit(kernel.py_func)
     x = np.linspace(-4.0, 4.0, 64).reshape((8, 8) if "2d" in flavour else 64)
-    fresh(*((x,) if flavour == "serial_in_place" else (x, np.empty_like(x))))
+    fresh(*((x,) if flavour.endswith("in_place") else (x, np.empty_like(x))))
     ir = fresh.inspect_llvm(fresh.signatures[0])
     groups = dict(re.findall(r"^attributes (#\d+) = \{(.*)\}$", ir, re.M))
     loop_holder = "parfor" if "parallel" in flavour else kernel.py_func.__qualname__
@@ -90,3 +93,22 @@ def test_the_check_sees_a_libm_loop():
     asm = libm_loop.inspect_asm(libm_loop.signatures[0])
     assert LIBM_CALL.findall(asm)
     assert not PACKED.findall(asm)
+
+
+def test_kernels_prefetch_only_what_the_scalar_reads():
+    """A prefetch of an input the scalar never reads would stream it from memory for nothing."""
+
+    def uses_both(g, y, slope):
+        return g * y
+
+    def ignores_saved(g, y, slope):
+        return g * slope
+
+    def reads_in_a_closure(g, y):
+        return (lambda: y)() + g
+
+    assert _kernels.reads(uses_both, 0) and _kernels.reads(uses_both, 1)
+    assert _kernels.reads(ignores_saved, 0) and not _kernels.reads(ignores_saved, 1)
+    assert _kernels.reads(reads_in_a_closure, 1)
+    assert not _kernels.reads(ACTIVATIONS["linear"].backward.py_func, 1)
+    assert _kernels.reads(ACTIVATIONS["sigmoid"].backward.py_func, 1)

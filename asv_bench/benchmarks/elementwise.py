@@ -61,7 +61,7 @@ class ForwardBandwidth:
 
 
 class Ceiling:
-    """GB/s of the in-place memory ceiling: a numba prange ``x[i] *= a`` / ``g[i] *= s[i]``."""
+    """GB/s of the in-place memory ceiling: fastact's loop around ``x[i] *= a`` / ``g[i] *= s[i]``."""
 
     params = (c.DTYPES, ["forward", "backward"])
     param_names = ("dtype", "direction")
