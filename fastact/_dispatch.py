@@ -101,7 +101,7 @@ def run(kernels: KernelSet, inputs: tuple[np.ndarray, ...], out: np.ndarray, par
     if n == 0:
         return out
     # in_place: out is the first input, element for element (the common in-place call);
-    # the serial kernel for it takes one array fewer. (_unaliased, inlined for speed.)
+    # the kernels for it take one array fewer. (_unaliased, inlined for speed.)
     first = inputs[0]
     shares = first is out or np.may_share_memory(first, out)
     in_place = shares and (first is out or _same_start(first, out))

@@ -173,9 +173,11 @@ def _unary_in_place(scalar, parallel):
 
     Given two pointers, LLVM guards its vector loop with a run-time overlap check, and
     ``out`` overlapping ``x`` sends it to the scalar loop (in place, a serial sigmoid ran
-    4-6x slower than out of place). With one array there is nothing to check. (The 2-d
-    kernels are not helped this way: with a run-time inner stride and one array, LLVM
-    does not vectorize at all.)
+    4-6x slower than out of place). With one array there is nothing to check. The
+    parallel kernels need it as much: numba gives a prange body noalias arguments only
+    where it takes no views of them, and the blocks are views. (The 2-d kernels are not
+    helped this way: with a run-time inner stride and one array, LLVM does not vectorize
+    at all.)
     """
 
     def unary_in_place(out, *params):
