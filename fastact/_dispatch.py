@@ -30,14 +30,18 @@ def _unaliased(a: np.ndarray, out: np.ndarray) -> np.ndarray:
 
     Writing ``out`` must not change inputs not yet read (numpy ufuncs do the same).
     """
-    if a is out or not np.may_share_memory(a, out) or _same_start(a, out):
-        return a
-    return a.copy()
+    return _aliasing(a, out)[0]
 
 
-def _same_start(a: np.ndarray, out: np.ndarray) -> bool:
-    """``a`` and ``out`` are the same elements, given that they share memory."""
-    return a.strides == out.strides and a.__array_interface__["data"][0] == out.__array_interface__["data"][0]
+def _aliasing(a: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(:func:`_unaliased` of ``a``, whether ``a`` is ``out``'s elements: in place)."""
+    if a is out:
+        return a, True
+    if not np.may_share_memory(a, out):
+        return a, False
+    if a.strides == out.strides and a.__array_interface__["data"][0] == out.__array_interface__["data"][0]:
+        return a, True
+    return a.copy(), False
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -101,12 +105,8 @@ def run(kernels: KernelSet, inputs: tuple[np.ndarray, ...], out: np.ndarray, par
     if n == 0:
         return out
     # in_place: out is the first input, element for element (the common in-place call);
-    # the kernels for it take one array fewer. (_unaliased, inlined for speed.)
-    first = inputs[0]
-    shares = first is out or np.may_share_memory(first, out)
-    in_place = shares and (first is out or _same_start(first, out))
-    if shares and not in_place:
-        first = first.copy()
+    # the kernels for it take one array fewer
+    first, in_place = _aliasing(inputs[0], out)
     arrays = (first, out) if len(inputs) == 1 else (first, _unaliased(inputs[1], out), out)
     c_order = f_order = True
     for a in arrays:
