@@ -13,8 +13,9 @@ Methods
 -------
 exp          Cody-Waite: x = n ln2 + r with ln2 in two parts and n rounded by the
              1.5 * 2^p "magic number" (no float->int conversion), e^r = 1 + r + r^2 P(r)
-             with P a weighted minimax fit (degree 4 / 9), and 2^n applied as two exact
-             power-of-two factors: overflow to inf and gradual underflow with one rounding.
+             with P a weighted minimax fit (degree 4 / 9), and 2^n applied by _scale (one
+             vscalef on AVX-512, two exact power-of-two factors elsewhere): overflow to
+             inf and gradual underflow with one rounding.
 exp_nonpos   (private, softmax's e^(x - max)) the same reduction for x <= 0 only, e^r by
              one Horner chain, 2^n as one factor; x clamped to -BIAS ln2, where 2^n is
              +0.0 (no select needed): results below 2^(1/2 - BIAS) are +0, subnormal
@@ -210,6 +211,44 @@ def _fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+def _has_scalef() -> bool:
+    """Whether numba compiles for a CPU with AVX-512 (its vscalef scales by 2^n)."""
+    from ._runtime import _cpu
+
+    return bool(_cpu()[1].get("avx512f"))
+
+
+@intrinsic
+def _scale(typingctx, x, n):
+    """x 2^n rounded once, for x normal and |n| < 2 (BIAS - 1) (n an int32 for float32,
+    an int64 for float64): overflow gives inf, a subnormal result is rounded once.
+
+    On AVX-512 this is llvm.ldexp, one vscalef (with a conversion of n). Elsewhere LLVM
+    would turn a vector ldexp into libm calls, so it is two exact factors instead:
+    (x 2^(n >> 1)) 2^(n - (n >> 1)), each built from its exponent bits. Measured in
+    cache on an Emerald Rapids VM, float32 sigmoid: 0.389 -> 0.296 ns/element.
+    """
+    if not (isinstance(x, types.Float) and isinstance(n, types.Integer) and n.bitwidth == x.bitwidth):
+        return None
+    mant, bias = (23, 127) if x.bitwidth == 32 else (52, 1023)
+
+    def codegen(context, builder, sig, args):
+        value, exponent = args
+        fty, ity = value.type, exponent.type
+        if _has_scalef():
+            name = f"llvm.ldexp.f{sig.args[0].bitwidth}.i{sig.args[1].bitwidth}"
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty, ity]), name)
+            return builder.call(fn, [value, exponent])
+        half = builder.ashr(exponent, ir.Constant(ity, 1))
+        rest = builder.sub(exponent, half)
+        for part in (half, rest):
+            bits = builder.shl(builder.add(part, ir.Constant(ity, bias)), ir.Constant(ity, mant))
+            value = builder.fmul(value, builder.bitcast(bits, fty), flags=("contract",))
+        return value
+
+    return x(x, n), codegen
+
+
 def _poly(coefs):
     """A jitted straight-line Horner evaluation of c[0] + c[1] x + c[2] x^2 + ...
 
@@ -390,15 +429,6 @@ def _build(F):
         return p, _isub(_as_int(t), MAGIC_BITS)
 
     @_jit
-    def pow2(n):
-        """Two normal numbers whose product is 2^n, for |n| < 2 (BIAS - 1)."""
-        n1 = _isra(n, 1)
-        n2 = _isub(n, n1)
-        s1 = _as_float(_ishl(_iadd(n1, BIAS), MANT))
-        s2 = _as_float(_ishl(_iadd(n2, BIAS), MANT))
-        return s1, s2
-
-    @_jit
     def split(a):
         """a with the low mantissa bits cleared: the product of two such heads is exact."""
         return _as_float(_iand(_as_int(a), SPLIT_MASK))
@@ -413,8 +443,7 @@ def _build(F):
     @_jit
     def exp(x):
         p, n = exp_core(clamp(x, LO, EXP_HI), MZERO)
-        s1, s2 = pow2(n)
-        return ((ONE + p) * s1) * s2
+        return _scale(ONE + p, n)
 
     @_jit
     def exp_nonpos(x):
@@ -447,8 +476,7 @@ def _build(F):
         a = clamp(abs(x), ZERO, GAUSS_XMAX)
         hi, lo = neg_sq(a)
         p, n = exp_core(HALF * hi, HALF * lo)
-        s1, s2 = pow2(n)
-        return ((ONE + p) * s1) * s2
+        return _scale(ONE + p, n)
 
     @_jit
     def expm1(x):
@@ -498,18 +526,18 @@ def _build(F):
 
     @_jit
     def sigmoid_parts(hi, lo):
-        """sigmoid(hi + lo) = (1 / den) s1 s2, with s1 s2 = 2^-n."""
+        """sigmoid(hi + lo) = (1 / den) 2^m: (den, m)."""
         p, n = exp_core(clamp(-hi, SIG_LO, NEG_LO), -lo)  # e^-z = 2^n (1 + p)
-        s1, s2 = pow2(_isub(0, n))
-        s = s1 * s2
+        m = _isub(0, n)
+        s = _scale(ONE, m)
         # 1 + e^-z = 2^n ((1 + s) + p); 1 + s is exact unless s < 2^-MANT
         den = (ONE + s) + p if s >= TWO_M_MANT else ONE + (s + p)
-        return den, s1, s2
+        return den, m
 
     @_jit
     def sigmoid(x):
-        den, s1, s2 = sigmoid_parts(x, MZERO)
-        return ((ONE / den) * s1) * s2  # = s / den, and right where s alone underflows
+        den, m = sigmoid_parts(x, MZERO)
+        return _scale(ONE / den, m)  # = s / den, and right where s alone underflows
 
     @_jit
     def x_sigmoid(x, nh, nl):
@@ -573,8 +601,8 @@ def _build(F):
         if is32:
             y = x_sigmoid(x, -abs(hi), lo if x < ZERO else -lo)  # -|z| = -|hi| -+ lo
         else:  # sigmoid's two roundings: x_sigmoid's three would cost float64 ~4 ulp here
-            den, s1, s2 = sigmoid_parts(hi, lo)
-            y = ((x / den) * s1) * s2
+            den, m = sigmoid_parts(hi, lo)
+            y = _scale(x / den, m)
         return MZERO if x < GT_XNEG else y
 
     @_jit
@@ -598,26 +626,24 @@ def _build(F):
         # terms of v = e^-|x| <= 1 so nothing overflows:
         #   x >= 0: (1 + 2v) / (1 + 2v + 2v^2)      x < 0: v (v + 2) / (v (v + 2) + 2)
         p, n = exp_core(clamp(-abs(x), LO, ZERO), MZERO)
-        s1, s2 = pow2(n)
         y = ONE + p
-        v = (y * s1) * s2
+        v = _scale(y, n)
         pos = x >= ZERO
         den = (ONE + TWO * v) + TWO * (v * v) if pos else v * (v + TWO) + TWO
         # x < 0: x y (v + 2) with y = 1 + p unrounded: (1 + p)(v + 2) = 2 + (v y + 2p)
         xf = x if x < NEG_LO else NEG_LO  # v = 0 beyond: keeps inf * 0 out of x + x 2v
         num = x + xf * (TWO * v) if pos else TWO * x + x * (v * y + TWO * p)
         q = num / den
-        r = q if pos else (q * s1) * s2
+        r = q if pos else _scale(q, n)
         return MZERO if x < LO else r
 
     @_jit
     def erfc_big(a, hi, lo):
-        """erfc(a) = ((1 + t) / (1 + 2a)) s1 s2 for 0 <= a <= ERFC_AMAX, given hi + lo = -a^2:
-        (t, s1, s2). (1 + p)(1 + F) = 1 + t leaves one rounding near 1 to the caller."""
+        """erfc(a) = ((1 + t) / (1 + 2a)) 2^n for 0 <= a <= ERFC_AMAX, given hi + lo = -a^2:
+        (t, n). (1 + p)(1 + F) = 1 + t leaves one rounding near 1 to the caller."""
         fq = erfc_p((a - ERFC_K) / (a + ERFC_K))
         p, n = exp_core(hi, lo)
-        s1, s2 = pow2(n)
-        return p + fq * (ONE + p), s1, s2
+        return p + fq * (ONE + p), n
 
     @_jit
     def erf(x):
@@ -625,8 +651,8 @@ def _build(F):
         small = x + x * erf_p(x * x)  # x P(x^2) with P's leading 1 kept exact
         ac = clamp(a, ZERO, ERFC_AMAX)
         hi, lo = neg_sq(ac)
-        t, s1, s2 = erfc_big(ac, hi, lo)
-        big = _copysign(ONE - (((ONE + t) / (ONE + TWO * ac)) * s1) * s2, x)
+        t, n = erfc_big(ac, hi, lo)
+        big = _copysign(ONE - _scale((ONE + t) / (ONE + TWO * ac), n), x)
         return small if a < ERF_T else big
 
     @_jit
@@ -635,8 +661,8 @@ def _build(F):
         small = (ONE - x) - x * erf_p(x * x)  # 1 - erf(x) near 0
         ac = clamp(a, ZERO, ERFC_AMAX)
         hi, lo = neg_sq(ac)
-        t, s1, s2 = erfc_big(ac, hi, lo)
-        e = (((ONE + t) / (ONE + TWO * ac)) * s1) * s2
+        t, n = erfc_big(ac, hi, lo)
+        e = _scale((ONE + t) / (ONE + TWO * ac), n)
         big = e if x >= ZERO else TWO - e  # 2 - erfc(|x|) never cancels
         return small if a < SMALL else big
 
@@ -674,13 +700,13 @@ def _build(F):
         u = -xc * SQRT_HALF
         a = abs(u)
         hi, lo = neg_sq(abs(xc))
-        t, s1, s2 = erfc_big(a, HALF * hi, HALF * lo)
+        t, n = erfc_big(a, HALF * hi, HALF * lo)
         den = abs(xc) * SQRT2 + ONE  # 1 + 2a rounded once, from x rather than the rounded a
         hx = HALF * x
         neg = x < ZERO
         # x < 0: 0.5 x erfc(|u|) with 0.5 x folded in before the scale; x >= 0:
         # 0.5 x (2 - erfc(|u|)). One division serves both.
-        e = ((((hx + hx * t) if neg else (ONE + t)) / den) * s1) * s2
+        e = _scale(((hx + hx * t) if neg else (ONE + t)) / den, n)
         big = e if neg else hx * (TWO - e)
         small = hx * ((ONE - u) - u * erf_p(u * u))  # near 0: 1 - erf(u), fewer roundings
         y = small if a < SMALL else big
@@ -704,13 +730,12 @@ def _build(F):
         hi, lo = neg_sq(ac)
         fq = erfc_p((a - ERFC_K) / (a + ERFC_K))
         p, n = exp_core(HALF * hi, HALF * lo)
-        s1, s2 = pow2(n)
         t = p + fq * (ONE + p)  # (1 + p)(1 + F) = 1 + t
         half_erfc = (HALF + HALF * t) / (ac * SQRT2 + ONE)  # 0.5 erfc(a) 2^-n
         xphi = (xc * INV_SQRT_2PI) * (ONE + p)  # x phi(x) 2^-n
         # x < 0: 0.5 erfc(a) + x phi(x), scaled last (gradual underflow, -0.0 beyond);
         # x >= 0: 1 - 0.5 erfc(a) + x phi(x) = 1 + (x phi(x) - 0.5 erfc(a))
-        return ((half_erfc + xphi) * s1) * s2 if x < ZERO else ONE + ((xphi - half_erfc) * s1) * s2
+        return _scale(half_erfc + xphi, n) if x < ZERO else ONE + _scale(xphi - half_erfc, n)
 
     return {
         "exp": exp,
@@ -789,10 +814,11 @@ exp = _register(
     "exp",
     """e^x.
 
-Method: Cody-Waite reduction x = n ln2 + r, e^r = 1 + r + r^2 P(r), 2^n applied as two
-exact factors. Range: overflow to inf above ln(max) (88.72 / 709.78); gradual underflow
-to the subnormals, 0 below ln(min subnormal) - ln 2 (-103.97 / -745.13); exp(-inf) = 0,
-exp(inf) = inf, NaN -> NaN; exp(+-0) = 1.""",
+Method: Cody-Waite reduction x = n ln2 + r, e^r = 1 + r + r^2 P(r), 2^n applied with
+one rounding (vscalef on AVX-512, two exact factors elsewhere). Range: overflow to inf
+above ln(max) (88.72 / 709.78); gradual underflow to the subnormals, 0 below
+ln(min subnormal) - ln 2 (-103.97 / -745.13); exp(-inf) = 0, exp(inf) = inf, NaN -> NaN;
+exp(+-0) = 1.""",
 )
 
 expm1 = _register(

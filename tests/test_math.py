@@ -349,6 +349,40 @@ def test_fma_rounds_once(dtype):
     assert np.count_nonzero(out) > out.size // 2  # the residual is there, not a plain product
 
 
+def _scale_kernel():
+    """A fresh compilation of M._scale in a loop (its codegen picks the method then)."""
+
+    def scale_all(x, n, out):
+        for i in range(x.shape[0]):
+            out[i] = M._scale(x[i], n[i])
+
+    return njit(fastmath={"contract"})(scale_all)
+
+
+@pytest.mark.parametrize("scalef", [True, False], ids=["ldexp", "two_factors"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scale_rounds_once(dtype, scalef, monkeypatch):
+    """_scale(x, n) = x 2^n rounded once (numpy's ldexp), by either method: overflow to
+    inf, subnormal results rounded once, -0.0 and NaN kept."""
+    if scalef and not M._has_scalef():
+        pytest.skip("the CPU has no AVX-512 (llvm.ldexp would be libm calls)")
+    monkeypatch.setattr(M, "_has_scalef", lambda: scalef)
+    fi = np.finfo(dtype)
+    ity = np.int32 if dtype == np.float32 else np.int64
+    bias = fi.maxexp - 1
+    rng = np.random.default_rng(9)
+    x = rng.uniform(0.5, 2.0, 20_000).astype(dtype) * rng.choice([-1, 1], 20_000).astype(dtype)
+    x[:4] = [0.0, -0.0, np.nan, 1.0]
+    n = rng.integers(-bias - fi.nmant - 3, bias + 3, x.size).astype(ity)  # to 0 and to inf
+    out = np.empty_like(x)
+    kernel = _scale_kernel()
+    with np.errstate(over="ignore"):
+        kernel(x, n, out)
+        np.testing.assert_array_equal(out, np.ldexp(x, n))
+    assert ("vscalef" in kernel.inspect_asm(kernel.signatures[0])) == scalef
+    assert np.signbit(out[1]) and np.count_nonzero((out != 0) & (np.abs(out) < fi.tiny)) > 50
+
+
 def assert_error_within_terms(got, x, a, b, dtype, bound=4.0):
     """|got - (a + b)| <= bound eps (|a| + |b|) + a subnormal ulp where x is finite: the
     bound of a derivative whose two terms a and b cancel near its root."""
