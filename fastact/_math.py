@@ -39,10 +39,10 @@ softplus     max(x, 0) + log(1 + t), t = e^-|x|, log(1 + t) = t + t^2 P(t) on [0
 silu         x sigmoid(x) from V = e^-|x| 2^K (exp_scaled's reduction, a normal number):
              x / (1 + V 2^-K) for x >= 0, (x V) / (2^K + V) for x < 0. One division,
              nothing overflows, a subnormal result is rounded once (by the division).
-gelu_tanh    x sigmoid(z), z = x (k0 + k1 x^2) evaluated in double-float (products split
-             by FMAs, TwoSum) for float32 and in double-double (Dekker products) for
-             float64, its low part folded into exp's reduction: e^z amplifies an error in
-             z by |z|, which would cost |z| ulp in the negative tail. float32: as silu;
+gelu_tanh    x sigmoid(z), z = x (k0 + k1 x^2) evaluated in double-float / double-double
+             (products split by FMAs, TwoSum), its low part folded into exp's reduction:
+             e^z amplifies an error in z by |z|, which would cost |z| ulp in the negative
+             tail. float32: as silu;
              float64: (x / ((1 + s) + p)) 2^-n as sigmoid (two roundings, not three).
 mish         tanh(softplus(x)) in terms of v = e^-|x|: (1 + 2v) / (1 + 2v + 2v^2) for
              x >= 0, v (v + 2) / (v (v + 2) + 2) for x < 0; one exp, one division.
@@ -56,7 +56,7 @@ gelu_grad    Phi(x) + x phi(x) from one exp: float32 phi (m - |x|) for x < 0 and
              1 - phi (m - x) for x >= 0 with gelu's m; float64 erfc and e^(-x^2/2) shared.
 gaussian     e^(-x^2/2) with the exact split of x^2 (for gelu's derivative).
 
-The float32 gelu, gelu_grad and gelu_tanh split products exactly with ``llvm.fma``: one
+gelu, gelu_grad, gelu_tanh, erf, erfc and gaussian split products exactly with ``llvm.fma``: one
 instruction on FMA hardware (x86-64 since 2013, every aarch64); without it LLVM calls
 libm's fma, which keeps every result but not the speed.
 
@@ -273,7 +273,6 @@ class _F32:
     mant, bias = 23, 127
     mant_mask, one_bits, sqrt_half_bits = 0x7FFFFF, 0x3F800000, 0x3F3504F3
     magic, magic_bits = 12582912.0, 0x4B400000  # 1.5 * 2^23
-    split_mask = -(1 << 12)  # keep 12 significant bits: hi * hi is exact
     exp_ln2 = (0.693145751953125, 1.4286068203094173e-06)  # 15-bit head: n * head exact
     log_ln2 = (0.693138122558593750, 9.0580006144591607e-06)  # musl log1pf
     lo = -112.0  # e^x, x e^x and sigmoid(x) all underflow to 0 below this
@@ -315,7 +314,6 @@ class _F64:
     mant, bias = 52, 1023
     mant_mask, one_bits, sqrt_half_bits = 0xFFFFFFFFFFFFF, 0x3FF0000000000000, 0x3FE6A09E667F3BCD
     magic, magic_bits = 6755399441055744.0, 0x4338000000000000  # 1.5 * 2^52
-    split_mask = -(1 << 27)  # keep 26 significant bits
     exp_ln2 = (6.93147180369123816490e-01, 1.90821492927058770002e-10)  # fdlibm, 32-bit head
     log_ln2 = exp_ln2
     lo = -760.0
@@ -398,17 +396,15 @@ def _build(F):
     mills_d = _poly([ft(c) for c in _F32.mills_d])
     MANT, BIAS, MAGIC_BITS = F.mant, F.bias, F.magic_bits
     MANT_MASK, LOG_OFFSET, SQRT_HALF_BITS = F.mant_mask, F.one_bits - F.sqrt_half_bits, F.sqrt_half_bits
-    SPLIT_MASK = F.split_mask
     # gelu_tanh: z = x (k0 + k1 x^2), sigmoid(z) = (1 + tanh(z/2)) / 2
     GT_K0 = 2.0 * 0.7978845608028654
     GT_K1 = GT_K0 * 0.044715
     GT_K0F, GT_K1F = ft(GT_K0), ft(GT_K1)
-    # k0 = GT_K0F + GT_K0L, k1 = GT_K1F + GT_K1L (float32), k1 = GT_K1H (26 bits) + GT_K1L (float64)
+    # k0 = GT_K0F + GT_K0L, k1 = GT_K1F + GT_K1L (float64: the exact values' remainders, by mpmath)
     if is32:
-        GT_K0L, GT_K1H = ft(GT_K0 - float(GT_K0F)), GT_K1F
-        GT_K1L = ft(GT_K1 - float(GT_K1F))
+        GT_K0L, GT_K1L = ft(GT_K0 - float(GT_K0F)), ft(GT_K1 - float(GT_K1F))
     else:
-        GT_K0L, GT_K1H, GT_K1L = ft(-9.96930880911092e-17), ft(0.071354815736413), ft(5.361872467621785e-10)
+        GT_K0L, GT_K1L = ft(-9.96930880911092e-17), ft(-6.175149918155315e-19)
     GT_XNEG = ft(-64.0)  # gelu_tanh(x) underflows to -0 below this (x e^z, z ~ 0.07 x^3)
 
     @_jit
@@ -429,16 +425,10 @@ def _build(F):
         return p, _isub(_as_int(t), MAGIC_BITS)
 
     @_jit
-    def split(a):
-        """a with the low mantissa bits cleared: the product of two such heads is exact."""
-        return _as_float(_iand(_as_int(a), SPLIT_MASK))
-
-    @_jit
     def neg_sq(a):
-        """-a^2 as hi + lo, hi exact (a's head has half the bits), lo rounded once."""
-        ah = split(a)
-        al = a - ah
-        return -(ah * ah), -(al * (a + ah))
+        """-a^2 as hi + lo exactly (the FMA gives the product's rounding error)."""
+        hi = -(a * a)
+        return hi, _fma(-a, a, -hi)
 
     @_jit
     def exp(x):
@@ -569,35 +559,18 @@ def _build(F):
 
     @_jit
     def gelu_tanh(x):
-        if is32:
-            # z's rounding error is amplified by |z| in e^z: z = hi + lo in double-float,
-            # products split exactly by FMAs, k0 + k1 x^2 by TwoSum
-            xc = clamp(x, GT_XNEG, -GT_XNEG)  # beyond, sigmoid(z) is 0 or 1
-            x2 = xc * xc
-            x2l = _fma(xc, xc, -x2)
-            k1x2 = GT_K1F * x2
-            k1x2l = _fma(GT_K1F, x2, -k1x2)
-            wh = GT_K0F + k1x2
-            bb = wh - GT_K0F
-            wl = ((GT_K0F - (wh - bb)) + (k1x2 - bb)) + (k1x2l + (GT_K1F * x2l + (GT_K1L * x2 + GT_K0L)))
-            hi = xc * wh
-            lo = _fma(xc, wl, _fma(xc, wh, -hi))
-        else:
-            # the same in double-double: Dekker products of halves split by masking
-            xc = clamp(x, GT_XNEG, -GT_XNEG)  # beyond, sigmoid(z) is exactly 0 or 1
-            xh = split(xc)
-            xl = xc - xh
-            x2h = xh * xh  # exact
-            x2l = xl * (xc + xh)  # x^2 - x2h
-            bh = split(x2h)
-            th = GT_K1H * bh  # exact; k1 x^2 = th + tl
-            tl = GT_K1H * (x2h - bh) + GT_K1F * x2l + GT_K1L * x2h
-            wh = GT_K0F + th  # TwoSum: k0 + k1 x^2 = wh + wl
-            bb = wh - GT_K0F
-            wl = ((GT_K0F - (wh - bb)) + (th - bb)) + (tl + GT_K0L)
-            dh = split(wh)
-            hi = xc * wh
-            lo = (((xh * dh - hi) + xh * (wh - dh)) + xl * dh) + xl * (wh - dh) + xc * wl
+        # z's rounding error is amplified by |z| in e^z: z = hi + lo in double-float
+        # (double-double for float64), products split exactly by FMAs, k0 + k1 x^2 by TwoSum
+        xc = clamp(x, GT_XNEG, -GT_XNEG)  # beyond, sigmoid(z) is 0 or 1
+        x2 = xc * xc
+        x2l = _fma(xc, xc, -x2)
+        k1x2 = GT_K1F * x2
+        k1x2l = _fma(GT_K1F, x2, -k1x2)
+        wh = GT_K0F + k1x2
+        bb = wh - GT_K0F
+        wl = ((GT_K0F - (wh - bb)) + (k1x2 - bb)) + (k1x2l + (GT_K1F * x2l + (GT_K1L * x2 + GT_K0L)))
+        hi = xc * wh
+        lo = _fma(xc, wl, _fma(xc, wh, -hi))
         if is32:
             y = x_sigmoid(x, -abs(hi), lo if x < ZERO else -lo)  # -|z| = -|hi| -+ lo
         else:  # sigmoid's two roundings: x_sigmoid's three would cost float64 ~4 ulp here
