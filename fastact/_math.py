@@ -560,8 +560,14 @@ def _build(F):
     @_jit
     def gelu_tanh(x):
         # z's rounding error is amplified by |z| in e^z: z = hi + lo in double-float
-        # (double-double for float64), products split exactly by FMAs, k0 + k1 x^2 by TwoSum
-        xc = clamp(x, GT_XNEG, -GT_XNEG)  # beyond, sigmoid(z) is 0 or 1
+        # (double-double for float64), products split exactly by FMAs, k0 + k1 x^2 by TwoSum.
+        # z is odd: float32 evaluates z(-|x|) = -|z(x)|, the argument x_sigmoid takes.
+        # Clamped: beyond GT_XNEG, sigmoid(z) is 0 or 1.
+        if is32:
+            xc = -abs(x)
+            xc = GT_XNEG if xc < GT_XNEG else xc  # NaN passes
+        else:
+            xc = clamp(x, GT_XNEG, -GT_XNEG)
         x2 = xc * xc
         x2l = _fma(xc, xc, -x2)
         k1x2 = GT_K1F * x2
@@ -572,7 +578,7 @@ def _build(F):
         hi = xc * wh
         lo = _fma(xc, wl, _fma(xc, wh, -hi))
         if is32:
-            y = x_sigmoid(x, -abs(hi), lo if x < ZERO else -lo)  # -|z| = -|hi| -+ lo
+            y = x_sigmoid(x, hi, lo)
         else:  # sigmoid's two roundings: x_sigmoid's three would cost float64 ~4 ulp here
             den, m = sigmoid_parts(hi, lo)
             y = _scale(x / den, m)
