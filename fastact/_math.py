@@ -530,19 +530,20 @@ def _build(F):
         return _scale(ONE / den, m)  # = s / den, and right where s alone underflows
 
     @_jit
-    def x_sigmoid(x, nh, nl):
+    def x_sigmoid(x, xn, nh, nl):
         """x sigmoid(z) for nh + nl = -|z|, z of x's sign: x / (1 + v) for x >= 0 and
-        (x V) / (2^K + V) for x < 0, V = v 2^K, v = e^-|z| (one division; a subnormal
-        result is rounded once). The caller gives -0.0 where x e^-|z| underflows for
-        every x below (at -inf, where this gives NaN or -inf)."""
+        (xn V) / (2^K + V) for x < 0, V = v 2^K, v = e^-|z| (one division; a subnormal
+        result is rounded once). xn is x clamped from below (finite) where x e^-|z|
+        underflows for every x below: there V is e^LO 2^K and xn V 2^-K rounds to -0.0."""
         big = exp_one_factor(LO if nh < LO else nh, nl, POW2_SCALED)  # V (NaN passes)
         pos = x >= ZERO
-        return (x if pos else x * big) / ((ONE + big * TWO_MK) if pos else (TWO_K + big))
+        return (x if pos else xn * big) / ((ONE + big * TWO_MK) if pos else (TWO_K + big))
 
     @_jit
     def silu(x):
-        y = x_sigmoid(x, -abs(x), MZERO)
-        return MZERO if x < LO else y
+        nh = -abs(x)
+        nh = LO if nh < LO else nh  # = max(x, LO) for x < 0: -0.0 below LO, -inf included
+        return x_sigmoid(x, nh, nh, MZERO)
 
     @_jit
     def silu_grad(x):
@@ -578,11 +579,10 @@ def _build(F):
         hi = xc * wh
         lo = _fma(xc, wl, _fma(xc, wh, -hi))
         if is32:
-            y = x_sigmoid(x, hi, lo)
-        else:  # sigmoid's two roundings: x_sigmoid's three would cost float64 ~4 ulp here
-            den, m = sigmoid_parts(hi, lo)
-            y = _scale(x / den, m)
-        return MZERO if x < GT_XNEG else y
+            return x_sigmoid(x, xc, hi, lo)  # xc = max(x, GT_XNEG) for x < 0
+        # float64: sigmoid's two roundings (x_sigmoid's three would cost ~4 ulp here)
+        den, m = sigmoid_parts(hi, lo)
+        return MZERO if x < GT_XNEG else _scale(x / den, m)
 
     @_jit
     def log1p_exp_neg(a):
