@@ -332,7 +332,8 @@ def _fma_residuals(a, b, out):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fma_rounds_once(dtype):
-    """a b - fl(a b) is exact through _fma (gelu, gelu_tanh, erf, erfc and gaussian split products with it)."""
+    """a b - fl(a b) is exact through _fma (gelu, gelu_tanh, erf, erfc and gaussian split
+    products with it)."""
     rng = np.random.default_rng(5)
     a, b = (rng.uniform(-4, 4, 10_000).astype(dtype) for _ in range(2))
     out = np.empty_like(a)
