@@ -3,8 +3,11 @@
 ``ufuncs.<name>(x, *params)`` is the forward and ``ufuncs.<name>_backward(grad, saved,
 *params)`` the backward (``saved`` as in the table's ``saves``). Parameters are ufunc
 inputs, so they broadcast and have no defaults: ``ufuncs.elu(x, 1.0)``. gelu's tanh
-approximation is ``ufuncs.gelu_tanh``. They support ``out=``, ``where=``, broadcasting,
-and every other ufunc feature; they are built (and compiled) on first access.
+approximation is ``ufuncs.gelu_tanh``. They support ``out=`` (any layout; in place
+with ``out=x``), broadcasting, casting and pickling, but not ``where=`` (numba's ufunc
+objects fail numpy's masked iteration with a ValueError). Their inner loop is fastact's
+(:mod:`fastact._ufunc_loop`): vectorized for contiguous arrays with scalar parameters,
+in place too. They are built (and compiled) on first access.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 from numba import vectorize
 
 from ._kernels import pin_uuid, vector_interleave
+from ._ufunc_loop import fastact_loops
 from .definitions import ACTIVATIONS
 
 __all__ = [n for a in ACTIVATIONS for n in (a, f"{a}_backward")]
@@ -47,7 +51,7 @@ def _build(name: str) -> np.ufunc:
     # The ufunc takes this name: pickle then finds it as fastact.ufuncs.<name>, so the
     # ufuncs travel to dask.distributed workers (a '<lambda>' would not be found).
     function.__name__ = function.__qualname__ = name
-    with vector_interleave():
+    with vector_interleave(), fastact_loops(narrays=nin - len(entry.kernel_params)):
         ufunc = vectorize(_signatures(nin), cache=True)(function).ufunc
     ufunc.__doc__ = f"{name}: numpy ufunc of fastact.{name} (y = {entry.formula})."
     return ufunc

@@ -193,6 +193,35 @@ def test_ufuncs_are_numpy_ufuncs(entry):
         )
 
 
+@pytest.mark.parametrize("view", ["step2", "reversed", "transposed", "slice2d"])
+def test_ufuncs_write_any_out_layout(entry, view):
+    """Contiguous inputs into a strided ``out`` and in place: the values of a fresh
+    output, and no element of out's base outside the view touched (numba's own ufunc
+    loop wrote a strided out of contiguous inputs as if it were contiguous)."""
+    shape, make_view = VIEWS[view]
+    params = default_params(entry)
+    rng = np.random.default_rng(4)
+    outside = np.ones(shape, dtype=bool)
+    make_view(outside)[...] = False
+    for suffix, narrays in (("", 1), ("_backward", 2)):
+        ufunc = getattr(fa.ufuncs, entry.name + suffix)
+        for dtype in (np.float32, np.float64):
+            base = np.full(shape, 7.0, dtype)
+            out = make_view(base)
+            arrays = [np.asarray(rng.standard_normal(out.shape) * 4, dtype) for _ in range(narrays)]
+            want = ufunc(*arrays, *params)
+            assert ufunc(*arrays, *params, out=out) is out
+            np.testing.assert_array_equal(out, want)
+            assert (base[outside] == 7.0).all()
+            first = arrays[0].copy()
+            ufunc(first, *arrays[1:], *params, out=first)  # in place
+            np.testing.assert_array_equal(first, want)
+            # numba's ufunc objects fail numpy's masked iteration (the module docstring
+            # says so): this fails, and the docstring is wrong, once that changes
+            with pytest.raises(ValueError, match="WRITEMASKED"):
+                ufunc(*arrays, *params, out=np.empty_like(want), where=rng.random(out.shape) < 0.5)
+
+
 def test_ufunc_parameters_broadcast():
     x = np.linspace(-2, 2, 5)
     slopes = np.array([[0.0], [0.5]])

@@ -61,6 +61,16 @@ def call(activation: str, dtype: str, n: int, direction: str, inplace: bool, imp
     return pair(activation, dtype, n, direction, inplace, impl)[0]
 
 
+def ufunc_call(activation: str, dtype: str, n: int, inplace: bool):
+    """``fastact.ufuncs.<activation>(x, *params, out=...)`` on fresh seeded data, loaded."""
+    ufunc = getattr(fastact.ufuncs, activation)
+    x = _bench.make_input(size(n), dtype)
+    params = _bench.kernel_params(activation, np.dtype(dtype))
+    out = x if inplace else np.empty_like(x)
+    ufunc(x.copy(), *params)  # compile or load the loops first
+    return functools.partial(ufunc, x, *params, out=out)
+
+
 def gbps(activation: str, dtype: str, n: int, direction: str) -> float:
     """GB/s of fastact in place: bytes read and written / best time."""
     fast = pair(activation, dtype, n, direction, True, "fastact")

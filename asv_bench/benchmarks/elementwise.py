@@ -71,6 +71,22 @@ class Ceiling:
         return c.ceiling_gbps(dtype, 1 << 24, direction)
 
 
+class Ufunc:
+    """Seconds per call of the numpy ufunc ``fastact.ufuncs.<name>`` on 1M float32 into a
+    new array or in place (``out=x``), parameters as broadcast scalars (elu's alpha)."""
+
+    params = ([*c.SWEEP, "elu"], c.INPLACE)
+    param_names = ("activation", "inplace")
+    number = 1  # setup (fresh data) before every timed call
+    repeat = (3, 10, 1.0)
+
+    def setup(self, activation, inplace):
+        self.call = c.ufunc_call(activation, "float32", c.SIZE, inplace)
+
+    def time_ufunc(self, activation, inplace):
+        self.call()
+
+
 class ForwardMemory:
     """Peak memory of one call on 16M float64 (128 MiB): in place needs no temporary."""
 
