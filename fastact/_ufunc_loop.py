@@ -6,12 +6,17 @@ strided ``out`` (``ufuncs.relu(x, out=y[::2])``) it writes the results contiguou
 over the wrong elements of ``y``. It is also slow where fastact's users call it most:
 in place (``out`` is ``x``) LLVM's run-time overlap check sends the vector loop to its
 scalar fallback, and a parameter (a broadcast scalar: stride 0) makes every call take
-the strided loop, which is scalar.
+the strided loop, which is scalar. And a large scalar function (float64 gelu's
+backward, softplus) stayed a call per element: the ``alwaysinline`` numba puts on its
+declaration is lost when the libraries are linked (15-17 ns/element against 2.8).
 
 This loop takes the fast path only where every array operand and ``out`` are
 contiguous and every parameter has stride 0 (loaded once, before the loop). In place,
 the result is stored through the input's own pointer, so there is no overlap to check.
-Everything else runs numba's general strided loop.
+Everything else runs numba's general strided loop. Each call of the scalar carries
+``alwaysinline`` itself, and the loop asks for full-width vectors as the kernels do.
+It is built from numba's own pieces (``numba.np.ufunc.wrappers``, private API):
+tests/test_vectorization.py and tests/test_api.py check the loops of every ufunc.
 """
 
 from __future__ import annotations
@@ -49,9 +54,6 @@ def _builder(narrays: int):
         wrapper = ir.Function(module, loop_type, "__ufunc__." + func.name)
         builder = ir.IRBuilder(wrapper.append_basic_block("entry"))
         _loops(context, builder, wrapper, func, signature, cres, narrays)
-        # alwaysinline on the declaration is lost when the libraries are linked: a large
-        # scalar (float64 gelu's backward) stayed a call, and the loop scalar
-        # (15-17 ns/element against 0.6). On each call it is kept.
         for block in wrapper.blocks:
             for instruction in block.instructions:
                 if isinstance(instruction, ir.CallInstr) and instruction.callee is func:
@@ -103,6 +105,8 @@ def _loops(context, builder, wrapper, func, signature, cres, narrays: int) -> No
             same = builder.icmp_unsigned(
                 "==", builder.ptrtoint(out.dataptr, intp), builder.ptrtoint(arrays[0].dataptr, intp)
             )
+            if signature.args[0] != signature.return_type:  # not fastact's signatures
+                same = cgutils.false_bit
             with builder.if_else(same) as (in_place, other):
                 with in_place:
                     contiguous_loop(arrays[0])  # read and write through one pointer
