@@ -87,11 +87,14 @@ def _loops(context, builder, wrapper, func, signature, cres, narrays: int) -> No
         contiguous = builder.and_(contiguous, builder.icmp_unsigned("==", p.step, zero))
 
     def contiguous_loop(target):
+        # the parameters are read before the loop: read inside it, LLVM sinks the load into
+        # the branch that uses it (celu's x <= 0) and vectorizes it as a masked gather,
+        # whose masked-off lanes (0.0) then divide x, raising numpy's divide-by-zero flag
+        values = [context.unpack_value(builder, p.fe_type, p.dataptr) for p in params]
         with cgutils.for_range(builder, count, intp=intp) as loop:
 
             def load():
-                values = [a.load_aligned(loop.index) for a in arrays]
-                return values + [context.unpack_value(builder, p.fe_type, p.dataptr) for p in params]
+                return [a.load_aligned(loop.index) for a in arrays] + values
 
             def store(value):
                 target.store_aligned(value, loop.index)
