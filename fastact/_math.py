@@ -42,8 +42,8 @@ silu         x sigmoid(x) from V = e^-|x| 2^K (exp_scaled's reduction, a normal 
 gelu_tanh    x sigmoid(z), z = x (k0 + k1 x^2) evaluated in double-float / double-double
              (products split by FMAs, TwoSum), its low part folded into exp's reduction:
              e^z amplifies an error in z by |z|, which would cost |z| ulp in the negative
-             tail. float32: as silu;
-             float64: (x / ((1 + s) + p)) 2^-n as sigmoid (two roundings, not three).
+             tail. float32: as silu; float64: (x / ((1 + s) + p)) 2^-n as sigmoid (two
+             roundings, not three).
 mish         tanh(softplus(x)) in terms of v = e^-|x|: (1 + 2v) / (1 + 2v + 2v^2) for
              x >= 0, v (v + 2) / (v (v + 2) + 2) for x < 0; one exp, one division.
 gelu         float32: x Phi(x) from Q = 1 - Phi, Q(a) = e^(-a^2/2) m(a) / sqrt(2 pi) with
@@ -102,6 +102,8 @@ IR-inlined, so they work in ``prange`` kernels and in scalar helpers reached thr
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import numpy as np
 from llvmlite import ir
@@ -211,8 +213,11 @@ def _fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+@cache
 def _has_scalef() -> bool:
-    """Whether numba compiles for a CPU with AVX-512 (its vscalef scales by 2^n)."""
+    """Whether numba compiles for a CPU with AVX-512 (its vscalef scales by 2^n). Asked
+    at each _scale's code generation; reading the host's features takes ~0.2 ms, and numba
+    reads them once per process too."""
     from ._runtime import _cpu
 
     return bool(_cpu()[1].get("avx512f"))
