@@ -28,19 +28,18 @@ _TEMPLATE = """
 def {name}(x{sig}, *, out=None):
     x = as_input(x, "x")
     {kname}
-    params = convert(entry, ({pargs}), x.dtype)
+    params = convert(entry, ({pargs}))
     if out is None:
-        out = np.empty_like(x)
-    else:
-        out = as_output(out, "out")
-        same_layout(out, "out", x, "x")
+        return run(forward_kernels(kname), (x,), np.empty_like(x), params, fresh=True)
+    out = as_output(out, "out")
+    same_layout(out, "out", x, "x")
     return run(forward_kernels(kname), (x,), out, params)
 
 
 def {name}_(x{sig}):
     x = as_output(x, "x")
     {kname}
-    params = convert(entry, ({pargs}), x.dtype)
+    params = convert(entry, ({pargs}))
     return run(forward_kernels(kname), (x,), x, params)
 
 
@@ -49,12 +48,11 @@ def {name}_backward(grad, saved{sig}, *, out=None):
     saved = as_input(saved, "saved")
     same_layout(saved, "saved", grad, "grad")
     {kname}
-    params = convert(entry, ({pargs}), grad.dtype)
+    params = convert(entry, ({pargs}))
     if out is None:
-        out = np.empty_like(grad)
-    else:
-        out = as_output(out, "out")
-        same_layout(out, "out", grad, "grad")
+        return run(backward_kernels(kname), (grad, saved), np.empty_like(grad), params, fresh=True)
+    out = as_output(out, "out")
+    same_layout(out, "out", grad, "grad")
     return run(backward_kernels(kname), (grad, saved), out, params)
 
 
@@ -63,21 +61,22 @@ def {name}_backward_(grad, saved{sig}):
     saved = as_input(saved, "saved")
     same_layout(saved, "saved", grad, "grad")
     {kname}
-    params = convert(entry, ({pargs}), grad.dtype)
+    params = convert(entry, ({pargs}))
     return run(backward_kernels(kname), (grad, saved), grad, params)
 """
 
 
-def convert(entry: Activation, values: tuple, dtype: np.dtype) -> tuple:
-    """Check parameter values and cast them to the arrays' dtype for the kernels."""
+def convert(entry: Activation, values: tuple) -> tuple:
+    """Check parameter values; Python floats for the kernels (which round them to the
+    arrays' dtype)."""
     if not values:
         return ()
-    floats = tuple(v.real(value, p.name) for value, p in zip(values, entry.kernel_params))
+    floats = tuple(map(v.real, values, entry.kernel_names))
     if entry.check is not None:
         message = entry.check(*floats)
         if message is not None:
             raise ValueError(f"{entry.name}: {message}")
-    return tuple(dtype.type(value) for value in floats)
+    return floats
 
 
 def _docstrings(entry: Activation) -> dict[str, str]:
@@ -128,6 +127,8 @@ def make_functions(entry: Activation, table: dict[str, Activation]) -> dict[str,
         "choices": chooser.choices if chooser else None,
     }
     source = _TEMPLATE.format(name=entry.name, sig=sig, pargs=pargs, kname=kname)
+    if not pargs:  # nothing to check
+        source = source.replace("convert(entry, ())", "()")
     exec(compile(source, f"<fastact.{entry.name}>", "exec"), namespace)
     functions = {}
     for suffix, doc in _docstrings(entry).items():

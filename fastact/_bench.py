@@ -46,10 +46,11 @@ REQUIRED_PARAMS = {"threshold": {"threshold": 0.1, "value": 20.0}}
 
 
 def kernel_params(name: str, dtype: np.dtype) -> tuple:
-    """The numeric parameters of ``name`` (defaults) as scalars of ``dtype``."""
+    """The numeric parameters of ``name`` (defaults), rounded to ``dtype``, as Python
+    floats (what the public functions pass the kernels)."""
     entry = ACTIVATIONS[name]
     chosen = REQUIRED_PARAMS.get(name, {})
-    return tuple(np.dtype(dtype).type(chosen.get(p.name, p.default)) for p in entry.kernel_params)
+    return tuple(float(np.dtype(dtype).type(chosen.get(p.name, p.default))) for p in entry.kernel_params)
 
 
 def fastact_function(name: str, suffix: str = "") -> Callable:

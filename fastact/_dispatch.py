@@ -46,9 +46,7 @@ def _aliasing(a: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def _flat(a: np.ndarray) -> np.ndarray:
     """A 1-d view of a C- or F-contiguous array, in memory order."""
-    if a.ndim == 1:
-        return a
-    return a.reshape(-1) if a.flags.c_contiguous else a.T.reshape(-1)
+    return a if a.ndim == 1 else a.ravel("K")  # a view: "K" is memory order
 
 
 def _collapse(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
@@ -99,30 +97,48 @@ def _one_at_a_time(lock, parallel, serial, *args) -> None:
         lock.release()
 
 
-def run(kernels: KernelSet, inputs: tuple[np.ndarray, ...], out: np.ndarray, params: tuple) -> np.ndarray:
-    """out[...] = f(*inputs, *params) elementwise; returns ``out``."""
+def _one_order(arrays: tuple[np.ndarray, ...]) -> bool:
+    """Whether all ``arrays`` are C-contiguous, or all F-contiguous."""
+    if len(arrays) == 1:
+        return arrays[0].flags.forc
+    for a in arrays:
+        if not a.flags.c_contiguous:
+            break
+    else:
+        return True
+    return all(a.flags.f_contiguous for a in arrays)
+
+
+def run(
+    kernels: KernelSet, inputs: tuple[np.ndarray, ...], out: np.ndarray, params: tuple, fresh: bool = False
+) -> np.ndarray:
+    """out[...] = f(*inputs, *params) elementwise; returns ``out``.
+
+    ``fresh``: out was just allocated, so no input can overlap it.
+    """
     n = out.size
     if n == 0:
         return out
     # in_place: out is the first input, element for element (the common in-place call);
     # the kernels for it take one array fewer
-    first, in_place = _aliasing(inputs[0], out)
-    arrays = (first, out) if len(inputs) == 1 else (first, _unaliased(inputs[1], out), out)
-    c_order = f_order = True
-    for a in arrays:
-        flags = a.flags
-        c_order = c_order and flags.c_contiguous
-        f_order = f_order and flags.f_contiguous
-    if c_order or f_order:
+    first = inputs[0]
+    if first is out:
+        in_place = True
+    elif fresh:
+        in_place = False
+    else:
+        first, in_place = _aliasing(first, out)
+    rest = () if len(inputs) == 1 else (inputs[1] if fresh else _unaliased(inputs[1], out),)
+    operands = (*rest, out) if in_place else (first, *rest, out)
+    if _one_order(operands):
         if in_place:  # the kernels that read and write out, given the other inputs
             serial, parallel = kernels.serial_in_place, kernels.parallel_in_place
-            args = (_flat(out), *params) if len(arrays) == 2 else (_flat(arrays[1]), _flat(out), *params)
         else:
             serial, parallel = kernels.serial, kernels.parallel
-            args = (*map(_flat, arrays), *params)
-        (serial if n < PARALLEL_THRESHOLD else _parallel(parallel, serial))(*args)
+        kernel = serial if n < PARALLEL_THRESHOLD else _parallel(parallel, serial)
+        kernel(*(operands if out.ndim == 1 else map(_flat, operands)), *params)
         return out
-    views = _collapse(arrays)
+    views = _collapse((first, *rest, out))
     kernel = (
         kernels.serial_2d if n < PARALLEL_THRESHOLD else _parallel(kernels.parallel_2d, kernels.serial_2d)
     )

@@ -4,8 +4,10 @@ For each activation there are forward kernels ``k(x, out, *params)`` and backwar
 kernels ``k(grad, saved, out, *params)``, each in four flavours: 1-d contiguous or
 2-d strided, serial or ``parallel=True``; and 1-d ones for ``out`` that is the first
 input, ``k(out, *params)`` / ``k(saved, out, *params)`` (see :func:`_unary_in_place`).
-Kernels never validate; the public wrappers in :mod:`fastact._api` do. Everything is
-compiled lazily, on first use of a signature, and cached on disk.
+Kernels never validate; the public wrappers in :mod:`fastact._api` do, and pass the
+parameters as Python floats, which each kernel rounds to its arrays' dtype once (see
+:func:`_like`). Everything is compiled lazily, on first use of a signature, and cached on
+disk.
 """
 
 from __future__ import annotations
@@ -146,6 +148,29 @@ def prefetch(typingctx, a, offset):
     return types.none(a, types.int64), codegen
 
 
+@intrinsic
+def _like(typingctx, a, params):
+    """``params`` (a tuple of numbers) converted to the dtype of array ``a``.
+
+    The public functions pass parameters as Python floats (each numpy scalar costs
+    ~0.2 us to make) and every kernel converts them here, once per call, rounding to
+    nearest as ``np.float32(p)`` does; float32 arithmetic then stays float32.
+    """
+    if not isinstance(a, types.Array) or not isinstance(params, types.BaseTuple):
+        return None
+    to = a.dtype
+    result = types.UniTuple(to, len(params)) if len(params) else types.Tuple(())
+
+    def codegen(context, builder, sig, args):
+        values = [
+            context.cast(builder, builder.extract_value(args[1], i), frm, to)
+            for i, frm in enumerate(sig.args[1])
+        ]
+        return context.make_tuple(builder, sig.return_type, values)
+
+    return result(a, params), codegen
+
+
 @njit(forceinline=True, nogil=True)
 def _prefetch_ahead(a, lo):
     """Prefetch the block of ``a`` that starts PREFETCH_AHEAD bytes after element ``lo``."""
@@ -155,7 +180,8 @@ def _prefetch_ahead(a, lo):
 
 
 def _unary(scalar, parallel):
-    def unary(x, out, *params):
+    def unary(x, out, *args):
+        params = _like(out, args)
         block = BLOCK_BYTES // x.itemsize
         for k in prange((x.shape[0] + block - 1) // block):
             full_width_vectors()
@@ -180,7 +206,8 @@ def _unary_in_place(scalar, parallel):
     at all.)
     """
 
-    def unary_in_place(out, *params):
+    def unary_in_place(out, *args):
+        params = _like(out, args)
         block = BLOCK_BYTES // out.itemsize
         for k in prange((out.shape[0] + block - 1) // block):
             full_width_vectors()
@@ -194,7 +221,8 @@ def _unary_in_place(scalar, parallel):
 
 
 def _unary_2d(scalar, parallel):
-    def unary_2d(x, out, *params):
+    def unary_2d(x, out, *args):
+        params = _like(out, args)
         for i in prange(x.shape[0]):
             full_width_vectors()
             for j in range(x.shape[1]):
@@ -222,7 +250,8 @@ def reads(function, argument: int) -> bool:
 def _binary(scalar, parallel):
     prefetch_a, prefetch_b = reads(scalar.py_func, 0), reads(scalar.py_func, 1)
 
-    def binary(a, b, out, *params):
+    def binary(a, b, out, *args):
+        params = _like(out, args)
         block = BLOCK_BYTES // a.itemsize
         for k in prange((a.shape[0] + block - 1) // block):
             full_width_vectors()
@@ -242,7 +271,8 @@ def _binary_in_place(scalar, parallel):
     """The kernel for ``out`` that is ``a`` (grad): out[i] = f(out[i], b[i])."""
     prefetch_b = reads(scalar.py_func, 1)
 
-    def binary_in_place(b, out, *params):
+    def binary_in_place(b, out, *args):
+        params = _like(out, args)
         block = BLOCK_BYTES // out.itemsize
         for k in prange((out.shape[0] + block - 1) // block):
             full_width_vectors()
@@ -258,7 +288,8 @@ def _binary_in_place(scalar, parallel):
 
 
 def _binary_2d(scalar, parallel):
-    def binary_2d(a, b, out, *params):
+    def binary_2d(a, b, out, *args):
+        params = _like(out, args)
         for i in prange(a.shape[0]):
             full_width_vectors()
             for j in range(a.shape[1]):

@@ -237,8 +237,8 @@ def _warmup_tasks(names: Iterable[str] | None) -> list[tuple[str, object]]:
         entry = ACTIVATIONS[name]
         for direction, kernels, nin in (("forward", forward_kernels, 1), ("backward", backward_kernels, 2)):
             for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
-                values = (0.0 if p.default is None else p.default for p in entry.kernel_params)
-                params = tuple(dtype.type(v) for v in values)
+                # Python floats, as the public functions pass them
+                params = tuple(0.0 if p.default is None else float(p.default) for p in entry.kernel_params)
                 for layout, arrays in _layouts(nin, 4, dtype):
                     two_d = layout.startswith("2-d")
                     args = (*_kernel_args(arrays, two_d), params)

@@ -11,11 +11,17 @@ import numbers
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+FLOAT_DTYPES = (F32, F64)
 
 
 def _dtype_error(name: str, dtype: object) -> TypeError:
     return TypeError(f"{name} must be a float32 or float64 array, got dtype {dtype}")
+
+
+def _float(dtype: np.dtype) -> bool:
+    # Identity first: numpy arrays share the builtin descriptors, and `in` compares.
+    return dtype is F32 or dtype is F64 or dtype in FLOAT_DTYPES
 
 
 def as_input(x: object, name: str) -> np.ndarray:
@@ -32,7 +38,7 @@ def as_input(x: object, name: str) -> np.ndarray:
                 raise TypeError(f"{name} must be an array, got {type(x).__name__}") from exc
             if x.dtype == object:
                 raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
+    if not _float(x.dtype):
         raise _dtype_error(name, x.dtype)
     return x
 
@@ -41,11 +47,13 @@ def as_output(a: object, name: str) -> np.ndarray:
     """An array to write into in place: must be a writeable float ndarray."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray to be written in place, got {type(a).__name__}")
-    if a.dtype not in FLOAT_DTYPES:
+    if not _float(a.dtype):
         raise _dtype_error(name, a.dtype)
-    if not a.flags.writeable:
+    flags = a.flags
+    if not flags.writeable:
         raise ValueError(f"{name} is read-only; in-place calls need a writeable array")
-    if a.ndim and 0 in a.strides and a.size > 1:
+    # a contiguous array has no zero stride along an axis longer than 1
+    if not (flags.c_contiguous or flags.f_contiguous) and 0 in a.strides and a.size > 1:
         for n, s in zip(a.shape, a.strides):
             if s == 0 and n > 1:
                 raise ValueError(
@@ -64,6 +72,8 @@ def same_layout(a: np.ndarray, name: str, ref: np.ndarray, ref_name: str) -> Non
 
 def real(value: object, name: str) -> float:
     """A real-number parameter as a Python float."""
+    if type(value) is float and value == value:  # the common case, without the ABC check
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)

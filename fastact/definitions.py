@@ -76,14 +76,15 @@ class Activation:
     public: bool = True
     note: str = ""
     defaults: dict = field(init=False, repr=False)
+    # The numeric parameters the scalar kernels take, in order, and their names.
+    kernel_params: tuple[Param, ...] = field(init=False, repr=False)
+    kernel_names: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "defaults", {p.name: p.default for p in self.params})
-
-    @property
-    def kernel_params(self) -> tuple[Param, ...]:
-        """The numeric parameters the scalar kernels take, in order."""
-        return tuple(p for p in self.params if p.choices is None)
+        numeric = tuple(p for p in self.params if p.choices is None)
+        object.__setattr__(self, "kernel_params", numeric)
+        object.__setattr__(self, "kernel_names", tuple(p.name for p in numeric))
 
 
 # --- scalar kernels -----------------------------------------------------------------

@@ -154,6 +154,34 @@ def test_parameter_of_wrong_type_is_type_error(value):
         fa.leaky_relu(np.ones(3), value)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_parameters_of_any_real_type_round_once_to_the_dtype(dtype):
+    """A parameter is rounded to the arrays' dtype once, whatever its type, and reaches
+    the kernels as a Python float: one kernel signature per array type, not per
+    parameter type."""
+    from numba import types
+
+    from fastact._kernels import backward_kernels, forward_kernels
+
+    x = np.linspace(-6, 2, 101).astype(dtype)
+    alpha = 0.1  # not a float32: float32 kernels must use float32(0.1)
+    expected = np.where(x > 0, x, dtype(alpha) * np.expm1(x.astype(np.float64)))
+    y = fa.elu(x, alpha)
+    np.testing.assert_allclose(y, expected, rtol=2 * np.finfo(dtype).eps)
+    g = fa.elu_backward(np.ones_like(x), y, alpha)
+    for value in (np.float64(alpha), np.float32(alpha), dtype(alpha)):
+        if dtype == np.float64 and type(value) is np.float32:
+            continue  # float32(0.1) is another float64 value
+        assert np.array_equal(fa.elu(x, value), y)
+        assert np.array_equal(fa.elu_(x.copy(), value), y)
+        assert np.array_equal(fa.elu_backward_(np.ones_like(x), y, value), g)
+    assert np.array_equal(fa.elu(x, 1), fa.elu(x, 1.0))  # an int
+    for kernels in (forward_kernels("elu"), backward_kernels("elu")):
+        for flavour in ("serial", "serial_in_place"):
+            for signature in getattr(kernels, flavour).signatures:
+                assert signature[-1] == types.UniTuple(types.float64, 1), signature
+
+
 def test_signatures_follow_torch():
     assert str(inspect.signature(fa.leaky_relu)) == "(x, negative_slope=0.01, *, out=None)"
     assert str(inspect.signature(fa.hardtanh_)) == "(x, min_val=-1.0, max_val=1.0)"

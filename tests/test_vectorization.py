@@ -31,7 +31,7 @@ def _assembly(entry, direction, dtype, flavour="serial"):
     kernels = (_kernels.forward_kernels if direction == "forward" else _kernels.backward_kernels)(entry.name)
     fresh = njit(fastmath=_kernels.FASTMATH, error_model="numpy")(getattr(kernels, flavour).py_func)
     x = np.linspace(-4.0, 4.0, 64).astype(dtype)
-    params = tuple(np.dtype(dtype).type(p) for p in default_params(entry))
+    params = tuple(float(p) for p in default_params(entry))  # as the public functions pass them
     nin = (1 if direction == "forward" else 2) - (flavour == "serial_in_place")  # in place: out is input 0
     fresh(*(x,) * nin, np.empty_like(x), *params)
     return fresh.inspect_asm(fresh.signatures[0])

@@ -1,10 +1,10 @@
 """Forward passes: ``name(x)`` and ``name_(x)`` against the naive numpy expression.
 
 Every activation of ``fastact.ACTIVATIONS`` at 1M elements, in place and not, with
-its speedup over numpy in both dtypes; sizes 1K..16M, GB/s against the in-place
-memory ceiling and peak memory (in place vs out of place) for a cheap, an
-exp-based and an erf-based activation. (asv runs each parameter combination in a
-new process: the grids are kept to a few hundred combinations.)
+its speedup over numpy in both dtypes; the cost of a call on 64 elements; sizes
+1K..16M, GB/s against the in-place memory ceiling and peak memory (in place vs out of
+place) for a cheap, an exp-based and an erf-based activation. (asv runs each parameter
+combination in a new process: the grids are kept to a few hundred combinations.)
 """
 
 from . import _common as c
@@ -35,6 +35,21 @@ class ForwardSize:
         self.call = c.call(activation, dtype, size, "forward", True, impl)
 
     def time_forward(self, activation, dtype, size, impl):
+        self.call()
+
+
+class CallOverhead:
+    """Seconds per in-place call on 64 float32 elements: what a call costs beyond its
+    arithmetic (argument checks, dispatch, numba's dispatcher); elu has a parameter."""
+
+    params = (["relu", "elu", "sigmoid"], c.IMPLS)
+    param_names = ("activation", "impl")
+    repeat = (3, 10, 1.0)
+
+    def setup(self, activation, impl):
+        self.call = c.call(activation, "float32", 64, "forward", True, impl)
+
+    def time_forward(self, activation, impl):
         self.call()
 
 
