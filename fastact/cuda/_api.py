@@ -22,6 +22,12 @@ from ..definitions import Activation
 from ._arrays import as_device, check_stream, empty_like, resolve_stream
 from ._kernels import elementwise
 
+
+def _params(entry: Activation, values: tuple, dtype) -> tuple:
+    """Checked parameters as scalars of the arrays' dtype (what the CUDA kernels take)."""
+    return tuple(dtype.type(value) for value in convert(entry, values))
+
+
 _TEMPLATE = """
 def {name}(x{sig}, *, out=None, stream=None):
     x = as_device(x, "x", {name!r})
@@ -91,7 +97,7 @@ def make_functions(entry: Activation, table: dict[str, Activation]) -> dict[str,
         "as_device": as_device,
         "same_layout": v.same_layout,
         "choice": v.choice,
-        "convert": convert,
+        "convert": _params,
         "check_stream": check_stream,
         "resolve_stream": resolve_stream,
         "empty_like": empty_like,
