@@ -3,7 +3,9 @@
 Contiguous arrays of one memory order go to the 1-d kernels through flat views.
 Anything else is reduced, without copying, to the fewest dimensions that cover
 every operand's strides (axes sorted by the output's strides, size-1 axes dropped,
-mergeable neighbours merged) and runs through the 2-d strided kernels.
+mergeable neighbours merged) and runs through the 2-d kernels: the rows ones (SIMD
+loops over each row) where every operand's rows are contiguous (``x[:, :k]``,
+``x[::2]`` of a matrix), the strided ones (scalar loops) otherwise.
 Small arrays run serially: a parallel launch costs more than it saves below
 :data:`PARALLEL_THRESHOLD` elements. In place (out is the first input), contiguous arrays
 run the kernels that read and write one array, which vectorize where the two-array ones
@@ -139,9 +141,15 @@ def run(
         kernel(*(operands if out.ndim == 1 else map(_flat, operands)), *params)
         return out
     views = _collapse((first, *rest, out))
-    kernel = (
-        kernels.serial_2d if n < PARALLEL_THRESHOLD else _parallel(kernels.parallel_2d, kernels.serial_2d)
-    )
+    if all(v.strides[-1] == v.itemsize for v in views):  # contiguous rows: the SIMD kernels
+        if in_place:
+            serial, parallel = kernels.serial_rows_in_place, kernels.parallel_rows_in_place
+            views = views[1:]
+        else:
+            serial, parallel = kernels.serial_rows, kernels.parallel_rows
+    else:
+        serial, parallel = kernels.serial_2d, kernels.parallel_2d
+    kernel = serial if n < PARALLEL_THRESHOLD else _parallel(parallel, serial)
     if views[0].ndim == 2:
         kernel(*views, *params)
     else:

@@ -216,7 +216,9 @@ def _layouts(nin: int, n: int, dtype: np.dtype) -> list[tuple[str, tuple[np.ndar
     strided_in = tuple(np.zeros((rows, 2 * cols), dtype)[:, ::2] for _ in range(nin))
     fresh_out = (*strided_in, np.empty_like(strided_in[0]))
     in_place = (*strided_in, strided_in[0])
-    return [("1-d", flat), ("2-d", fresh_out), ("2-d in place", in_place)]
+    rows_in = tuple(np.zeros((rows, 2 * cols), dtype)[:, :cols] for _ in range(nin))
+    rows_out = (*rows_in, np.zeros((rows, 2 * cols), dtype)[:, :cols])
+    return [("1-d", flat), ("2-d", fresh_out), ("2-d in place", in_place), ("rows", rows_out)]
 
 
 def _kernel_args(arrays: tuple[np.ndarray, ...], two_d: bool) -> tuple[np.ndarray, ...]:
@@ -240,12 +242,13 @@ def _warmup_tasks(names: Iterable[str] | None) -> list[tuple[str, object]]:
                 # Python floats, as the public functions pass them
                 params = tuple(0.0 if p.default is None else float(p.default) for p in entry.kernel_params)
                 for layout, arrays in _layouts(nin, 4, dtype):
-                    two_d = layout.startswith("2-d")
+                    two_d = layout != "1-d"
                     args = (*_kernel_args(arrays, two_d), params)
                     both = ("serial", "parallel")
-                    flavours = [(f, f + ("_2d" if two_d else ""), args) for f in both]
-                    if not two_d:  # out is the first input: one array fewer
-                        flavours += [(f"{f} in place", f + "_in_place", args[1:]) for f in both]
+                    suffix = {"1-d": "", "rows": "_rows"}.get(layout, "_2d")
+                    flavours = [(f, f + suffix, args) for f in both]
+                    if layout in ("1-d", "rows"):  # out is the first input: one array fewer
+                        flavours += [(f"{f} in place", f + suffix + "_in_place", args[1:]) for f in both]
                     for flavour, attr, flavour_args in flavours:
                         label = f"{name} {direction} {dtype.name} {layout} {flavour}"
                         tasks.append((label, _compile_task(kernels, name, attr, flavour_args)))

@@ -24,6 +24,10 @@ VIEWS = {
     "empty": ((0, 4), lambda b: b),
     "size1": ((1, 1, 1), lambda b: b),
     "row-of-2d": ((4, 6), lambda b: b[2]),
+    # contiguous rows: the rows kernels
+    "rows": ((8, 10), lambda b: b[1:7, 2:9]),
+    "every-other-row": ((6, 8), lambda b: b[::2]),
+    "3d-rows": ((3, 4, 10), lambda b: b[:, 1:3, 2:8]),
 }
 
 
@@ -54,6 +58,30 @@ def test_any_layout_matches_contiguous(entry, dtype, view):
     assert entry_point(entry, "_backward")(g[...], saved, *params, out=out) is out
     want = entry_point(entry, "_backward")(g.copy(order="C"), saved.copy(order="C"), *params)
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("view", ["rows", "every-other-row", "3d-rows"])
+def test_views_with_contiguous_rows_run_the_rows_kernels(view, monkeypatch):
+    """Not the scalar 2-d loops: operands with contiguous rows go to the SIMD rows
+    kernels, in place and not, forward and backward."""
+    from fastact._kernels import backward_kernels, forward_kernels
+
+    calls = []
+    for kernels in (forward_kernels("sigmoid"), backward_kernels("sigmoid")):
+        for flavour in ("serial_2d", "serial_rows", "serial_rows_in_place"):
+            kernel = getattr(kernels, flavour)
+            spy = lambda *args, _kernel=kernel, _flavour=flavour: (calls.append(_flavour), _kernel(*args))
+            monkeypatch.setitem(kernels.__dict__, flavour, spy)  # a frozen dataclass: not setattr
+    shape, make_view = VIEWS[view]
+    base = np.random.default_rng(0).standard_normal(shape)
+    x, g = make_view(base.copy()), make_view(np.ones(shape))
+    fa.sigmoid(x, out=make_view(np.empty(shape)))
+    fa.sigmoid_(x)
+    fa.sigmoid_backward(g, x, out=make_view(np.empty(shape)))
+    fa.sigmoid_backward_(g, x)
+    per_call = x.size // (x.shape[-2] * x.shape[-1])  # one kernel call per 2-d slice
+    expected = ["serial_rows", "serial_rows_in_place"] * 2
+    assert calls == [flavour for flavour in expected for _ in range(per_call)]
 
 
 def test_results_are_arrays_for_0d_and_lists():

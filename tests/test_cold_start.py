@@ -160,8 +160,8 @@ def test_serial_and_parallel_kernels_cache_apart(tmp_path):
 def test_warmup_fills_the_cache(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path)}
     out, err = run_python("import fastact; print(fastact.warmup(names=['relu', 'hardtanh']))", env)
-    # kernels: dir x dtype x (layout x flavour + the two 1-d in-place ones); ufuncs
-    assert int(out) == 2 * (2 * 2 * (3 * 2 + 2) + 2 * 2)
+    # kernels: dir x dtype x (layout x flavour + the in-place ones of 1-d and rows); ufuncs
+    assert int(out) == 2 * (2 * 2 * (4 * 2 + 2 * 2) + 2 * 2)
     assert "fastact warmup [" in err and "ufuncs.hardtanh_backward" in err
     after = json.loads(run_python(CALLS.format(names=["relu", "hardtanh"]), env)[0])
     assert after["misses"] == 0 and after["hits"] > 0

@@ -27,17 +27,19 @@ PACKED_STORE = re.compile(r"\bvmovup[sd]\s+%[yz]mm\d+, ")
 
 
 def _assembly(entry, direction, dtype, flavour="serial"):
-    """The assembly of a serial 1-d kernel of ``entry``, compiled afresh for ``dtype``."""
+    """The assembly of a serial 1-d (or rows) kernel of ``entry``, compiled afresh for ``dtype``."""
     kernels = (_kernels.forward_kernels if direction == "forward" else _kernels.backward_kernels)(entry.name)
     fresh = njit(fastmath=_kernels.FASTMATH, error_model="numpy")(getattr(kernels, flavour).py_func)
-    x = np.linspace(-4.0, 4.0, 64).astype(dtype)
+    x = np.linspace(-4.0, 4.0, 128).astype(dtype)
+    if "rows" in flavour:  # a view with contiguous rows, as the dispatcher passes them
+        x = x.reshape(8, 16)[:, :8]
     params = tuple(float(p) for p in default_params(entry))  # as the public functions pass them
-    nin = (1 if direction == "forward" else 2) - (flavour == "serial_in_place")  # in place: out is input 0
-    fresh(*(x,) * nin, np.empty_like(x), *params)
+    nin = (1 if direction == "forward" else 2) - flavour.endswith("in_place")  # in place: out is input 0
+    fresh(*(x,) * nin, x.copy() if "rows" not in flavour else np.zeros((8, 16), dtype)[:, :8], *params)
     return fresh.inspect_asm(fresh.signatures[0])
 
 
-@pytest.mark.parametrize("flavour", ["serial", "serial_in_place"])
+@pytest.mark.parametrize("flavour", ["serial", "serial_in_place", "serial_rows", "serial_rows_in_place"])
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
@@ -48,7 +50,10 @@ def test_kernel_loop_is_simd_without_libm_calls(entry, dtype, direction, flavour
         assert len(PACKED.findall(asm)) >= 2, f"{entry.name} {direction} {np.dtype(dtype)}: no SIMD loop"
 
 
-FLAVOURS = ["serial", "parallel", "serial_2d", "parallel_2d", "serial_in_place", "parallel_in_place"]
+FLAVOURS = [
+    *("serial", "parallel", "serial_2d", "parallel_2d", "serial_in_place", "parallel_in_place"),
+    *("serial_rows", "parallel_rows", "serial_rows_in_place", "parallel_rows_in_place"),
+]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -59,7 +64,7 @@ def test_kernels_ask_for_full_width_vectors(flavour):
     kernel = getattr(_kernels.forward_kernels("sigmoid"), flavour)
     jit = njit(parallel="parallel" in flavour, fastmath=_kernels.FASTMATH, error_model="numpy")
     fresh = jit(kernel.py_func)
-    x = np.linspace(-4.0, 4.0, 64).reshape((8, 8) if "2d" in flavour else 64)
+    x = np.linspace(-4.0, 4.0, 64).reshape((8, 8) if "2d" in flavour or "rows" in flavour else 64)
     fresh(*((x,) if flavour.endswith("in_place") else (x, np.empty_like(x))))
     ir = fresh.inspect_llvm(fresh.signatures[0])
     groups = dict(re.findall(r"^attributes (#\d+) = \{(.*)\}$", ir, re.M))
