@@ -5,7 +5,8 @@ Anything else is reduced, without copying, to the fewest dimensions that cover
 every operand's strides (axes sorted by the output's strides, size-1 axes dropped,
 mergeable neighbours merged) and runs through the 2-d kernels: the rows ones (SIMD
 loops over each row) where every operand's rows are contiguous (``x[:, :k]``,
-``x[::2]`` of a matrix), the strided ones (scalar loops) otherwise.
+``x[::2]`` of a matrix), the strided ones otherwise (which copy a few KiB at a time
+into a buffer and run the same SIMD loop over it).
 Small arrays run serially: a parallel launch costs more than it saves below
 :data:`PARALLEL_THRESHOLD` elements. In place (out is the first input), contiguous arrays
 run the kernels that read and write one array, which vectorize where the two-array ones
