@@ -28,7 +28,7 @@ _TEMPLATE = """
 def {name}(x{sig}, *, out=None):
     x = as_input(x, "x")
     {kname}
-    params = convert(entry, ({pargs}))
+    params = {params}
     if out is None:
         return run(forward_kernels(kname), (x,), np.empty_like(x), params, fresh=True)
     out = as_output(out, "out")
@@ -39,7 +39,7 @@ def {name}(x{sig}, *, out=None):
 def {name}_(x{sig}):
     x = as_output(x, "x")
     {kname}
-    params = convert(entry, ({pargs}))
+    params = {params}
     return run(forward_kernels(kname), (x,), x, params)
 
 
@@ -48,7 +48,7 @@ def {name}_backward(grad, saved{sig}, *, out=None):
     saved = as_input(saved, "saved")
     same_layout(saved, "saved", grad, "grad")
     {kname}
-    params = convert(entry, ({pargs}))
+    params = {params}
     if out is None:
         return run(backward_kernels(kname), (grad, saved), np.empty_like(grad), params, fresh=True)
     out = as_output(out, "out")
@@ -61,7 +61,7 @@ def {name}_backward_(grad, saved{sig}):
     saved = as_input(saved, "saved")
     same_layout(saved, "saved", grad, "grad")
     {kname}
-    params = convert(entry, ({pargs}))
+    params = {params}
     return run(backward_kernels(kname), (grad, saved), grad, params)
 """
 
@@ -126,9 +126,8 @@ def make_functions(entry: Activation, table: dict[str, Activation]) -> dict[str,
         "table": table,
         "choices": chooser.choices if chooser else None,
     }
-    source = _TEMPLATE.format(name=entry.name, sig=sig, pargs=pargs, kname=kname)
-    if not pargs:  # nothing to check
-        source = source.replace("convert(entry, ())", "()")
+    params = f"convert(entry, ({pargs}))" if pargs else "()"  # nothing to check without
+    source = _TEMPLATE.format(name=entry.name, sig=sig, params=params, kname=kname)
     exec(compile(source, f"<fastact.{entry.name}>", "exec"), namespace)
     functions = {}
     for suffix, doc in _docstrings(entry).items():

@@ -181,7 +181,8 @@ def _row(typingctx, a, i):
     """Row ``i`` of 2-d ``a`` as a C-contiguous 1-d view, for arrays whose inner stride
     is their itemsize (the dispatcher checks; nothing here does). numba types ``a[i]`` of
     a non-contiguous array with a run-time stride, and LLVM does not vectorize such a
-    loop: the rows kernels run 8-12x faster than the 2-d ones on ``x[:, :k]``."""
+    loop: on ``x[:, :512]`` of a float32 matrix the rows kernels ran sigmoid 7x and relu
+    2.4x faster than the scalar 2-d loop."""
     if not (isinstance(a, types.Array) and a.ndim == 2 and isinstance(i, types.Integer)):
         return None
     row = types.Array(a.dtype, 1, "C", readonly=not a.mutable, aligned=a.aligned)

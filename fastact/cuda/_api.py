@@ -23,7 +23,7 @@ from ._arrays import as_device, check_stream, empty_like, resolve_stream
 from ._kernels import elementwise
 
 
-def _params(entry: Activation, values: tuple, dtype) -> tuple:
+def dtype_params(entry: Activation, values: tuple, dtype) -> tuple:
     """Checked parameters as scalars of the arrays' dtype (what the CUDA kernels take)."""
     return tuple(dtype.type(value) for value in convert(entry, values))
 
@@ -32,7 +32,7 @@ _TEMPLATE = """
 def {name}(x{sig}, *, out=None, stream=None):
     x = as_device(x, "x", {name!r})
     {kname}
-    params = convert(entry, ({pargs}), x.dtype)
+    params = dtype_params(entry, ({pargs}), x.dtype)
     check_stream(stream)
     if out is not None:
         out = as_device(out, "out", {name!r}, write=True)
@@ -47,7 +47,7 @@ def {name}(x{sig}, *, out=None, stream=None):
 def {name}_(x{sig}, *, stream=None):
     x = as_device(x, "x", {name!r} + "_", write=True)
     {kname}
-    params = convert(entry, ({pargs}), x.dtype)
+    params = dtype_params(entry, ({pargs}), x.dtype)
     check_stream(stream)
     s = resolve_stream(stream, x)
     elementwise(kname, "forward", (x,), x, params, s)
@@ -59,7 +59,7 @@ def {name}_backward(grad, saved{sig}, *, out=None, stream=None):
     saved = as_device(saved, "saved", {name!r} + "_backward")
     same_layout(saved, "saved", grad, "grad")
     {kname}
-    params = convert(entry, ({pargs}), grad.dtype)
+    params = dtype_params(entry, ({pargs}), grad.dtype)
     check_stream(stream)
     if out is not None:
         out = as_device(out, "out", {name!r} + "_backward", write=True)
@@ -76,7 +76,7 @@ def {name}_backward_(grad, saved{sig}, *, stream=None):
     saved = as_device(saved, "saved", {name!r} + "_backward_")
     same_layout(saved, "saved", grad, "grad")
     {kname}
-    params = convert(entry, ({pargs}), grad.dtype)
+    params = dtype_params(entry, ({pargs}), grad.dtype)
     check_stream(stream)
     s = resolve_stream(stream, grad)
     elementwise(kname, "backward", (grad, saved), grad, params, s)
@@ -97,7 +97,7 @@ def make_functions(entry: Activation, table: dict[str, Activation]) -> dict[str,
         "as_device": as_device,
         "same_layout": v.same_layout,
         "choice": v.choice,
-        "convert": _params,
+        "dtype_params": dtype_params,
         "check_stream": check_stream,
         "resolve_stream": resolve_stream,
         "empty_like": empty_like,
