@@ -300,7 +300,8 @@ def _hardswish(x):
 @_scalar
 def _hardswish_backward(g, x):
     d = x / fm.like(x, 3.0) + fm.like(x, 0.5)
-    return fm.like(g, 0.0) if x < -3.0 else (g * d if x <= 3.0 else g)
+    # The corners follow PyTorch (its test_hardswish_grad_corner): 0 at x = -3, 1 at x = 3.
+    return fm.like(g, 0.0) if x <= -3.0 else (g * d if x < 3.0 else g)
 
 
 @_scalar
@@ -651,12 +652,12 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
     Activation(
         "hardswish",
         "x * min(max(x + 3, 0), 6) / 6",
-        "0 if x < -3 else 1 if x > 3 else x/3 + 1/2",
+        "0 if x <= -3 else 1 if x >= 3 else x/3 + 1/2",
         _hardswish,
         _hardswish_backward,
         "input",
         lambda x: np.where(x <= -3, -0.0, np.where(x >= 3, x, x * (x + 3) / 6)),
-        lambda x: np.where(x < -3, 0.0, np.where(x <= 3, x / 3 + 0.5, 1.0)),
+        lambda x: np.where(x <= -3, 0.0, np.where(x < 3, x / 3 + 0.5, 1.0)),
         edges=(-3.0, 3.0, -1.5),
         ulp=2,
         note="not monotonic",

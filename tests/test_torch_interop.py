@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 ft = pytest.importorskip("fastact.torch")
 F = torch.nn.functional
 
+import fastact as fa  # noqa: E402
 from fastact import ACTIVATIONS  # noqa: E402
 from fastact.testing import break_points, default_params  # noqa: E402
 
@@ -81,6 +82,28 @@ def test_matches_torch_float32(name):
     tol = {"rtol": 8 * 2.0**-23, "atol": 8 * 2.0**-23}  # 8 ulp, absolute at unit scale (cancellation)
     torch.testing.assert_close(y1, y2, **tol)
     torch.testing.assert_close(x1.grad, x2.grad, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(TORCH_F))
+def test_values_and_gradients_at_break_points_match_torch(name, dtype):
+    """At the kinks (relu's 0, hardswish's -3 and 3, hardtanh's bounds, ...) fastact's
+    backward gives the derivative torch's autograd gives; so it does at the floats beside
+    them where the backward reads the input (from a saved output that rounds onto the
+    break point, as hardsigmoid's 1.0 at 3 - ulp, no backward can tell the side)."""
+    entry = ACTIVATIONS[name]
+    params = dict(zip([p.name for p in entry.params], _params(name)))
+    x = np.array(break_points(entry, default_params(entry)), dtype)
+    if entry.saves == "input":
+        x = np.unique(np.concatenate([x, np.nextafter(x, -np.inf), np.nextafter(x, np.inf)]))
+    xt = torch.tensor(x).requires_grad_()
+    (expected,) = torch.autograd.grad(TORCH_F[name](xt, **params).sum(), xt)
+    y = getattr(fa, name)(x, **params)
+    saved = y if entry.saves == "output" else x
+    got = getattr(fa, name + "_backward")(np.ones_like(x), saved, **params)
+    tol = 8 * np.finfo(dtype).eps
+    for where, value in zip(x, got - expected.numpy()):
+        assert abs(value) <= tol, f"{name}'({where!r}): fastact and torch differ by {value}"
 
 
 @pytest.mark.parametrize("name", ["step", "linear"])
