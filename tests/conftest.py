@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import os
 import re
 
@@ -30,6 +32,20 @@ LIBM_CALL = re.compile(
     r"(?:\b(?:call|jmp)\w*\s+\*?|\bmovabsq\s+\$)"
     r"(?:__svml_\w+|(?:exp|exp2|expm1|log|log1p|log2|tanh|erf|erfc|pow|fma|sigmoid)f?)(?:@PLT)?\b"
 )
+
+
+def require(module: str):
+    """Import ``module`` of an optional peer (torch, dask, asv, ...) for a test.
+
+    Skips (the test, or the whole module when called at import) only when the peer's
+    top-level package is not installed. An installed peer that fails to import raises
+    its error: a broken install is a failure to see, not a skip (pytest's importorskip
+    skips on any ImportError; with --continue-on-collection-errors the other modules
+    still run)."""
+    top = module.partition(".")[0]
+    if importlib.util.find_spec(top) is None:
+        pytest.skip(f"{top} is not installed", allow_module_level=True)
+    return importlib.import_module(module)
 
 
 def entry_point(entry: Activation, suffix: str = ""):

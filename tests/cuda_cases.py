@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import ENTRIES
+from conftest import ENTRIES, require
 
 import fastact
 from fastact.testing import assert_specials, default_params, forward_ulp, rounded, sample, stated_bound
@@ -588,7 +588,7 @@ def test_kernels_are_specialized_and_configs_cached(fc):
 
 @pytest.mark.skipif(not GPU, reason="needs a CUDA GPU")
 def test_torch_in_torch_out_on_its_stream(fc):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch without CUDA")
     x = torch.randn(1000, 33, device="cuda")
@@ -606,7 +606,7 @@ def test_torch_in_torch_out_on_its_stream(fc):
 
 @pytest.mark.skipif(not GPU, reason="needs a CUDA GPU")
 def test_cupy_in_cupy_out(fc):
-    cupy = pytest.importorskip("cupy")
+    cupy = require("cupy")
     x = cupy.linspace(-3, 3, 1001, dtype=cupy.float32)
     y = fc.silu(x)
     assert isinstance(y, cupy.ndarray)

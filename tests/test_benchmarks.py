@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 import fastact
 from fastact import _baselines, _bench
@@ -196,7 +197,7 @@ def test_every_benchmark_name_is_collected_by_asv(suite):
 
 def test_asv_discovery_agrees(suite):
     """asv's own discovery finds exactly the benchmark methods defined in the modules."""
-    discovery = pytest.importorskip("asv_runner.discovery")
+    discovery = require("asv_runner.discovery")
     _, modules = suite
     expected = {
         f"{mname}.{cls.__name__}.{attr}"
@@ -314,7 +315,7 @@ def test_fastact_in_place_allocates_nothing_input_sized(suite, monkeypatch):
 
 
 def test_asv_check_accepts_the_suite():
-    pytest.importorskip("asv")
+    require("asv")
     result = subprocess.run(
         [sys.executable, "-m", "asv", "check", "--python=same"],
         cwd=ASV_DIR,
@@ -330,7 +331,7 @@ def test_asv_check_accepts_the_suite():
 def test_asv_run_and_publish(tmp_path):
     """``asv run --quick`` of a few benchmarks, then ``asv publish``: the dashboard's
     index.json lists them and their graph files hold data points."""
-    pytest.importorskip("asv")
+    require("asv")
     if shutil.which("git") is None:
         pytest.skip("asv needs git")
     conf = json.loads(_strip_comments((ASV_DIR / "asv.conf.json").read_text()))
@@ -464,3 +465,28 @@ def test_crossover_rules():
     threshold, worst = _bench.suggest_threshold(timings)
     # 4096: cheap loses 3/2 at 4096; 16384: costly loses 8/5 at 4096; 1024: cheap loses 5x
     assert (threshold, worst) == (4096, pytest.approx(1.5))
+
+
+def test_simd_environment_compiles_for_avx2_without_any_avx512():
+    host = "+sse4.2,+avx,+avx2,+fma,+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx512fp16,-amx-tile"
+    env = _bench.simd_environment("avx2", host)
+    assert env["NUMBA_CPU_NAME"] == "znver3" and env["ATEN_CPU_CAPABILITY"] == "avx2"
+    flags = env["NUMBA_CPU_FEATURES"].split(",")
+    assert "+avx2" in flags and "+fma" in flags and "-amx-tile" in flags
+    assert not [f for f in flags if f.startswith("+avx512")] and "-avx512fp16" in flags
+    assert "NUMBA_CPU_NAME" not in _bench.simd_environment("avx512", host)
+    with pytest.raises(ValueError, match="no avx512"):
+        _bench.simd_environment("avx512", "+avx,+avx2,+fma,-avx512f")
+
+
+def test_bench_simd_option_runs_the_bench_compiled_for_that_level():
+    level = "avx2"
+    try:
+        _bench.simd_environment(level)
+    except ValueError:
+        pytest.skip("this CPU has no AVX2")
+    code = [sys.executable, "-m", "fastact", "bench", "--quick", "--simd", level, "--size", "4096"]
+    out = subprocess.run(
+        [*code, "--activation", "relu", "--no-progress"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "fastact compiled for znver3 (avx2)" in out and "\nrelu " in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -95,7 +96,7 @@ def test_matches_reference_and_finite_differences(kind, opts, reduction):
 @pytest.mark.parametrize("opts", OPTIONS, ids=str)
 @pytest.mark.parametrize("kind", ["class", "prob"])
 def test_matches_torch(kind, opts, reduction, dtype):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     F = torch.nn.functional
     x, t, w, q = make(1, n=9, c=6, dtype=dtype)
     target = t if kind == "class" else q
@@ -177,7 +178,7 @@ def test_edge_logits():
 
 
 def test_edge_logits_match_torch():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     x = np.array([[-np.inf, 0.0, 1.0], [1e30, -1e30, 0.0], [-np.inf, -np.inf, -np.inf], [np.nan, 0, 0]])
     for eps in (0.0, 0.2):
         for target in (np.array([1, 0, 0, 1]), np.array([0, 0, 0, 1])):

@@ -7,16 +7,17 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import require
 
-da = pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
-fd = pytest.importorskip("fastact.dask")
+da = require("dask.array")
+distributed = require("distributed")
+fd = require("fastact.dask")
 
 import fastact as fa  # noqa: E402
 from fastact import ACTIVATIONS  # noqa: E402
 from fastact.testing import default_params, sample  # noqa: E402
 
-S = pytest.importorskip("fastact.softmax")
+S = require("fastact.softmax")
 PUBLIC = [name for name, entry in ACTIVATIONS.items() if entry.public]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -20,7 +21,7 @@ def load(name: str):
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])  # saves its output / its input
 def test_train_mlp_learns(activation, capsys):
-    pytest.importorskip("sklearn")
+    require("sklearn")
     train_mlp = load("train_mlp")
     history = train_mlp.main(["--epochs", "3", "--seed", "1", "--activation", activation])
     losses, accuracy = history["loss"], history["test_accuracy"]
@@ -33,7 +34,7 @@ def test_train_mlp_learns(activation, capsys):
 
 
 def test_train_mlp_rejects_unknown_activation():
-    pytest.importorskip("sklearn")
+    require("sklearn")
     train_mlp = load("train_mlp")
     with pytest.raises(SystemExit):
         train_mlp.main(["--activation", "nope"])

@@ -16,6 +16,7 @@ import tempfile
 import textwrap
 
 import pytest
+from conftest import require
 
 TIMEOUT = 240
 
@@ -159,5 +160,5 @@ print("ok")
 
 
 def test_torch_dataloader_fork_workers():
-    pytest.importorskip("torch")
+    require("torch")
     assert run_python(TORCH.format(timeout=TIMEOUT - 30)).strip() == "ok"

@@ -6,6 +6,7 @@ import importlib
 
 import numpy as np
 import pytest
+from conftest import require
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -218,7 +219,7 @@ def test_edge_rows(dtype, row):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("row", list(EDGE_ROWS))
 def test_edge_rows_match_torch(dtype, row):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     x = np.array(EDGE_ROWS[row](dtype), dtype=dtype)
     for fn, tfn in ((S.softmax, torch.softmax), (S.log_softmax, torch.log_softmax)):
         got = fn(x)
@@ -250,7 +251,7 @@ def test_chunked_rows_with_inf_chunks(monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape_axis", [((6, 50), -1), ((6, 50), 0), ((3, 5, 7), 1), ((300, 130), -1)])
 def test_forward_and_backward_match_torch(dtype, shape_axis):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     shape, axis = shape_axis
     rng = np.random.default_rng(4)
     x = (rng.standard_normal(shape) * 6).astype(dtype)

@@ -7,9 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require
 
-torch = pytest.importorskip("torch")
-ft = pytest.importorskip("fastact.torch")
+torch = require("torch")
+ft = require("fastact.torch")
 F = torch.nn.functional
 
 import fastact as fa  # noqa: E402
