@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import importlib
 
-from ._api import make_functions
-from ._cuda_probe import cuda_is_available
-from ._runtime import runtime_info, threading_layer, warmup
-from .definitions import ACTIVATIONS, Activation, Param
-from .softmax import __all__ as _softmax_all
+from ._numba_compat import check_versions
+
+check_versions()  # before anything compiles: outside the tested numba, a clear ImportError
+
+from ._api import make_functions  # noqa: E402
+from ._cuda_probe import cuda_is_available  # noqa: E402
+from ._runtime import runtime_info, threading_layer, warmup  # noqa: E402
+from .definitions import ACTIVATIONS, Activation, Param  # noqa: E402
+from .softmax import __all__ as _softmax_all  # noqa: E402
 
 __version__ = "0.1.0"
 
