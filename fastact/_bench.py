@@ -8,6 +8,12 @@ can be: fastact's own blocked, prefetching loop around ``x[i] *= a`` (forward) o
 ``g[i] *= s[i]`` (backward). Everything is printed as ratios measured in the same run: a time is
 the best of several calls, each on freshly restored data.
 
+``--simd avx2`` (or ``avx512``) runs the same command in a subprocess that compiles fastact for
+that x86 SIMD level and runs torch's kernels for it: on an AVX-512 host, numba targets an
+AVX2-only CPU (``NUMBA_CPU_NAME=znver3``, ``NUMBA_CPU_FEATURES`` = the host's features with
+every ``avx512*`` off, a cache directory of its own) and torch takes ``ATEN_CPU_CAPABILITY=avx2``.
+Peers are timed in turn inside that process, as always.
+
 ``--crossover`` times the serial and the parallel kernels from 1K to 1M elements
 and prints the size from which the parallel one wins
 (:data:`fastact._dispatch.PARALLEL_THRESHOLD`).
@@ -22,7 +28,10 @@ import argparse
 import functools
 import json
 import math
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -400,10 +409,17 @@ def header(dtype: str, n: int, threads: int, peers: Sequence[str], rows: Sequenc
     except ValueError:  # no parallel kernel has run (small n)
         layer = "not started"
     threaded = ", ".join(["fastact (numba)", *[p for p in peers if p in ("torch", "numexpr")]])
+    info = fastact.runtime_info()
+    simd = f"fastact compiled for {info['cpu']} ({info['simd']})"
+    if any(PEER_MODULES[p] == "torch" for p in peers):
+        import torch
+
+        simd += f", torch's kernels {torch.backends.cpu.get_cpu_capability()}"
     return "\n".join(
         [
             f"fastact {fastact.__version__} bench: {dtype}, {n:,} elements, in place; "
             f"{threads} threads for {threaded} (numba layer {layer}); numpy and scipy use one",
+            simd,
             f"ceiling (fastact's loop, in place): forward x[i] *= a {_seconds(fwd)} "
             f"({2 * n * item / fwd / 1e9:.1f} GB/s), backward g[i] *= s[i] {_seconds(bwd)} "
             f"({3 * n * item / bwd / 1e9:.1f} GB/s)",
@@ -517,6 +533,46 @@ def format_crossover(result: dict, dtype: str) -> str:
     return "\n".join(lines)
 
 
+# --- SIMD levels -----------------------------------------------------------------------
+
+# An AVX2 CPU without AVX-512 for numba to compile for, and torch's name for each level.
+SIMD_TARGETS = {"avx2": "znver3", "avx512": None}
+_SIMD_ENV = "_FASTACT_BENCH_SIMD"  # set in the subprocess: the level is already applied
+
+
+def simd_environment(level: str, host_features: str | None = None) -> dict[str, str]:
+    """Environment variables that make numba compile for ``level`` and torch run its
+    ``level`` kernels. Raises ValueError when the host lacks the level."""
+    if host_features is None:
+        import llvmlite.binding as llvm
+
+        host_features = llvm.get_host_cpu_features().flatten()
+    flags = [f for f in host_features.split(",") if f]
+    has = {f[1:] for f in flags if f.startswith("+")}
+    needs = {"avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"}}[level]
+    if not needs <= has:
+        raise ValueError(f"this CPU has no {level} (missing {', '.join(sorted(needs - has))})")
+    env = {"ATEN_CPU_CAPABILITY": level, _SIMD_ENV: level}
+    if SIMD_TARGETS[level] is not None:
+        env["NUMBA_CPU_NAME"] = SIMD_TARGETS[level]
+        env["NUMBA_CPU_FEATURES"] = ",".join("-" + f[1:] if f.startswith("+avx512") else f for f in flags)
+    return env
+
+
+def _run_at_simd(level: str, argv: Sequence[str]) -> int:
+    """Run ``python -m fastact bench argv`` with fastact and torch built for ``level``."""
+    try:
+        env = simd_environment(level)
+    except ValueError as exc:
+        print(f"--simd {level}: {exc}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix=f"fastact-{level}-cache-") as cache:
+        if "NUMBA_CPU_NAME" in env:  # kernels for another CPU: never mix them with the host's
+            env["NUMBA_CACHE_DIR"] = cache
+        command = [sys.executable, "-m", "fastact", "bench", *argv]
+        return subprocess.run(command, env={**os.environ, **env}).returncode
+
+
 # --- command line -----------------------------------------------------------------------
 
 
@@ -546,6 +602,13 @@ def _parser() -> argparse.ArgumentParser:
         "--activation", nargs="+", metavar="NAME", choices=list(ACTIVATIONS), help="only these (default: all)"
     )
     parser.add_argument("--crossover", action="store_true", help="serial/parallel crossover (1K..1M)")
+    parser.add_argument(
+        "--simd",
+        choices=("native", *SIMD_TARGETS),
+        default="native",
+        help="compile fastact for this x86 SIMD level and run torch's kernels for it, in a subprocess "
+        "(avx2 on an AVX-512 host: what most laptops and desktops run); default: the host's",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the measurements as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
@@ -558,6 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error (already printed)
         return int(exc.code or 0)
+    if args.simd != "native" and os.environ.get(_SIMD_ENV) != args.simd:
+        return _run_at_simd(args.simd, list(sys.argv[1:] if argv is None else argv))
     names = args.activation or list(ACTIVATIONS)
     show = not args.no_progress and sys.stderr.isatty()
     if args.crossover:

@@ -90,6 +90,15 @@ def test_avx512_cpus_get_512_bit_loops(dtype):
     assert re.search(r"\bvmovup[sd]\s+%zmm\d+, ", asm), "no 512-bit store in sigmoid's loop"
 
 
+@pytest.mark.skipif(runtime_info()["simd"] != "avx2", reason="not an AVX2 build")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_avx2_builds_get_256_bit_loops_and_no_avx512(dtype):
+    """An AVX2 build (an AVX2 CPU, or .ci/run's NUMBA_CPU_NAME/FEATURES on an AVX-512 host):
+    the loop runs on ymm registers and nothing asks for AVX-512."""
+    asm = _assembly(ACTIVATIONS["sigmoid"], "forward", dtype)
+    assert re.search(r"\bvmovup[sd]\s+%ymm\d+, ", asm) and "zmm" not in asm
+
+
 def test_the_check_sees_a_libm_loop():
     """The patterns catch what they are for: a scalar loop calling libm's exp."""
     import math
