@@ -25,7 +25,7 @@ from fastact.testing import default_params
 try:
     from fastact import softmax_cross_entropy
 except ImportError:  # not exported at the top level yet
-    from fastact.softmax import softmax_cross_entropy
+    from fastact import softmax_cross_entropy
 
 PUBLIC = sorted(name for name, entry in fastact.ACTIVATIONS.items() if entry.public)
 

@@ -13,25 +13,16 @@ from ._numba_compat import check_versions
 
 check_versions()  # before anything compiles: outside the tested numba, a clear ImportError
 
-from ._api import make_functions  # noqa: E402
 from ._cuda_probe import cuda_is_available  # noqa: E402
-from ._runtime import runtime_info, threading_layer, warmup  # noqa: E402
+from ._functions import FUNCTIONS as _FUNCTIONS  # noqa: E402
+from ._threading import threading_layer  # noqa: E402
+from ._version import __version__  # noqa: E402
+from ._warmup import runtime_info, warmup  # noqa: E402
 from .definitions import ACTIVATIONS, Activation, Param  # noqa: E402
-from .softmax import __all__ as _softmax_all  # noqa: E402
 
-__version__ = "0.1.0"
-
-_functions = {}
-for _entry in ACTIVATIONS.values():
-    if _entry.public:
-        _functions.update(make_functions(_entry, ACTIVATIONS))
-globals().update(_functions)
-
-# softmax, log_softmax (+ in place and backward) and softmax_cross_entropy; the
-# functions take the place of the submodule's name here, as in numpy.fft.fft.
-from . import softmax as _softmax_module  # noqa: E402
-
-globals().update({name: getattr(_softmax_module, name) for name in _softmax_all})
+# every activation's name, name_, name_backward, name_backward_; softmax, log_softmax (+ in
+# place and backward) and softmax_cross_entropy
+globals().update(_FUNCTIONS)
 
 __all__ = [
     "ACTIVATIONS",
@@ -43,8 +34,7 @@ __all__ = [
     "runtime_info",
     "threading_layer",
     "warmup",
-    *_functions,
-    *_softmax_all,
+    *_FUNCTIONS,
 ]
 
 _LAZY = {"ufuncs"}

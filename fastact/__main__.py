@@ -15,9 +15,9 @@ import sys
 
 
 def _info() -> int:
-    from . import _runtime, cuda_is_available
+    from . import _warmup, cuda_is_available
 
-    info = _runtime.runtime_info()
+    info = _warmup.runtime_info()
     width = max(map(len, info))
     for key, value in info.items():
         if isinstance(value, list):
@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return _bench.main(rest)
     if command == "warmup":
-        from . import _runtime
+        from . import _warmup
 
-        _runtime.warmup(progress=True)
+        _warmup.warmup(progress=True)
         return 0
     if command == "table":
         from ._docs import activation_table

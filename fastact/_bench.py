@@ -16,7 +16,7 @@ Peers are timed in turn inside that process, as always.
 
 ``--crossover`` times the serial and the parallel kernels from 1K to 1M elements
 and prints the size from which the parallel one wins
-(:data:`fastact._dispatch.PARALLEL_THRESHOLD`).
+(:data:`fastact._config.PARALLEL_THRESHOLD`).
 
 The asv suite (``asv_bench/``) and ``scripts/plot_benchmarks.py`` reuse
 :class:`Case`, :func:`compare` and :func:`best_time` from here.
@@ -173,8 +173,9 @@ def _ceiling_kernel(direction: str, parallel: bool):
     backward. As fast as a loop this simple runs here, it stands for the memory
     bandwidth (a plain ``prange`` loop without the prefetch read ~1.6x slower)."""
     _kernels.pin_uuid(_times)
-    factory = _kernels._unary_in_place if direction == "forward" else _kernels._binary_in_place
-    return factory(_times, parallel)
+    if direction == "forward":
+        return _kernels._unary_in_place(_times, parallel)
+    return _kernels._binary_in_place(_times, parallel, reads=(True, True))
 
 
 _CEILING = {
@@ -187,7 +188,7 @@ _CEILING = {
 def ceiling(direction: str, x: np.ndarray, s: np.ndarray) -> tuple[Callable, Callable]:
     """(call, reset) of the in-place ceiling loop over a copy of ``x`` (serial below
     the parallel threshold, as fastact's dispatcher)."""
-    from ._dispatch import PARALLEL_THRESHOLD
+    from ._config import PARALLEL_THRESHOLD
 
     kernel = _CEILING[direction, x.size >= PARALLEL_THRESHOLD]
     buf = x.copy()
@@ -474,11 +475,9 @@ def _repeat(kernel, number, *args):
 
 def _start_threads() -> None:
     """Start numba's threading layer as fastact does (it may load TBB first)."""
-    try:
-        from . import _runtime
-    except ImportError:  # pragma: no cover - older layout
-        return
-    _runtime.gate()
+    from ._threading import gate
+
+    gate()
 
 
 def crossing(timings: Sequence[tuple[int, float, float]]) -> int | None:
@@ -506,7 +505,7 @@ def suggest_threshold(result: dict[str, list[tuple[int, float, float]]]) -> tupl
 
 
 def format_crossover(result: dict, dtype: str) -> str:
-    from ._dispatch import PARALLEL_THRESHOLD
+    from ._config import PARALLEL_THRESHOLD
 
     names = list(result)
     lines = [

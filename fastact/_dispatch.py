@@ -8,10 +8,10 @@ loops over each row) where every operand's rows are contiguous (``x[:, :k]``,
 ``x[::2]`` of a matrix), the strided ones otherwise (which copy a few KiB at a time
 into a buffer and run the same SIMD loop over it).
 Small arrays run serially: a parallel launch costs more than it saves below
-:data:`PARALLEL_THRESHOLD` elements. In place (out is the first input), contiguous arrays
+:data:`fastact._config.PARALLEL_THRESHOLD` elements. In place (out is the first input), contiguous arrays
 run the kernels that read and write one array, which vectorize where the two-array ones
 would fall back to their scalar loop. Large ones run serially too where the threading
-layer forbids a parallel launch now (see :func:`fastact._runtime.gate`).
+layer forbids a parallel launch now (see :func:`fastact._threading.gate`).
 """
 
 from __future__ import annotations
@@ -20,73 +20,20 @@ import functools
 
 import numpy as np
 
-from . import _runtime
+from . import _config as config
 from ._kernels import KernelSet
-
-# Below this many elements the serial kernel wins (measured with `python -m fastact
-# bench --crossover`: a parallel launch costs ~1-2 us on 2 cores).
-PARALLEL_THRESHOLD = 1 << 15
-
-
-def _unaliased(a: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``a``, or a copy of it when ``out`` overlaps it other than element for element.
-
-    Writing ``out`` must not change inputs not yet read (numpy ufuncs do the same).
-    """
-    return _aliasing(a, out)[0]
-
-
-def _aliasing(a: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, bool]:
-    """(:func:`_unaliased` of ``a``, whether ``a`` is ``out``'s elements: in place)."""
-    if a is out:
-        return a, True
-    if not np.may_share_memory(a, out):
-        return a, False
-    if a.strides == out.strides and a.__array_interface__["data"][0] == out.__array_interface__["data"][0]:
-        return a, True
-    return a.copy(), False
-
-
-def _flat(a: np.ndarray) -> np.ndarray:
-    """A 1-d view of a C- or F-contiguous array, in memory order."""
-    return a if a.ndim == 1 else a.ravel("K")  # a view: "K" is memory order
-
-
-def _collapse(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    """Views of ``arrays`` with the fewest dimensions their strides allow (>= 2)."""
-    shape = arrays[0].shape
-    keep = [i for i, n in enumerate(shape) if n != 1]
-    out = arrays[-1]
-    order = sorted(keep, key=lambda i: -abs(out.strides[i]))
-    shape = [shape[i] for i in order]
-    strides = [[a.strides[i] for i in order] for a in arrays]
-    i = len(shape) - 1
-    while i > 0:
-        if all(s[i - 1] == s[i] * shape[i] for s in strides):
-            shape[i - 1] *= shape[i]
-            del shape[i]
-            for s in strides:
-                s[i - 1] = s[i]
-                del s[i]
-        i -= 1
-    while len(shape) < 2:
-        shape.insert(0, 1)
-        for s in strides:
-            s.insert(0, 0)
-    return tuple(
-        np.lib.stride_tricks.as_strided(a, shape=shape, strides=s, writeable=a is out)
-        for a, s in zip(arrays, strides)
-    )
+from ._layout import aliasing, collapse, flat, unaliased
+from ._threading import gate
 
 
 def _parallel(parallel, serial):
     """``parallel``, or ``serial`` where the threading layer forbids a parallel launch now."""
-    gate = _runtime.gate()
-    if gate is None:
+    now = gate()
+    if now is None:
         return parallel
-    if gate is False:
+    if now is False:
         return serial
-    return functools.partial(_one_at_a_time, gate, parallel, serial)
+    return functools.partial(_one_at_a_time, now, parallel, serial)
 
 
 def _one_at_a_time(lock, parallel, serial, *args) -> None:
@@ -130,18 +77,18 @@ def run(
     elif fresh:
         in_place = False
     else:
-        first, in_place = _aliasing(first, out)
-    rest = () if len(inputs) == 1 else (inputs[1] if fresh else _unaliased(inputs[1], out),)
+        first, in_place = aliasing(first, out)
+    rest = () if len(inputs) == 1 else (inputs[1] if fresh else unaliased(inputs[1], out),)
     operands = (*rest, out) if in_place else (first, *rest, out)
     if _one_order(operands):
         if in_place:  # the kernels that read and write out, given the other inputs
             serial, parallel = kernels.serial_in_place, kernels.parallel_in_place
         else:
             serial, parallel = kernels.serial, kernels.parallel
-        kernel = serial if n < PARALLEL_THRESHOLD else _parallel(parallel, serial)
-        kernel(*(operands if out.ndim == 1 else map(_flat, operands)), *params)
+        kernel = serial if n < config.PARALLEL_THRESHOLD else _parallel(parallel, serial)
+        kernel(*(operands if out.ndim == 1 else map(flat, operands)), *params)
         return out
-    views = _collapse((first, *rest, out))
+    views = collapse((first, *rest, out))
     if all(v.strides[-1] == v.itemsize for v in views):  # contiguous rows: the SIMD kernels
         if in_place:
             serial, parallel = kernels.serial_rows_in_place, kernels.parallel_rows_in_place
@@ -150,7 +97,7 @@ def run(
             serial, parallel = kernels.serial_rows, kernels.parallel_rows
     else:
         serial, parallel = kernels.serial_2d, kernels.parallel_2d
-    kernel = serial if n < PARALLEL_THRESHOLD else _parallel(parallel, serial)
+    kernel = serial if n < config.PARALLEL_THRESHOLD else _parallel(parallel, serial)
     if views[0].ndim == 2:
         kernel(*views, *params)
     else:

@@ -13,92 +13,23 @@ disk.
 
 from __future__ import annotations
 
-import dis
+import functools
 import hashlib
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import llvmlite.binding as llvm
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.core.compiler_lock import global_compiler_lock
-from numba.core.imputils import impl_ret_borrowed
-from numba.extending import intrinsic
+from numba import njit, prange
 
-from . import _math as fm
-from .definitions import ACTIVATIONS
+from . import _numba_compat as compat
+from ._config import BLOCK_BYTES, CACHE_LINE, INTERLEAVE, PREFETCH_AHEAD, STRIDED_CHUNK, STRIDED_TASK_CHUNKS
+from ._intrinsics import full_width_vectors, params_like, prefetch, row_view
+from .definitions import ACTIVATIONS, Activation
 
 # Fast-math flags that cannot change a result's NaN/inf behaviour: contraction into
 # FMAs only. ("nnan"/"ninf" would let LLVM drop NaN checks; "reassoc" changes results.)
 FASTMATH = {"contract"}
-
-# How many vectors LLVM's loop vectorizer processes per iteration. Its cost model picks
-# 1 for the long bodies of the math layer, and then one element's dependency chain
-# (60-100 cycles of latency) fills the out-of-order window: 4 independent chains per
-# iteration run 1.3-1.7x faster in cache (sigmoid f32 0.99 -> 0.64 ns/element).
-INTERLEAVE = 4
-
-
-@contextmanager
-def vector_interleave(count: int = INTERLEAVE) -> Iterator[None]:
-    """Compile with LLVM's ``-force-vector-interleave=count``, then back to its default.
-
-    The option is process-wide LLVM state, so it is set under numba's global compiler
-    lock: no other compilation can see it. It only changes how a loop the vectorizer
-    already vectorizes is unrolled, never a result.
-    """
-    with global_compiler_lock:
-        llvm.set_option("fastact", f"-force-vector-interleave={count}")
-        try:
-            yield
-        finally:
-            llvm.set_option("fastact", "-force-vector-interleave=0")  # 0: the cost model's choice
-
-
-def interleaved(dispatcher):
-    """Make every compilation of ``dispatcher`` (and of the functions it calls, which
-    compile inside it) run under :func:`vector_interleave`."""
-    compile_signature = dispatcher.compile
-
-    def compile(sig):
-        with vector_interleave():
-            return compile_signature(sig)
-
-    dispatcher.compile = compile
-    return dispatcher
-
-
-# The LLVM function attribute that lifts the 256-bit cap (see full_width_vectors).
-FULL_WIDTH = '"prefer-vector-width"="512"'
-
-
-@intrinsic
-def full_width_vectors(typingctx):
-    """Let LLVM vectorize the function this is called in with 512-bit registers.
-
-    For Intel's AVX-512 server CPUs (skylake-avx512 to emeraldrapids) LLVM's tuning
-    prefers 256-bit vectors (``prefer-256-bit``, against the clock drop of 512-bit
-    code on Skylake-SP), so without this the loops use half the width the CPU has
-    (and PyTorch uses). Measured on an Emerald Rapids VM, float32 in place: sigmoid
-    0.65 -> 0.50 ns/element in cache, 6.1 -> 4.9 ms for 16M elements at 2 threads;
-    relu 2.1 -> 1.8 ms. The attribute only raises the preferred width: on a CPU
-    without 512-bit registers it changes nothing, and no result changes anywhere.
-    It emits no code; call it in the loop body, which ``prange`` outlines into a
-    function of its own.
-    """
-
-    def codegen(context, builder, signature, args):
-        # llvmlite only knows keyword attributes; a string attribute goes in as is.
-        set.add(builder.function.attributes, FULL_WIDTH)
-        return context.get_dummy_value()
-
-    return types.none(), codegen
 
 
 def _jit(kernel, scalar, parallel: bool):
@@ -118,95 +49,18 @@ def _jit(kernel, scalar, parallel: bool):
     return interleaved(jit(kernel))
 
 
+def interleaved(dispatcher):
+    """``dispatcher``, compiling with LLVM's vector interleave forced to INTERLEAVE: its cost
+    model interleaves the math layer's long loop bodies once, and INTERLEAVE independent
+    chains per iteration keep the out-of-order window busy (docs/TUNING.md)."""
+    return compat.interleaved(dispatcher, INTERLEAVE)
+
+
 # The 1-d kernels run in blocks of BLOCK_BYTES and prefetch each input PREFETCH_AHEAD
-# bytes ahead of the block. The transcendental kernels are compute-bound, and without the
-# prefetch a 16M-element call took about its in-cache compute time plus the memory time:
-# the hardware prefetcher does not run far enough ahead of a loop this slow. Measured on
-# an Emerald Rapids VM, 16M elements in place, 2 threads, best of 3 alternating runs:
-# float32 tanh 3.95 -> 2.36 ms, elu 3.40 -> 1.99, softplus 4.05 -> 2.52, sigmoid 4.23 ->
-# 3.32, gelu 4.47 -> 3.56, relu 1.67 -> 1.52; float64 tanh 11.3 -> 6.9; backward gelu
-# 6.38 -> 4.93 (the cheap backwards within noise; without any prefetch in the blocked
-# loop, relu's backward took 4.7-5.0 ms against 2.9-3.2). A prefetch never faults, so the
-# last blocks may prefetch past the end.
-BLOCK_BYTES = 1024
-PREFETCH_AHEAD = 4096
-CACHE_LINE = 64
-
-
-@intrinsic
-def prefetch(typingctx, a, offset):
-    """Prefetch (for reading, into every cache level) the line holding byte ``offset`` of
-    a's data. A prefetch never faults: any offset is safe."""
-    if not isinstance(a, types.Array) or not isinstance(offset, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        arr = context.make_array(sig.args[0])(context, builder, args[0])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        ptr = builder.gep(builder.bitcast(arr.data, i8p), [args[1]])
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return types.none(a, types.int64), codegen
-
-
-@intrinsic
-def _like(typingctx, a, params):
-    """``params`` (a tuple of numbers) converted to the dtype of array ``a``.
-
-    The public functions pass parameters as Python floats (each numpy scalar costs
-    ~0.2 us to make) and every kernel converts them here, once per call, rounding to
-    nearest as ``np.float32(p)`` does; float32 arithmetic then stays float32.
-    """
-    if not isinstance(a, types.Array) or not isinstance(params, types.BaseTuple):
-        return None
-    to = a.dtype
-    result = types.UniTuple(to, len(params)) if len(params) else types.Tuple(())
-
-    def codegen(context, builder, sig, args):
-        values = [
-            context.cast(builder, builder.extract_value(args[1], i), frm, to)
-            for i, frm in enumerate(sig.args[1])
-        ]
-        return context.make_tuple(builder, sig.return_type, values)
-
-    return result(a, params), codegen
-
-
-@intrinsic
-def _row(typingctx, a, i):
-    """Row ``i`` of 2-d ``a`` as a C-contiguous 1-d view, for arrays whose inner stride
-    is their itemsize (the dispatcher checks; nothing here does). numba types ``a[i]`` of
-    a non-contiguous array with a run-time stride, and LLVM does not vectorize such a
-    loop: on ``x[:, :512]`` of a float32 matrix the rows kernels ran sigmoid 7x and relu
-    2.4x faster than the scalar 2-d loop."""
-    if not (isinstance(a, types.Array) and a.ndim == 2 and isinstance(i, types.Integer)):
-        return None
-    row = types.Array(a.dtype, 1, "C", readonly=not a.mutable, aligned=a.aligned)
-
-    def codegen(context, builder, sig, args):
-        array = context.make_array(sig.args[0])(context, builder, args[0])
-        shape = cgutils.unpack_tuple(builder, array.shape, 2)
-        strides = cgutils.unpack_tuple(builder, array.strides, 2)
-        index = context.cast(builder, args[1], sig.args[1], types.intp)
-        bytes_ = builder.bitcast(array.data, ir.IntType(8).as_pointer())
-        start = builder.gep(bytes_, [builder.mul(index, strides[0])])
-        view = context.make_array(row)(context, builder)
-        context.populate_array(
-            view,
-            data=builder.bitcast(start, array.data.type),
-            shape=cgutils.pack_array(builder, [shape[1]]),
-            strides=cgutils.pack_array(builder, [array.itemsize]),
-            itemsize=array.itemsize,
-            meminfo=array.meminfo,
-            parent=array.parent,
-        )
-        return impl_ret_borrowed(context, builder, row, view._getvalue())
-
-    return row(a, i), codegen
+# bytes ahead of the block: the transcendental kernels are compute-bound, and the hardware
+# prefetcher does not run far enough ahead of a loop this slow (without the prefetch a 16M
+# call took its in-cache compute time plus its memory time). A prefetch never faults, so
+# the last blocks may prefetch past the end.
 
 
 @njit(forceinline=True, nogil=True)
@@ -219,7 +73,7 @@ def _prefetch_ahead(a, lo):
 
 def _unary(scalar, parallel):
     def unary(x, out, *args):
-        params = _like(out, args)
+        params = params_like(out, args)
         block = BLOCK_BYTES // x.itemsize
         for k in prange((x.shape[0] + block - 1) // block):
             full_width_vectors()
@@ -236,8 +90,8 @@ def _unary_in_place(scalar, parallel):
     """The kernel for ``out`` that is ``x``, element for element.
 
     Given two pointers, LLVM guards its vector loop with a run-time overlap check, and
-    ``out`` overlapping ``x`` sends it to the scalar loop (in place, a serial sigmoid ran
-    4-6x slower than out of place). With one array there is nothing to check. The
+    ``out`` overlapping ``x`` sends it to the scalar loop (several times slower than out of
+    place: docs/TUNING.md). With one array there is nothing to check. The
     parallel kernels need it as much: numba gives a prange body noalias arguments only
     where it takes no views of them, and the blocks are views. (The 2-d kernels are not
     helped this way: with a run-time inner stride and one array, LLVM does not vectorize
@@ -245,7 +99,7 @@ def _unary_in_place(scalar, parallel):
     """
 
     def unary_in_place(out, *args):
-        params = _like(out, args)
+        params = params_like(out, args)
         block = BLOCK_BYTES // out.itemsize
         for k in prange((out.shape[0] + block - 1) // block):
             full_width_vectors()
@@ -258,14 +112,12 @@ def _unary_in_place(scalar, parallel):
     return _jit(unary_in_place, scalar, parallel)
 
 
-# The strided 2-d kernels of all but the cheap scalars (see cheap()) copy STRIDED_CHUNK
-# elements at a time (in row-major order of the 2-d view, across rows) into a buffer, run
-# the SIMD loop over it and copy it back: a loop over a run-time stride does not
-# vectorize, and scalar transcendental math costs several times the copies. Each task
+# The strided 2-d kernels of all but the light scalars (Activation.light) copy
+# STRIDED_CHUNK elements at a time (in row-major order of the 2-d view, across rows) into a
+# buffer, run the SIMD loop over it and copy it back: a loop over a run-time stride does
+# not vectorize, and scalar transcendental math costs several times the copies. Each task
 # allocates its buffers once (2 KiB of float64 each: in L1, and no allocation the size of
 # the input) and works through STRIDED_TASK_CHUNKS consecutive chunks.
-STRIDED_CHUNK = 256
-STRIDED_TASK_CHUNKS = 64
 
 
 @njit(forceinline=True, nogil=True)
@@ -296,33 +148,11 @@ def _scatter(buf, out, start, count):
         i, r, c = i + m, r + 1, 0
 
 
-def cheap(function) -> bool:
-    """Whether a scalar is one select with adds and multiplies, judged from its Python
-    code: one conditional jump at most, no call into the math layer but ``fm.like`` (a
-    cast), no other function, no division. Its strided 2-d loop runs as it is; the others
-    run through a buffer (SIMD in between): float32, 1M elements of ``x[:, ::2]``, sigmoid
-    5.0 -> 1.1-1.9 ms, gelu 6.3-7.2 -> 1.3-1.8, and hardtanh's scalar loop of two selects
-    (which LLVM leaves as branches, mispredicted on random data) 7.4-10 -> 0.8 ms; relu
-    stays 0.5-0.8 ms, where the buffer's copies cost 1.0-1.5."""
-    jumps = 0
-    for instruction in dis.get_instructions(function.__code__):
-        name = instruction.argval
-        jumps += "JUMP" in instruction.opname and "IF" in instruction.opname
-        if instruction.opname == "BINARY_OP" and instruction.argrepr.startswith("/"):
-            return False
-        if instruction.opname == "LOAD_GLOBAL" and callable(function.__globals__.get(name)):
-            return False  # a helper (modules are not callable)
-        if instruction.opname in ("LOAD_ATTR", "LOAD_METHOD") and name != "like":
-            if callable(getattr(fm, name, None)):
-                return False
-    return jumps <= 1
-
-
-def _unary_2d(scalar, parallel):
-    if cheap(scalar.py_func):
+def _unary_2d(scalar, parallel, light):
+    if light:
 
         def unary_2d(x, out, *args):
-            params = _like(out, args)
+            params = params_like(out, args)
             for i in prange(x.shape[0]):
                 full_width_vectors()
                 for j in range(x.shape[1]):
@@ -331,7 +161,7 @@ def _unary_2d(scalar, parallel):
         return _jit(unary_2d, scalar, parallel)
 
     def unary_2d(x, out, *args):
-        params = _like(out, args)
+        params = params_like(out, args)
         n = x.shape[0] * x.shape[1]
         per_task = STRIDED_CHUNK * STRIDED_TASK_CHUNKS
         for t in prange((n + per_task - 1) // per_task):
@@ -347,27 +177,11 @@ def _unary_2d(scalar, parallel):
     return _jit(unary_2d, scalar, parallel)
 
 
-def reads(function, argument: int) -> bool:
-    """Whether the Python code of ``function`` reads its positional argument ``argument``:
-    a prefetch of an input the scalar ignores (linear's backward never reads ``saved``)
-    would stream it from memory for nothing."""
-    code = function.__code__
-    name = code.co_varnames[argument]
-    if name in code.co_cellvars:  # an inner function reads it
-        return True
-    for instruction in dis.get_instructions(code):
-        if instruction.opname.startswith("LOAD_FAST"):
-            value = instruction.argval
-            if name in (value if isinstance(value, tuple) else (value,)):
-                return True
-    return False
-
-
-def _binary(scalar, parallel):
-    prefetch_a, prefetch_b = reads(scalar.py_func, 0), reads(scalar.py_func, 1)
+def _binary(scalar, parallel, reads):
+    prefetch_a, prefetch_b = reads  # a prefetch of an input the scalar ignores streams it for nothing
 
     def binary(a, b, out, *args):
-        params = _like(out, args)
+        params = params_like(out, args)
         block = BLOCK_BYTES // a.itemsize
         for k in prange((a.shape[0] + block - 1) // block):
             full_width_vectors()
@@ -383,12 +197,12 @@ def _binary(scalar, parallel):
     return _jit(binary, scalar, parallel)
 
 
-def _binary_in_place(scalar, parallel):
+def _binary_in_place(scalar, parallel, reads):
     """The kernel for ``out`` that is ``a`` (grad): out[i] = f(out[i], b[i])."""
-    prefetch_b = reads(scalar.py_func, 1)
+    prefetch_b = reads[1]
 
     def binary_in_place(b, out, *args):
-        params = _like(out, args)
+        params = params_like(out, args)
         block = BLOCK_BYTES // out.itemsize
         for k in prange((out.shape[0] + block - 1) // block):
             full_width_vectors()
@@ -403,11 +217,11 @@ def _binary_in_place(scalar, parallel):
     return _jit(binary_in_place, scalar, parallel)
 
 
-def _binary_2d(scalar, parallel):
-    if cheap(scalar.py_func):
+def _binary_2d(scalar, parallel, light):
+    if light:
 
         def binary_2d(a, b, out, *args):
-            params = _like(out, args)
+            params = params_like(out, args)
             for i in prange(a.shape[0]):
                 full_width_vectors()
                 for j in range(a.shape[1]):
@@ -416,7 +230,7 @@ def _binary_2d(scalar, parallel):
         return _jit(binary_2d, scalar, parallel)
 
     def binary_2d(a, b, out, *args):
-        params = _like(out, args)
+        params = params_like(out, args)
         n = a.shape[0] * a.shape[1]
         per_task = STRIDED_CHUNK * STRIDED_TASK_CHUNKS
         for t in prange((n + per_task - 1) // per_task):
@@ -454,12 +268,12 @@ def _unary_rows(scalar, parallel):
     sit apart, where the hardware prefetcher does not follow)."""
 
     def unary_rows(x, out, *args):
-        params = _like(out, args)
+        params = params_like(out, args)
         ahead = _rows_ahead(x)
         for r in prange(x.shape[0]):
             full_width_vectors()
             _prefetch_row(x, r + ahead)
-            xs, os = _row(x, r), _row(out, r)
+            xs, os = row_view(x, r), row_view(out, r)
             for i in range(xs.shape[0]):
                 os[i] = scalar(xs[i], *params)
 
@@ -468,23 +282,23 @@ def _unary_rows(scalar, parallel):
 
 def _unary_rows_in_place(scalar, parallel):
     def unary_rows_in_place(out, *args):
-        params = _like(out, args)
+        params = params_like(out, args)
         ahead = _rows_ahead(out)
         for r in prange(out.shape[0]):
             full_width_vectors()
             _prefetch_row(out, r + ahead)
-            os = _row(out, r)
+            os = row_view(out, r)
             for i in range(os.shape[0]):
                 os[i] = scalar(os[i], *params)
 
     return _jit(unary_rows_in_place, scalar, parallel)
 
 
-def _binary_rows(scalar, parallel):
-    prefetch_a, prefetch_b = reads(scalar.py_func, 0), reads(scalar.py_func, 1)
+def _binary_rows(scalar, parallel, reads):
+    prefetch_a, prefetch_b = reads
 
     def binary_rows(a, b, out, *args):
-        params = _like(out, args)
+        params = params_like(out, args)
         ahead = _rows_ahead(a)
         for r in prange(a.shape[0]):
             full_width_vectors()
@@ -492,25 +306,25 @@ def _binary_rows(scalar, parallel):
                 _prefetch_row(a, r + ahead)
             if prefetch_b:
                 _prefetch_row(b, r + ahead)
-            as_, bs, os = _row(a, r), _row(b, r), _row(out, r)
+            as_, bs, os = row_view(a, r), row_view(b, r), row_view(out, r)
             for i in range(as_.shape[0]):
                 os[i] = scalar(as_[i], bs[i], *params)
 
     return _jit(binary_rows, scalar, parallel)
 
 
-def _binary_rows_in_place(scalar, parallel):
-    prefetch_b = reads(scalar.py_func, 1)
+def _binary_rows_in_place(scalar, parallel, reads):
+    prefetch_b = reads[1]
 
     def binary_rows_in_place(b, out, *args):
-        params = _like(out, args)
+        params = params_like(out, args)
         ahead = _rows_ahead(out)
         for r in prange(out.shape[0]):
             full_width_vectors()
             _prefetch_row(out, r + ahead)
             if prefetch_b:
                 _prefetch_row(b, r + ahead)
-            bs, os = _row(b, r), _row(out, r)
+            bs, os = row_view(b, r), row_view(out, r)
             for i in range(os.shape[0]):
                 os[i] = scalar(os[i], bs[i], *params)
 
@@ -519,7 +333,7 @@ def _binary_rows_in_place(scalar, parallel):
 
 @dataclass(frozen=True)
 class KernelSet:
-    """The compiled flavours of one scalar function."""
+    """The compiled flavours of one scalar function (see :data:`FLAVOURS`)."""
 
     serial: object
     parallel: object
@@ -533,8 +347,45 @@ class KernelSet:
     parallel_rows_in_place: object
 
 
-# The modules whose code ends up inside compiled kernels.
-KERNEL_SOURCES = ("_kernels.py", "definitions.py", "_math.py", "_libm.py", "_softmax_kernels.py")
+@dataclass(frozen=True)
+class Flavour:
+    """One field of :class:`KernelSet`: the layout its arrays have ("flat": 1-d
+    contiguous; "rows": 2-d with contiguous rows; "strided": any 2-d), whether ``out`` is
+    the first input (the kernel then takes one array fewer) and whether it is parallel.
+    The dispatcher picks among them and warmup compiles them all."""
+
+    field: str
+    layout: str
+    in_place: bool
+    parallel: bool
+
+
+FLAVOURS = tuple(
+    Flavour(
+        f"{'parallel' if parallel else 'serial'}{suffix}{'_in_place' if in_place else ''}",
+        layout,
+        in_place,
+        parallel,
+    )
+    for layout, suffix, in_place in (
+        ("flat", "", False),
+        ("strided", "_2d", False),
+        ("flat", "", True),
+        ("rows", "_rows", False),
+        ("rows", "_rows", True),
+    )
+    for parallel in (False, True)
+)
+
+# The modules whose code ends up inside compiled kernels (constants included).
+KERNEL_SOURCES = (
+    "_kernels.py",
+    "_intrinsics.py",
+    "_config.py",
+    "definitions.py",
+    "_math.py",
+    "_softmax_kernels.py",
+)
 
 
 @cache
@@ -553,46 +404,34 @@ def source_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-_uuid_lock = threading.Lock()
-
-
 def pin_uuid(dispatcher) -> None:
-    """Give a scalar dispatcher a stable identity, so closures over it cache.
-
-    numba keys a closure's on-disk cache entry by its pickled cell contents, and a
-    dispatcher pickles with a uuid drawn at random in each process: without a fixed
-    one, every process would compile every kernel again.
-    """
-    with _uuid_lock:  # two threads pinning at once would trip numba's assert
-        if dispatcher._MemoMixin__uuid is None:
-            func = dispatcher.py_func
-            dispatcher._set_uuid(f"fastact:{func.__module__}.{func.__qualname__}:{source_fingerprint()}")
+    """Give a scalar dispatcher a stable identity (its name and the kernel sources'
+    fingerprint), so the kernels closing over it cache on disk across processes."""
+    func = dispatcher.py_func
+    compat.pin_uuid(dispatcher, f"fastact:{func.__module__}.{func.__qualname__}:{source_fingerprint()}")
 
 
-def _kernel_set(scalar, nin: int) -> KernelSet:
+def _kernel_set(scalar, nin: int, light: bool, reads: tuple[bool, bool]) -> KernelSet:
     pin_uuid(scalar)
-    if nin == 1:
-        flat, strided, in_place, rows, rows_in_place = (
-            *(_unary, _unary_2d, _unary_in_place),
-            *(_unary_rows, _unary_rows_in_place),
-        )
-    else:
-        flat, strided, in_place, rows, rows_in_place = (
-            *(_binary, _binary_2d, _binary_in_place),
-            *(_binary_rows, _binary_rows_in_place),
-        )
-    return KernelSet(
-        *(flat(scalar, False), flat(scalar, True), strided(scalar, False), strided(scalar, True)),
-        *(in_place(scalar, False), in_place(scalar, True)),
-        *(rows(scalar, False), rows(scalar, True), rows_in_place(scalar, False), rows_in_place(scalar, True)),
-    )
+    factories = {
+        ("flat", False): _unary if nin == 1 else functools.partial(_binary, reads=reads),
+        ("strided", False): functools.partial(_unary_2d if nin == 1 else _binary_2d, light=light),
+        ("flat", True): _unary_in_place if nin == 1 else functools.partial(_binary_in_place, reads=reads),
+        ("rows", False): _unary_rows if nin == 1 else functools.partial(_binary_rows, reads=reads),
+        ("rows", True): _unary_rows_in_place
+        if nin == 1
+        else functools.partial(_binary_rows_in_place, reads=reads),
+    }
+    return KernelSet(**{f.field: factories[f.layout, f.in_place](scalar, f.parallel) for f in FLAVOURS})
 
 
 @cache
 def forward_kernels(name: str) -> KernelSet:
-    return _kernel_set(ACTIVATIONS[name].forward, 1)
+    entry = ACTIVATIONS[name]
+    return _kernel_set(entry.forward, 1, entry.light_forward, (True, True))
 
 
 @cache
 def backward_kernels(name: str) -> KernelSet:
-    return _kernel_set(ACTIVATIONS[name].backward, 2)
+    entry: Activation = ACTIVATIONS[name]
+    return _kernel_set(entry.backward, 2, entry.light_backward, (True, entry.backward_reads_saved))

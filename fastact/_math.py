@@ -103,13 +103,13 @@ IR-inlined, so they work in ``prange`` kernels and in scalar helpers reached thr
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+
+from ._platform import has_scalef
 
 # Every implementation function gets these options. forceinline = LLVM alwaysinline:
 # the call disappears before the loop vectorizer runs. error_model="numpy": a float
@@ -213,16 +213,6 @@ def _fma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
-@cache
-def _has_scalef() -> bool:
-    """Whether numba compiles for a CPU with AVX-512 (its vscalef scales by 2^n). Asked
-    at each _scale's code generation; reading the host's features takes ~0.2 ms, and numba
-    reads them once per process too."""
-    from ._runtime import _cpu
-
-    return bool(_cpu()[1].get("avx512f"))
-
-
 @intrinsic
 def _scale(typingctx, x, n):
     """x 2^n rounded once, for x normal and |n| < 2 (BIAS - 1) (n an int32 for float32,
@@ -230,8 +220,8 @@ def _scale(typingctx, x, n):
 
     On AVX-512 this is llvm.ldexp, one vscalef (with a conversion of n). Elsewhere LLVM
     would turn a vector ldexp into libm calls, so it is two exact factors instead:
-    (x 2^(n >> 1)) 2^(n - (n >> 1)), each built from its exponent bits. Measured in
-    cache on an Emerald Rapids VM, float32 sigmoid: 0.389 -> 0.296 ns/element.
+    (x 2^(n >> 1)) 2^(n - (n >> 1)), each built from its exponent bits (the speed-up:
+    docs/TUNING.md).
     """
     if not (isinstance(x, types.Float) and isinstance(n, types.Integer) and n.bitwidth == x.bitwidth):
         return None
@@ -240,7 +230,7 @@ def _scale(typingctx, x, n):
     def codegen(context, builder, sig, args):
         value, exponent = args
         fty, ity = value.type, exponent.type
-        if _has_scalef():
+        if has_scalef():
             name = f"llvm.ldexp.f{sig.args[0].bitwidth}.i{sig.args[1].bitwidth}"
             fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty, ity]), name)
             return builder.call(fn, [value, exponent])

@@ -7,7 +7,7 @@ carries a runtime overlap check that sends an in-place call (a is out) to its sc
 fallback. Every loop that writes ``out`` therefore reads ``_src(a, out)``, a value numba
 resolves when it compiles the None-typed variant.
 
-The wrappers in :mod:`fastact.softmax` turn any layout into views (never copies) of
+The wrappers in :mod:`fastact._softmax` turn any layout into views (never copies) of
 one of three shapes:
 
 * rows ``(R, L)``: reduce along the last axis, one row per thread. A row of at most
@@ -45,11 +45,11 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.dispatcher import Dispatcher
-from numba.core.extending import _Intrinsic
 from numba.extending import intrinsic
 from numba.np import numpy_support
 
-from ._kernels import FASTMATH, _uuid_lock, interleaved, pin_uuid, source_fingerprint
+from . import _numba_compat as compat
+from ._kernels import FASTMATH, interleaved, pin_uuid, source_fingerprint
 from ._kernels import prefetch as _prefetch
 from ._math import _exp_nonpos
 from ._math import exp as _exp
@@ -857,10 +857,8 @@ def _pin_all() -> None:
     for name, obj in globals().items():
         if isinstance(obj, Dispatcher):
             pin_uuid(obj)
-        elif isinstance(obj, _Intrinsic):
-            with _uuid_lock:
-                if obj._Intrinsic__uuid is None:
-                    obj._set_uuid(f"fastact:{__name__}.{name}:{fingerprint}")
+        else:
+            compat.pin_intrinsic_uuid(obj, f"fastact:{__name__}.{name}:{fingerprint}")
 
 
 class _Generic:
@@ -898,11 +896,11 @@ class _Generic:
             else:
                 sig.append(role)
         with self._lock:
-            self._dispatcher.disable_compile(False)
+            compat.lock_signatures(self._dispatcher, False)
             try:
                 self._dispatcher.compile(tuple(sig))
             finally:
-                self._dispatcher.disable_compile()
+                compat.lock_signatures(self._dispatcher)
             self._ready.add(key)
 
 

@@ -23,7 +23,6 @@ indices out of range) only when a block is computed.
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from collections.abc import Callable
 
@@ -32,7 +31,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-import fastact as _fa
+from fastact import _functions as _fa
 from fastact.definitions import ACTIVATIONS, Activation
 
 try:
@@ -40,7 +39,7 @@ try:
 except ImportError:  # pragma: no cover
     from dask.array.core import PerformanceWarning
 
-_SOFTMAX = importlib.import_module("fastact.softmax")
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -61,12 +60,12 @@ def _apply(*blocks: np.ndarray, fname: str, params: tuple) -> np.ndarray:
 
 
 def _apply_softmax(*blocks: np.ndarray, fname: str, axis: int) -> np.ndarray:
-    return getattr(_SOFTMAX, fname)(*blocks, axis)
+    return getattr(_fa, fname)(*blocks, axis)
 
 
 def _xent_block(logits, target, weight, ignore_index, reduction, label_smoothing):
     """(loss, grad, denominator) of one block of rows; loss summed in float64 unless "none"."""
-    loss, grad = _SOFTMAX.softmax_cross_entropy(
+    loss, grad = _fa.softmax_cross_entropy(
         logits,
         target,
         weight=weight,
@@ -206,7 +205,7 @@ def softmax_cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
 ) -> tuple[da.Array, da.Array]:
-    """Lazy ``(loss, grad)`` of :func:`fastact.softmax.softmax_cross_entropy` for (N, C) dask logits.
+    """Lazy ``(loss, grad)`` of :func:`fastact.softmax_cross_entropy` for (N, C) dask logits.
 
     One fused pass per block of rows; the class axis is made whole (with a warning) if
     split. loss: a 0-d float64 dask array for "mean"/"sum" (tree sum of per-block float64
@@ -231,7 +230,7 @@ def softmax_cross_entropy(
     if not probs and target.shape != (n,):
         raise ValueError(f"target has shape {target.shape}, expected {(n,)} (class indices, one per row)")
     probe_t = np.zeros((0, c) if probs else 0, target.dtype)
-    _SOFTMAX.softmax_cross_entropy(
+    _fa.softmax_cross_entropy(
         np.zeros((0, c), logits.dtype),
         probe_t,
         weight=weight,

@@ -54,6 +54,9 @@ class Param:
 class Activation:
     """One activation: scalar kernels, what its backward needs, references, edges.
 
+    ``light_forward``/``light_backward`` and ``backward_reads_saved`` tell the kernels
+    how to loop (see the fields); they never change a result.
+
     ``ulp`` is the stated forward error bound in units in the last place. Where a
     function is ill-conditioned (gelu's far negative tail, where y ~ x e^(-x^2/2)
     amplifies the rounding of its argument) ``tail = (x_below, ulp_there)`` states a
@@ -75,6 +78,15 @@ class Activation:
     tail: tuple[float, int] | None = None
     public: bool = True
     note: str = ""
+    # A light scalar is one select with adds and multiplies (no division, no math-layer
+    # call): its strided 2-d kernel loops over the strides directly, where a heavier one
+    # copies through a small buffer to run its SIMD loop (the copies would double a light
+    # loop's traffic; a scalar strided loop of heavy math is several times slower).
+    light_forward: bool = False
+    light_backward: bool = False
+    # Whether the backward reads ``saved`` (linear's and step's do not): the kernels
+    # prefetch only what the scalar reads.
+    backward_reads_saved: bool = True
     defaults: dict = field(init=False, repr=False)
     # The numeric parameters the scalar kernels take, in order, and their names.
     kernel_params: tuple[Param, ...] = field(init=False, repr=False)
@@ -437,6 +449,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(0.0,),
         ulp=0,
         note="NaN stays NaN (a hidden NaN is worse than a visible one); the gradient is 0.",
+        light_backward=True,
+        backward_reads_saved=False,
     ),
     Activation(
         "linear",
@@ -450,6 +464,9 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         params=(Param("slope", 1.0),),
         ulp=1,
         note="the derivative is constant",
+        light_forward=True,
+        light_backward=True,
+        backward_reads_saved=False,
     ),
     Activation(
         "sigmoid",
@@ -462,6 +479,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         lambda x: _sigmoid_ref(x) * _sigmoid_ref(-x),
         edges=(-88.7, -17.0, 17.0, 88.7),
         note=_OUTPUT_NOTE,
+        light_backward=True,
     ),
     Activation(
         "tanh",
@@ -474,6 +492,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         lambda x: 1 / np.cosh(x) ** 2,
         edges=(-9.0, 9.0),
         note=_OUTPUT_NOTE,
+        light_backward=True,
     ),
     Activation(
         "relu",
@@ -487,6 +506,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(0.0,),
         ulp=0,
         note="y > 0 exactly where x > 0",
+        light_forward=True,
+        light_backward=True,
     ),
     Activation(
         "relu6",
@@ -515,6 +536,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(0.0,),
         ulp=1,
         note="sign(y) = sign(x) needs negative_slope >= 0 (as PyTorch's in-place backward)",
+        light_forward=True,
+        light_backward=True,
     ),
     Activation(
         "elu",
@@ -529,6 +552,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         check=_check_elu,
         edges=(0.0, -17.0, -88.7),
         note="y <= 0 exactly where x <= 0 when alpha >= 0 (as PyTorch's in-place backward)",
+        light_backward=True,
     ),
     Activation(
         "selu",
@@ -541,6 +565,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         lambda x: SELU_SCALE * np.where(x <= 0, SELU_ALPHA * np.exp(x), 1.0),
         edges=(0.0, -17.0, -88.7),
         note=_OUTPUT_NOTE,
+        light_backward=True,
     ),
     Activation(
         "celu",
@@ -635,6 +660,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         lambda x: _limits(x, 1 / (1 + np.abs(x)) ** 2, 0.0, 0.0),
         edges=(0.0,),
         note="1 / (1 + |x|) = 1 - |y|",
+        light_backward=True,
     ),
     Activation(
         "hardsigmoid",
@@ -702,6 +728,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(0.0,),
         ulp=0,
         note="y = value cannot tell x <= threshold from x == value > threshold",
+        light_forward=True,
+        light_backward=True,
     ),
 )
 

@@ -9,7 +9,7 @@ the table)::
 plus ``softmax(t, dim=-1)``, ``log_softmax(t, dim=-1)`` (modules ``Softmax``,
 ``LogSoftmax``) and ``cross_entropy(input, target, weight=None, ignore_index=-100,
 reduction="mean", label_smoothing=0.0)`` (module ``CrossEntropyLoss``), whose backward
-is the fused gradient of :func:`fastact.softmax.softmax_cross_entropy` times grad_output.
+is the fused gradient of :func:`fastact.softmax_cross_entropy` times grad_output.
 
 Module names are torch's own class names where torch has the activation (``ReLU``,
 ``LeakyReLU``, ``GELU``, ``SiLU``, ``LogSigmoid``, ...; see :data:`MODULE_NAMES`), the
@@ -27,7 +27,6 @@ Only float32 and float64 tensors are accepted (TypeError otherwise).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import types
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-import fastact as _fa
+from fastact import _functions as _fa
 from fastact._cuda_probe import problem as _cuda_problem
 from fastact.definitions import ACTIVATIONS, Activation
 
@@ -69,11 +68,10 @@ MODULE_NAMES: dict[str, str] = {
 """Activation name -> nn.Module class name in this module."""
 
 _DTYPES = (torch.float32, torch.float64)
-_SOFTMAX = importlib.import_module("fastact.softmax")  # the module, whatever fastact.softmax is bound to
+
 _CPU = types.SimpleNamespace(
     **{
-        **{name: getattr(_fa, name) for name in _fa.__all__ if callable(getattr(_fa, name, None))},
-        **{name: getattr(_SOFTMAX, name) for name in _SOFTMAX.__all__},
+        **_fa.FUNCTIONS,
     }
 )
 

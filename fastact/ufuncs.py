@@ -6,7 +6,7 @@ inputs, so they broadcast and have no defaults: ``ufuncs.elu(x, 1.0)``. gelu's t
 approximation is ``ufuncs.gelu_tanh``. They support ``out=`` (any layout; in place
 with ``out=x``), broadcasting, casting and pickling, but not ``where=`` (numba's ufunc
 objects fail numpy's masked iteration with a ValueError). Their inner loop is fastact's
-(:mod:`fastact._ufunc_loop`): vectorized for contiguous arrays with scalar parameters,
+(:mod:`fastact._numba_compat`): vectorized for contiguous arrays with scalar parameters,
 in place too. They are built (and compiled) on first access.
 """
 
@@ -17,8 +17,9 @@ from functools import cache
 import numpy as np
 from numba import vectorize
 
-from ._kernels import pin_uuid, vector_interleave
-from ._ufunc_loop import fastact_loops
+from ._config import INTERLEAVE
+from ._kernels import pin_uuid
+from ._numba_compat import fastact_ufunc_loops, vector_interleave
 from .definitions import ACTIVATIONS
 
 __all__ = [n for a in ACTIVATIONS for n in (a, f"{a}_backward")]
@@ -51,7 +52,7 @@ def _build(name: str) -> np.ufunc:
     # The ufunc takes this name: pickle then finds it as fastact.ufuncs.<name>, so the
     # ufuncs travel to dask.distributed workers (a '<lambda>' would not be found).
     function.__name__ = function.__qualname__ = name
-    with vector_interleave(), fastact_loops(narrays=nin - len(entry.kernel_params)):
+    with vector_interleave(INTERLEAVE), fastact_ufunc_loops(narrays=nin - len(entry.kernel_params)):
         ufunc = vectorize(_signatures(nin), cache=True)(function).ufunc
     ufunc.__doc__ = f"{name}: numpy ufunc of fastact.{name} (y = {entry.formula})."
     return ufunc

@@ -14,7 +14,7 @@ import pytest
 
 import fastact
 from fastact import _dispatch
-from fastact._dispatch import PARALLEL_THRESHOLD
+from fastact._config import PARALLEL_THRESHOLD
 from fastact._kernels import KernelSet
 
 pytestmark = pytest.mark.bounds
@@ -218,7 +218,7 @@ def test_in_place_goes_to_the_one_array_kernel(size, parallel_allowed, monkeypat
     run the in-place kernels, given one array fewer; everything else the kernels with a
     separate out. Serial below the threshold or where parallel launches are off."""
     if not parallel_allowed:  # e.g. forked from an OpenMP process: large arrays run serially
-        monkeypatch.setattr(_dispatch._runtime, "gate", lambda: False)
+        monkeypatch.setattr(_dispatch, "gate", lambda: False)
     n = SIZES[size]
     flavour_wanted = "serial" if size == "serial" or not parallel_allowed else "parallel"
     x, s = data(n), data(n, seed=1)

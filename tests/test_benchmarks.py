@@ -287,7 +287,7 @@ def test_every_benchmark_runs_and_covers_every_entry_point(suite, monkeypatch):
 def _assert_skips_only_missing_api(skipped):
     """Once the optional API exists, its benchmarks must run, not be skipped."""
     try:
-        softmax = importlib.import_module("fastact.softmax")
+        softmax = importlib.import_module("fastact._softmax")
     except ImportError:
         softmax = None
     if softmax is not None and hasattr(softmax, "softmax") and hasattr(softmax, "softmax_"):

@@ -102,7 +102,7 @@ import numpy as np
 import numba
 import fastact
 from fastact import _kernels
-from fastact._dispatch import PARALLEL_THRESHOLD
+from fastact._config import PARALLEL_THRESHOLD
 
 names = {names!r}
 for name in names:
@@ -192,11 +192,11 @@ def test_read_only_install_caches_in_the_user_dir(tmp_path):
     env = {"PYTHONPATH": str(site), "XDG_CACHE_HOME": str(cache), "HOME": str(tmp_path)}
     code = """
         import json, numpy as np, fastact
-        from fastact import _runtime
+        from fastact import _warmup
         x = np.linspace(-2, 2, 11)
         assert np.array_equal(fastact.relu(x), np.maximum(x, 0))
         k = fastact._kernels.forward_kernels("relu").serial
-        print(json.dumps({"file": fastact.__file__, "cache": _runtime.cache_dir(),
+        print(json.dumps({"file": fastact.__file__, "cache": _warmup.cache_dir(),
                           "hits": sum(k.stats.cache_hits.values())}))
     """
     prefix = _as_unprivileged()

@@ -8,7 +8,7 @@ from conftest import require
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastact.softmax import softmax_cross_entropy as ce
+from fastact import softmax_cross_entropy as ce
 
 REDUCTIONS = ["mean", "sum", "none"]
 

@@ -17,7 +17,7 @@ import fastact as fa  # noqa: E402
 from fastact import ACTIVATIONS  # noqa: E402
 from fastact.testing import default_params, sample  # noqa: E402
 
-S = require("fastact.softmax")
+S = require("fastact._softmax")
 PUBLIC = [name for name, entry in ACTIVATIONS.items() if entry.public]
 
 

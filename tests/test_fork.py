@@ -74,7 +74,7 @@ import multiprocessing as mp
 import sys
 import numpy as np
 import fastact
-from fastact._dispatch import PARALLEL_THRESHOLD
+from fastact._config import PARALLEL_THRESHOLD
 
 N = PARALLEL_THRESHOLD * 4
 

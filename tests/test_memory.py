@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastact
-from fastact._dispatch import PARALLEL_THRESHOLD
+from fastact._config import PARALLEL_THRESHOLD
 
 ENTRIES = list(fastact.ACTIVATIONS.values())
 N = 2 * PARALLEL_THRESHOLD  # float64: 512 KiB, parallel kernels

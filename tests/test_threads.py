@@ -87,7 +87,7 @@ STRESS = """
 import threading
 import numpy as np
 import fastact
-from fastact._dispatch import PARALLEL_THRESHOLD
+from fastact._config import PARALLEL_THRESHOLD
 
 NAMES = {names!r}
 ROUNDS = {rounds}
@@ -155,7 +155,7 @@ FIRST_CALLS = """
 import threading
 import numpy as np
 import fastact
-from fastact._dispatch import PARALLEL_THRESHOLD
+from fastact._config import PARALLEL_THRESHOLD
 
 THREADS = 8
 x = np.linspace(-5, 5, PARALLEL_THRESHOLD + 7)
@@ -193,7 +193,7 @@ DEGRADED = """
 import warnings
 import numpy as np
 import fastact
-from fastact._dispatch import PARALLEL_THRESHOLD
+from fastact._config import PARALLEL_THRESHOLD
 
 x = np.linspace(-3, 3, 2 * PARALLEL_THRESHOLD)
 with warnings.catch_warnings(record=True) as caught:

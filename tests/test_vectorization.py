@@ -17,6 +17,7 @@ from conftest import ENTRIES, LIBM_CALL
 from numba import njit
 
 from fastact import _kernels, runtime_info
+from fastact._intrinsics import FULL_WIDTH
 from fastact.definitions import ACTIVATIONS
 from fastact.testing import default_params
 
@@ -49,8 +50,8 @@ def _assembly(entry, direction, dtype, flavour="serial"):
 def test_kernel_loop_is_simd_without_libm_calls(entry, dtype, direction, flavour):
     asm = _assembly(entry, direction, dtype, flavour)
     assert not LIBM_CALL.findall(asm), f"{entry.name} {direction}: libm calls {LIBM_CALL.findall(asm)}"
-    scalar = entry.forward if direction == "forward" else entry.backward
-    if flavour == "serial_2d" and _kernels.cheap(scalar.py_func):
+    light = entry.light_forward if direction == "forward" else entry.light_backward
+    if flavour == "serial_2d" and light:
         return  # a one-select scalar keeps its plain strided loop
     if SCALAR_MATH.search(asm) or not PACKED_STORE.search(asm):  # else: a constant, stored 8 / 4 at a time
         assert len(PACKED.findall(asm)) >= 2, f"{entry.name} {direction} {np.dtype(dtype)}: no SIMD loop"
@@ -78,7 +79,7 @@ def test_kernels_ask_for_full_width_vectors(flavour):
     defines = re.findall(r"^define .*@(_ZN\S*" + loop_holder + r"\S*)\(.*\) [^{]*?(#\d+) \{$", ir, re.M)
     assert defines, f"no function named *{loop_holder}* in the IR"
     for function, group in defines:
-        assert _kernels.FULL_WIDTH in groups[group], f"{function}: {groups[group]}"
+        assert FULL_WIDTH in groups[group], f"{function}: {groups[group]}"
 
 
 @pytest.mark.skipif(runtime_info()["simd"] != "avx512", reason="the CPU has no AVX-512")
@@ -115,29 +116,27 @@ def test_the_check_sees_a_libm_loop():
     assert not PACKED.findall(asm)
 
 
-def test_kernels_prefetch_only_what_the_scalar_reads():
-    """A prefetch of an input the scalar never reads would stream it from memory for nothing."""
-
-    def uses_both(g, y, slope):
-        return g * y
-
-    def ignores_saved(g, y, slope):
-        return g * slope
-
-    def reads_in_a_closure(g, y):
-        return (lambda: y)() + g
-
-    assert _kernels.reads(uses_both, 0) and _kernels.reads(uses_both, 1)
-    assert _kernels.reads(ignores_saved, 0) and not _kernels.reads(ignores_saved, 1)
-    assert _kernels.reads(reads_in_a_closure, 1)
-    assert not _kernels.reads(ACTIVATIONS["linear"].backward.py_func, 1)
-    assert _kernels.reads(ACTIVATIONS["sigmoid"].backward.py_func, 1)
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_backwards_declared_not_to_read_saved_do_not(entry):
+    """The kernels prefetch ``saved`` only where the entry says its backward reads it (a
+    prefetch of an input the scalar ignores streams it for nothing): where it says not,
+    the backward gives the same result whatever ``saved`` holds."""
+    g = np.linspace(-3.0, 3.0, 64)
+    params = tuple(float(p) for p in default_params(entry))
+    results = {entry.backward(0.5, s, *params) for s in (-2.0, -0.5, 0.0, 0.5, 3.0, 5.0, 7.0, np.inf)}
+    if not entry.backward_reads_saved:
+        assert len(results) == 1
+        for s in (np.zeros_like(g), np.full_like(g, np.nan)):
+            out = [entry.backward(gi, si, *params) for gi, si in zip(g, s)]
+            np.testing.assert_array_equal(out, [entry.backward(gi, 1.0, *params) for gi in g])
+    else:
+        assert len(results) > 1
 
 
 @pytest.fixture(scope="module")
 def ufunc_loops():
     """name -> the assembly of each loop of fastact.ufuncs.<name>, built afresh."""
-    import fastact._ufunc_loop as loops
+    import fastact._numba_compat as loops
     import fastact.ufuncs as ufuncs
 
     built: list = []

@@ -161,13 +161,13 @@ def _softmax_data(function: str, dtype: str, spec: str, direction: str) -> tuple
 def softmax_call(
     function: str, dtype: str, spec: str, direction: str, inplace: bool, impl: str, copy: bool = True
 ):
-    """A call of ``fastact.softmax.<function>[_backward][_]`` or of the naive numpy one;
+    """A call of ``fastact.<softmax function>[_backward][_]`` or of the naive numpy one;
     in place on a fresh copy of the data (unless ``copy=False``: peak memory).
     NotImplementedError (asv: skip) while fastact lacks the function."""
     forward = direction == "forward"
     name = function + ("" if forward else "_backward") + ("_" if inplace else "")
     if impl == "fastact":
-        fn = optional_function(optional_module("softmax"), name)
+        fn = optional_function(importlib.import_module("fastact"), name)
     else:
         naive = NAIVE_SOFTMAX[function][0 if forward else 1]
         fn = _inplace(naive) if inplace else naive
@@ -199,7 +199,7 @@ def cross_entropy_call(dtype: str, spec: str, inplace: bool, impl: str, copy: bo
     if impl == "fastact":
         fn = getattr(fastact, "softmax_cross_entropy", None)
         if fn is None:
-            fn = optional_function(optional_module("softmax"), "softmax_cross_entropy")
+            fn = optional_function(importlib.import_module("fastact"), "softmax_cross_entropy")
         if inplace:
             fn = functools.partial(fn, inplace=True)
     else:

@@ -1,7 +1,7 @@
 """softmax and log_softmax over the last axis, forward and backward, in place or not,
 against the naive numpy ``e = np.exp(x - x.max(-1, keepdims=True)); e / e.sum(-1, keepdims=True)``.
 
-Skipped (asv's NotImplementedError convention) while ``fastact.softmax`` lacks a function.
+Skipped (asv's NotImplementedError convention) while fastact lacks a function of the softmax family.
 """
 
 from . import _common as c

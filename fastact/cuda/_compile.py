@@ -1,7 +1,7 @@
 """Compile plain Python functions for the GPU, with their globals rebound.
 
 The table's scalar kernels are ``@njit`` functions that call CPU math helpers
-(``fastact._libm``, later ``fastact._math``, whose bit tricks need not compile for
+(``fastact._math``, whose bit tricks need not compile for
 CUDA). :class:`Builder` takes a function's ``py_func`` and makes a copy of it whose
 globals are rebound before compiling it with a given ``jit``:
 
@@ -32,7 +32,7 @@ import numpy as np
 from . import _math
 
 # CPU math-helper modules and their GPU replacement (same function names).
-HELPER_MODULES = {"fastact._libm": _math, "fastact._math": _math}
+HELPER_MODULES = {"fastact._math": _math}
 
 # (activation, "forward"/"backward") computed in float64 for float32 data: computing
 # these in float32 breaks the entry's ulp bound (gelu's far tail amplifies the

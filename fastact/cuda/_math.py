@@ -1,6 +1,6 @@
 """The math helpers of the definitions table, for the GPU.
 
-The same names and special values as :mod:`fastact._libm` / :mod:`fastact._math`,
+The same names and special values as :mod:`fastact._math`,
 written with ``math`` functions that CUDA lowers to libdevice (``math.exp`` of a
 float32 is ``__nv_expf``). They are plain Python: :class:`fastact.cuda._compile.Builder`
 compiles them per float type, retyping the literals, so a float32 argument is computed

@@ -1,6 +1,6 @@
 """softmax / log_softmax along any axis and their backwards, for CUDA arrays.
 
-Same API, formulas and edge rows as :mod:`fastact.softmax` (see there), plus
+Same API, formulas and edge rows as :func:`fastact.softmax` (see :mod:`fastact._softmax`), plus
 ``stream=``::
 
     softmax(x, axis=-1, *, out=None, stream=None)

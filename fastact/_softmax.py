@@ -29,8 +29,10 @@ import operator
 import numba
 import numpy as np
 
+from . import _config as config
 from . import _softmax_kernels as _k
-from ._dispatch import PARALLEL_THRESHOLD, _parallel, _unaliased
+from ._dispatch import _parallel
+from ._layout import aliasing, merge_axes, pad_axes, unaliased
 from ._validate import as_input, as_output, choice, real, same_layout
 
 try:  # raises numpy.exceptions.AxisError (a ValueError and an IndexError)
@@ -50,20 +52,6 @@ __all__ = [
     "softmax_cross_entropy",
 ]
 
-# A row up to this size is done in cache (max, exp + sum, scale); longer rows go in
-# chunks of CHUNK_BYTES. A cols tile (L x tw) is TILE_BYTES wide: wide tiles stream
-# better than tiles sized to stay in cache (measured on 2 cores: 4096 x 4096 float32
-# along axis 0 takes 2.8x as long with 64-byte tiles as with 8 KiB ones).
-ROW_CACHE_BYTES = 128 * 1024
-CHUNK_BYTES = 32 * 1024
-TILE_BYTES = 8 * 1024
-# An out-of-place softmax whose output has at least this many bytes (beyond the caches,
-# with its input) writes it with non-temporal stores. Measured on 2 cores, float32:
-# 4096 x 4096 -10%, 65536 x 128 -10%; 64 x 32768 (8 MiB) +10%, so not there.
-STREAM_BYTES = 16 * 1024 * 1024
-# Rows are split across threads when there are fewer than this many rows per thread.
-SPLIT_ROWS_PER_THREAD = 4
-
 
 def _axis(axis: object, ndim: int) -> int:
     """``axis`` normalised to [0, ndim); a 0-d array has the one axis 0 (or -1)."""
@@ -76,7 +64,7 @@ def _axis(axis: object, ndim: int) -> int:
 
 def _call(parallel_kernel, serial_kernel, size: int, args: tuple) -> None:
     """Run the parallel kernel if the array is large and the threading layer allows it now."""
-    kernel = serial_kernel if size < PARALLEL_THRESHOLD else _parallel(parallel_kernel, serial_kernel)
+    kernel = serial_kernel if size < config.PARALLEL_THRESHOLD else _parallel(parallel_kernel, serial_kernel)
     kernel(*args)
 
 
@@ -87,7 +75,7 @@ def _streams(kernels: _k.Kernels, a: np.ndarray | None, views: tuple, whole: int
     return (
         kernels.rows_stream is not None
         and a is not None
-        and out.nbytes >= STREAM_BYTES
+        and out.nbytes >= config.STREAM_BYTES
         and out.shape[1] <= whole
         and all(v.flags.c_contiguous for v in views)
     )
@@ -96,15 +84,15 @@ def _streams(kernels: _k.Kernels, a: np.ndarray | None, views: tuple, whole: int
 def _few_rows(rows: int) -> bool:
     """Too few rows to keep every thread busy: split each row across threads."""
     threads = numba.get_num_threads()
-    return threads > 1 and rows < SPLIT_ROWS_PER_THREAD * threads
+    return threads > 1 and rows < config.SPLIT_ROWS_PER_THREAD * threads
 
 
 def _tiles(n_outer: int, n_inner: int, itemsize: int, parallel: bool) -> tuple[int, int]:
     """Tile width and number of blocks (parallel tasks) of the cols kernel.
 
-    Tiles of TILE_BYTES per reduced row, narrower if that leaves threads idle.
+    Tiles of config.TILE_BYTES per reduced row, narrower if that leaves threads idle.
     """
-    tw = min(n_inner, TILE_BYTES // itemsize)
+    tw = min(n_inner, config.TILE_BYTES // itemsize)
     if not parallel:
         return tw, 1
     threads = numba.get_num_threads()
@@ -113,19 +101,6 @@ def _tiles(n_outer: int, n_inner: int, itemsize: int, parallel: bool) -> tuple[i
         tw = max(min(n_inner, 64), -(-n_inner // split))
     tasks = n_outer * -(-n_inner // tw)
     return tw, min(tasks, 8 * threads)
-
-
-def _merge(shape: list[int], strides: list[list[int]]) -> None:
-    """Merge neighbouring axes (sorted by decreasing stride) that every array allows."""
-    i = len(shape) - 1
-    while i > 0:
-        if all(s[i - 1] == s[i] * shape[i] for s in strides):
-            shape[i - 1] *= shape[i]
-            del shape[i]
-            for s in strides:
-                s[i - 1] = s[i]
-                del s[i]
-        i -= 1
 
 
 def _views(arrays: tuple[np.ndarray, ...], axis: int):
@@ -139,17 +114,14 @@ def _views(arrays: tuple[np.ndarray, ...], axis: int):
     )
     dims = [shape[d] for d in others]
     strides = [[a.strides[d] for d in others] for a in arrays]
-    _merge(dims, strides)
+    merge_axes(dims, strides)
     n = shape[axis] if first.ndim else 1
     axis_strides = [a.strides[axis] if a.ndim else 0 for a in arrays]
     if not dims or abs(axis_strides[0]) <= abs(strides[0][-1]):
         mode, inner = "rows", 1
     else:
         mode, inner = "cols", 2
-    while len(dims) < inner:
-        dims.insert(0, 1)
-        for s in strides:
-            s.insert(0, 0)
+    pad_axes(dims, strides, inner)
     lead = len(dims) - inner
     views = []
     for a, s, sa in zip(arrays, strides, axis_strides):
@@ -169,13 +141,8 @@ def _views(arrays: tuple[np.ndarray, ...], axis: int):
 def _reader(a: np.ndarray, out: np.ndarray) -> np.ndarray | None:
     """What the kernels should read for ``a``: None when it is ``out`` element for element
     (in place), a copy when it overlaps ``out`` otherwise, else ``a`` itself."""
-    if a is out:
-        return None
-    if not np.may_share_memory(a, out):
-        return a
-    if a.__array_interface__["data"][0] == out.__array_interface__["data"][0] and a.strides == out.strides:
-        return None
-    return a.copy()
+    a, in_place = aliasing(a, out)
+    return None if in_place else a
 
 
 def _run(op: str, a: np.ndarray, b: np.ndarray | None, out: np.ndarray, axis: int) -> np.ndarray:
@@ -187,7 +154,7 @@ def _run(op: str, a: np.ndarray, b: np.ndarray | None, out: np.ndarray, axis: in
         return out
     a = _reader(a, out)
     if b is not None:
-        b = _unaliased(b, out)
+        b = unaliased(b, out)
     read = out if a is None else a
     arrays = (read, out) if b is None else (read, b, out)
     if axis == out.ndim - 1 and all(x.flags.c_contiguous for x in arrays):  # the common case, quickly
@@ -202,9 +169,9 @@ def _run(op: str, a: np.ndarray, b: np.ndarray | None, out: np.ndarray, axis: in
         args = (None if a is None else views[0], None if b is None else views[1], views[-1])
         if mode == "rows":
             rows, n = views[-1].shape
-            chunk = CHUNK_BYTES // itemsize
-            whole = ROW_CACHE_BYTES // itemsize
-            if n >= 4 * chunk and size >= PARALLEL_THRESHOLD and _few_rows(rows):
+            chunk = config.CHUNK_BYTES // itemsize
+            whole = config.ROW_CACHE_BYTES // itemsize
+            if n >= 4 * chunk and size >= config.PARALLEL_THRESHOLD and _few_rows(rows):
                 _call(kernels.split, kernels.rows, size, (*args, chunk, whole))
             elif _streams(kernels, a, views, whole):
                 _call(kernels.rows_stream, kernels.rows, size, (*args, chunk, whole))
@@ -212,7 +179,7 @@ def _run(op: str, a: np.ndarray, b: np.ndarray | None, out: np.ndarray, axis: in
                 _call(kernels.rows_parallel, kernels.rows, size, (*args, chunk, whole))
         else:
             n_outer, _, n_inner = views[-1].shape
-            tw, blocks = _tiles(n_outer, n_inner, itemsize, size >= PARALLEL_THRESHOLD)
+            tw, blocks = _tiles(n_outer, n_inner, itemsize, size >= config.PARALLEL_THRESHOLD)
             _call(kernels.cols_parallel, kernels.cols, size, (*args, tw, blocks))
     return out
 

@@ -1,0 +1,43 @@
+"""Every tunable of fastact, with its default and the command that measures it.
+
+Sizes and thresholds only: none changes a result, only which loop computes it and how
+fast. The kernels read the compile-time ones (block and chunk sizes) when they compile;
+the host code reads the others at each call, so a test or a user may patch them here
+(``fastact._config.PARALLEL_THRESHOLD = ...``). Measurements behind each value:
+docs/TUNING.md.
+"""
+
+from __future__ import annotations
+
+# --- elementwise kernels (compile time) ---------------------------------------------------
+
+# LLVM's vector interleave for fastact's loops (its cost model picks 1 for the math layer's
+# long bodies); `python -m fastact bench` with INTERLEAVE edited measures it.
+INTERLEAVE = 4
+# The 1-d kernels run in blocks of BLOCK_BYTES and prefetch each input PREFETCH_AHEAD bytes
+# ahead of the block (the rows kernels: about PREFETCH_AHEAD bytes of rows ahead).
+BLOCK_BYTES = 1024
+PREFETCH_AHEAD = 4096
+CACHE_LINE = 64
+# The buffered strided kernels copy STRIDED_CHUNK elements at a time; a parallel task
+# works through STRIDED_TASK_CHUNKS consecutive chunks.
+STRIDED_CHUNK = 256
+STRIDED_TASK_CHUNKS = 64
+
+# --- dispatch (each call) ----------------------------------------------------------------------
+
+# Below this many elements the serial kernel wins: `python -m fastact bench --crossover`.
+PARALLEL_THRESHOLD = 1 << 15
+
+# --- softmax host side (each call) ------------------------------------------------------------
+
+# A row up to ROW_CACHE_BYTES is done in cache (max, exp + sum, scale); longer rows go in
+# chunks of CHUNK_BYTES. A cols tile (L x tw) is TILE_BYTES wide.
+ROW_CACHE_BYTES = 128 * 1024
+CHUNK_BYTES = 32 * 1024
+TILE_BYTES = 8 * 1024
+# An out-of-place softmax whose output has at least this many bytes writes it with
+# non-temporal stores.
+STREAM_BYTES = 16 * 1024 * 1024
+# Rows are split across threads when there are fewer than this many rows per thread.
+SPLIT_ROWS_PER_THREAD = 4

@@ -1,0 +1,142 @@
+"""What a process can ask fastact as a whole: compile everything now, report the runtime,
+say where kernels are cached. The top layer: it may import any module of the package, and
+none imports it (the package re-exports it).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+import llvmlite
+import numba
+import numpy as np
+
+from ._platform import cpu, simd_level
+from ._threading import gate, threading_layer
+from ._version import __version__
+
+__all__ = ["cache_dir", "runtime_info", "warmup"]
+
+
+def cache_dir() -> str:
+    """The directory numba caches fastact's kernels in (after its own fallbacks).
+
+    ``NUMBA_CACHE_DIR`` if set; else the package's ``__pycache__`` if writable;
+    else numba's user-wide cache directory (e.g. ``~/.cache/numba``).
+    """
+    from ._kernels import forward_kernels
+    from ._numba_compat import cache_path
+
+    return cache_path(forward_kernels("relu").serial)
+
+
+def runtime_info() -> dict:
+    """Versions, threading layer, thread count, SIMD level and cache directory."""
+    name, features = cpu()
+    wanted = ("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "neon", "sve")
+    g = gate()
+    return {
+        "fastact": __version__,
+        "python": sys.version.split()[0],
+        "numba": numba.__version__,
+        "llvmlite": llvmlite.__version__,
+        "numpy": np.__version__,
+        "threading_layer": threading_layer(),
+        "parallel_kernels": "off (no threading layer, or forked from a GNU OpenMP process)"
+        if g is False
+        else ("one at a time (workqueue)" if g is not None else "on"),
+        "num_threads": 1 if g is False else numba.get_num_threads(),
+        "cpu": name,
+        "simd": simd_level(),
+        "simd_features": [f for f in wanted if features.get(f)],
+        "cache_dir": cache_dir(),
+    }
+
+
+# --- warmup ---------------------------------------------------------------------------
+
+
+def _layouts(nin: int, n: int, dtype: np.dtype) -> list[tuple[str, tuple[np.ndarray, ...]]]:
+    """(label, (inputs..., out)) in each layout the dispatcher produces, ``n`` elements."""
+    flat = tuple(np.zeros(n, dtype) for _ in range(nin + 1))
+    rows = 2
+    cols = max(n // rows, 2)
+    strided_in = tuple(np.zeros((rows, 2 * cols), dtype)[:, ::2] for _ in range(nin))
+    fresh_out = (*strided_in, np.empty_like(strided_in[0]))
+    in_place = (*strided_in, strided_in[0])
+    rows_in = tuple(np.zeros((rows, 2 * cols), dtype)[:, :cols] for _ in range(nin))
+    rows_out = (*rows_in, np.zeros((rows, 2 * cols), dtype)[:, :cols])
+    return [("1-d", flat), ("2-d", fresh_out), ("2-d in place", in_place), ("rows", rows_out)]
+
+
+# Which kernels each of _layouts' arrays is for ("2-d in place": out is also an input,
+# which the strided kernels take as a separate array).
+_FLAVOUR_LAYOUT = {"1-d": "flat", "2-d": "strided", "2-d in place": "strided", "rows": "rows"}
+
+
+def _kernel_args(arrays: tuple[np.ndarray, ...], two_d: bool) -> tuple[np.ndarray, ...]:
+    from ._layout import collapse, flat
+
+    if two_d:
+        return collapse(arrays)
+    return tuple(flat(a) for a in arrays)
+
+
+def _warmup_tasks(names: Iterable[str] | None) -> list[tuple[str, object]]:
+    from . import ufuncs
+    from ._kernels import FLAVOURS, backward_kernels, forward_kernels
+    from .definitions import ACTIVATIONS
+
+    tasks = []
+    for name in ACTIVATIONS if names is None else names:
+        entry = ACTIVATIONS[name]
+        for direction, kernels, nin in (("forward", forward_kernels, 1), ("backward", backward_kernels, 2)):
+            for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+                # Python floats, as the public functions pass them
+                params = tuple(0.0 if p.default is None else float(p.default) for p in entry.kernel_params)
+                for layout, arrays in _layouts(nin, 4, dtype):
+                    args = (*_kernel_args(arrays, layout != "1-d"), params)
+                    for flavour in FLAVOURS:  # the dispatcher's choices for this layout
+                        if flavour.layout == _FLAVOUR_LAYOUT[layout]:
+                            label = f"{name} {direction} {dtype.name} {layout} {flavour.field}"
+                            # in place: out is the first input, the kernel takes one array fewer
+                            flavour_args = args[1:] if flavour.in_place else args
+                            tasks.append((label, _compile_task(kernels, name, flavour.field, flavour_args)))
+        for ufunc_name in (name, f"{name}_backward"):
+            tasks.append((f"ufuncs.{ufunc_name}", lambda u=ufunc_name: len(getattr(ufuncs, u).types)))
+    return tasks
+
+
+def _compile_task(kernels, name: str, attr: str, args: tuple) -> object:
+    def task() -> int:
+        kernel = getattr(kernels(name), attr)
+        kernel.compile(tuple(numba.typeof(a) for a in args))
+        return 1
+
+    return task
+
+
+def warmup(progress: bool = True, names: Iterable[str] | None = None) -> int:
+    """Compile (or load from the on-disk cache) every kernel signature fastact uses.
+
+    Forward and backward, serial and parallel, 1-d contiguous and 2-d strided
+    (out of place and in place), float32 and float64, for every activation, and
+    every ufunc loop; for the activations ``names`` (table names, e.g. "gelu_tanh";
+    default all). Writes a progress bar to stderr if ``progress``. Returns the number
+    of signatures compiled or loaded. No kernel is run.
+    """
+    gate()  # start the threading layer (loading TBB) before a parallel kernel is loaded
+    tasks = _warmup_tasks(names)
+    done = 0
+    width = 30
+    for i, (label, task) in enumerate(tasks, 1):
+        done += task()
+        if progress:
+            filled = width * i // len(tasks)
+            bar = "#" * filled + "." * (width - filled)
+            sys.stderr.write(f"\rfastact warmup [{bar}] {i}/{len(tasks)} {label:<48.48}")
+            sys.stderr.flush()
+    if progress:
+        sys.stderr.write("\n")
+    return done
