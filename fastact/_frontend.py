@@ -136,6 +136,11 @@ def docstrings(entry: Activation) -> dict[str, str]:
     }
 
 
+def _indented(statements: str) -> str:
+    """``statements`` as further lines of a generated function's body."""
+    return "".join(f"\n    {line}" for line in statements.splitlines())
+
+
 def _source(entry: Activation, backend: Backend) -> str:
     name = entry.name
     sig = "".join(f", {p.name}" + ("" if p.default is None else f"={p.default!r}") for p in entry.params)
@@ -146,25 +151,12 @@ def _source(entry: Activation, backend: Backend) -> str:
     else:
         kname = f"kname = choice({chooser.name}, {chooser.name!r}, choices); entry = table[kname]"
     fnames = {"": name, "_": name + "_", "b": name + "_backward", "b_": name + "_backward_"}
-
-    def read(arg, f):
-        return backend.read.format(arg=arg, fname=fnames[f])
-
-    def write(arg, f):
-        return backend.write.format(arg=arg, fname=fnames[f])
-
-    def params(first):
-        return (backend.params if pargs else backend.no_params).format(pargs=pargs, first=first)
-
-    def prepare(first):
-        return "".join(f"\n    {line}" for line in backend.prepare.format(first=first).splitlines() if line)
-
-    def new(direction, inputs, first):
-        return backend.new.format(direction=direction, inputs=inputs, first=first)
-
-    def into(direction, inputs, out):
-        return backend.into.format(direction=direction, inputs=inputs, out=out)
-
+    read = lambda arg, f: backend.read.format(arg=arg, fname=fnames[f])
+    write = lambda arg, f: backend.write.format(arg=arg, fname=fnames[f])
+    params = lambda first: (backend.params if pargs else backend.no_params).format(pargs=pargs, first=first)
+    prepare = lambda first: _indented(backend.prepare.format(first=first))
+    new = lambda direction, inputs, first: backend.new.format(direction=direction, inputs=inputs, first=first)
+    into = lambda direction, inputs, out: backend.into.format(direction=direction, inputs=inputs, out=out)
     keywords_ = (", *" + backend.keywords) if backend.keywords else ""
     return _TEMPLATE.format(
         name=name,

@@ -16,6 +16,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from .._layout import collapse_axes, pad_axes
 from ..definitions import ACTIVATIONS
 from . import _compile
 from ._arrays import SIMULATOR, DArray, _numba_empty, flat, view
@@ -90,34 +91,14 @@ def _copy_kernel(dtype: str):
 def collapse(
     shape: tuple[int, ...], strides: list[tuple[int, ...]], by: int = -1
 ) -> tuple[list[int], list[list[int]]]:
-    """The fewest dimensions covering every operand's strides.
-
-    Size-1 axes are dropped, axes are sorted by operand ``by``'s decreasing |stride|
-    and neighbours that every operand can merge are merged.
-    """
-    keep = [i for i, n in enumerate(shape) if n != 1]
-    order = sorted(keep, key=lambda i: -abs(strides[by][i]))
-    dims = [shape[i] for i in order]
-    steps = [[s[i] for i in order] for s in strides]
-    i = len(dims) - 1
-    while i > 0:
-        if all(s[i - 1] == s[i] * dims[i] for s in steps):
-            dims[i - 1] *= dims[i]
-            del dims[i]
-            for s in steps:
-                s[i - 1] = s[i]
-                del s[i]
-        i -= 1
-    return dims, steps
+    """The fewest dimensions covering every operand's strides (:func:`fastact._layout.collapse_axes`)."""
+    return collapse_axes(shape, strides, by)
 
 
 def strided_views(arrays: tuple[DArray, ...], ndim: int = 4) -> list[tuple]:
     """Groups of ``ndim``-d views of ``arrays`` (one group unless > ``ndim`` dims remain)."""
     dims, steps = collapse(arrays[0].shape, [a.strides for a in arrays])
-    while len(dims) < ndim:
-        dims.insert(0, 1)
-        for s in steps:
-            s.insert(0, 0)
+    pad_axes(dims, steps, ndim)
     lead = len(dims) - ndim
     groups = []
     for index in np.ndindex(*dims[:lead]):

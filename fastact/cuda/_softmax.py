@@ -22,6 +22,7 @@ import operator
 
 import numpy as np
 
+from .._layout import pad_axes
 from .._validate import same_layout
 from . import _softmax_kernels as sk
 from ._arrays import DArray, _numba_empty, as_device, check_stream, empty_like, resolve_stream, view
@@ -72,10 +73,7 @@ def row_views(arrays: tuple[DArray, ...], axis: int) -> tuple[str, list[tuple]]:
         mode, core = "rows", 1  # views (dims[-1], n, 1)
     else:
         mode, core = "cols", 2  # views (dims[-2], n, dims[-1])
-    while len(dims) < core:
-        dims.insert(0, 1)
-        for s in steps:
-            s.insert(0, 0)
+    pad_axes(dims, steps, core)
     lead = len(dims) - core
     groups = []
     for index in np.ndindex(*dims[:lead]):
