@@ -129,7 +129,11 @@ class Builder:
         if space is None:
             space = types.ModuleType(f"{module.__name__}[{self.ftype.__name__}]")
             for name in module.__all__:
-                setattr(space, name, self.function(getattr(module, name)))
+                value = getattr(module, name)
+                if value is getattr(math, name, None):  # math's own function: the float type's
+                    setattr(space, name, getattr(self._math, name))
+                else:
+                    setattr(space, name, self.function(value))
             self._namespaces[module.__name__] = space
         return space
 

@@ -52,6 +52,13 @@ def blocks(n: int, per_block: int | None = None) -> int:
     return max(1, min(-(-n // per_block), max_blocks()))
 
 
+def group_size(n: int) -> int:
+    """Threads per row of n elements (softmax, cross-entropy): a power of two, about
+    n / per_thread, at most a block."""
+    want = -(-n // settings.per_thread)
+    return min(settings.threads, 1 << max(0, (want - 1).bit_length()))
+
+
 def compile_kernel(pyfunc, signature: str):
     """``pyfunc`` compiled for exactly ``signature``, typed once, never re-typed per call."""
     kernel = cuda.jit(signature)(pyfunc)

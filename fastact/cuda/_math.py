@@ -2,12 +2,17 @@
 
 The same names and special values as :mod:`fastact._math`,
 written with ``math`` functions that CUDA lowers to libdevice (``math.exp`` of a
-float32 is ``__nv_expf``). They are plain Python: :class:`fastact.cuda._compile.Builder`
-compiles them per float type, retyping the literals, so a float32 argument is computed
-in float32 (and ``like(x, v)`` is just ``v``, already of x's type).
+float32 is ``__nv_expf``); ``exp``, ``log`` etc. are those functions. The others are
+plain Python: :class:`fastact.cuda._compile.Builder` compiles them per float type,
+retyping the literals, so a float32 argument is computed in float32 (and ``like(x, v)``
+is just ``v``, already of x's type).
 """
 
 import math
+
+# libdevice's own functions under the helpers' names: the builder binds each to the float
+# type's ``math`` (numpy's under the simulator), as it binds ``math`` itself.
+from math import erf, erfc, exp, expm1, log, log1p, tanh
 
 __all__ = [
     "erf", "erfc", "exp", "expm1", "gaussian", "gelu", "gelu_grad", "gelu_tanh", "like", "log", "log1p",
@@ -24,34 +29,6 @@ GELU_TANH_C = 0.044715
 
 def like(x, value):
     return value
-
-
-def log(x):
-    return math.log(x)
-
-
-def exp(x):
-    return math.exp(x)
-
-
-def expm1(x):
-    return math.expm1(x)
-
-
-def log1p(x):
-    return math.log1p(x)
-
-
-def tanh(x):
-    return math.tanh(x)
-
-
-def erf(x):
-    return math.erf(x)
-
-
-def erfc(x):
-    return math.erfc(x)
 
 
 def sigmoid(x):

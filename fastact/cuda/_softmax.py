@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import numbers
 import operator
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from .._validate import same_layout
 from . import _softmax_kernels as sk
 from ._arrays import DArray, _numba_empty, as_device, check_stream, empty_like, resolve_stream, view
 from ._kernels import builder, collapse, unaliased
-from ._launch import blocks, compile_kernel, launch, max_blocks, settings
+from ._launch import blocks, compile_kernel, group_size, launch, max_blocks, settings
 
 try:
     from numpy.lib.array_utils import normalize_axis_index
@@ -42,15 +43,14 @@ def axis_index(axis: object, ndim: int) -> int:
     return normalize_axis_index(operator.index(axis), max(ndim, 1), "axis")
 
 
-_KIND = {"a": "{t}[:, :, :]", "w": "{t}[:, ::1]", "i": "int64", "b": "boolean"}
+_KIND = {"a": "{t}[:, :, :]", "w": "{t}[:, :, ::1]", "i": "int64", "b": "boolean"}
 
 
 @functools.cache
 def compiled(name: str, dtype: str, threads: int):
     """The kernel ``name`` of :data:`~fastact.cuda._softmax_kernels.KERNELS` for ``dtype``."""
-    factory, kinds = sk.KERNELS[name]
-    np_type = np.dtype(dtype).type
-    pyfunc = builder(dtype).rebind(factory(threads, np_type))
+    generator, flags, kinds = sk.KERNELS[name]
+    pyfunc = builder(dtype).rebind(generator(threads, np.dtype(dtype).type, **flags))
     signature = f"void({', '.join(_KIND[k].format(t=dtype) for k in kinds)})"
     return compile_kernel(pyfunc, signature)
 
@@ -89,12 +89,6 @@ def row_views(arrays: tuple[DArray, ...], axis: int) -> tuple[str, list[tuple]]:
     return mode, groups
 
 
-def group_size(n: int) -> int:
-    """Threads per row: a power of two, about n / per_thread, at most a block."""
-    want = -(-n // settings.per_thread)
-    return min(settings.threads, 1 << max(0, (want - 1).bit_length()))
-
-
 def run(op: str, a: DArray, b: DArray | None, out: DArray, axis: int, stream) -> None:
     """out = op(a[, b]) along ``axis``; op is "forward" or "backward", log or not."""
     if out.size == 0:
@@ -106,6 +100,7 @@ def run(op: str, a: DArray, b: DArray | None, out: DArray, axis: int, stream) ->
     direction = "backward" if backward else "forward"
     mode, groups = row_views(arrays, axis)
     for views in groups:
+        views = views if backward else (views[0], *views)  # the kernels take (a, b, out): x, x, out
         outer, n, inner = views[0].shape
         rows = outer * inner
         if mode == "cols":
@@ -121,107 +116,83 @@ def run(op: str, a: DArray, b: DArray | None, out: DArray, axis: int, stream) ->
             launch(kernel, blocks(rows, tpb // group), tpb, stream, (*views, group, log))
             continue
         grid = min(rows * chunks, max_blocks())
-        work = [_numba_empty((rows, chunks), out.dtype, "C", stream) for _ in range(1 if backward else 2)]
-        work = tuple(view(w, (rows, chunks), w.strides) for w in work)
+        # the partial sums, and (forward) the partial maxima, of each row's chunks
+        work = _numba_empty((1 if backward else 2, rows, chunks), out.dtype, "C", stream)
+        work = view(work, work.shape, work.strides)
         partial = compiled(f"split_{direction}_partial", dtype, tpb)
         finish = compiled(f"split_{direction}_finish", dtype, tpb)
-        if backward:
-            launch(partial, grid, tpb, stream, (*views[:2], *work, chunks, log))
-        else:
-            launch(partial, grid, tpb, stream, (views[0], *work, chunks))
-        launch(finish, grid, tpb, stream, (*views, *work, chunks, log))
+        launch(partial, grid, tpb, stream, (*views, work, chunks, log))
+        launch(finish, grid, tpb, stream, (*views, work, chunks, log))
 
 
 # --- public functions -----------------------------------------------------------------
 
 
-def _forward(op: str, x, axis, out, stream, func: str):
-    x = as_device(x, "x", func)
-    ax = axis_index(axis, x.ndim)
+def apply(op: str, func: str, a, b, axis, out, stream, inplace: bool):
+    """The public function ``func``: its arguments checked, ``op`` run into ``out``, a new
+    array or (``inplace``) the first argument, which is returned. ``b`` is None for the
+    forwards (a = x), the saved output y for the backwards (a = grad)."""
+    first = "x" if b is None else "grad"
+    a = as_device(a, first, func, write=inplace)
+    if b is not None:
+        b = as_device(b, "y", func)
+        same_layout(b, "y", a, first)
+    ax = axis_index(axis, a.ndim)
     check_stream(stream)
-    if out is not None:
+    if inplace:
+        out = a
+    elif out is not None:
         out = as_device(out, "out", func, write=True)
-        same_layout(out, "out", x, "x")
-    s = resolve_stream(stream, x)
+        same_layout(out, "out", a, first)
+    s = resolve_stream(stream, a)
     if out is None:
-        out = empty_like(x, s)
-    run(op, x, None, out, ax, s)
+        out = empty_like(a, s)
+    run(op, a, b, out, ax, s)
     return out.obj
 
 
-def _forward_(op: str, x, axis, stream, func: str):
-    x = as_device(x, "x", func, write=True)
-    ax = axis_index(axis, x.ndim)
-    check_stream(stream)
-    run(op, x, None, x, ax, resolve_stream(stream, x))
-    return x.obj
+def make_functions(op: str, docs: tuple[str, str, str, str]) -> tuple[Callable, ...]:
+    """op, op_, op_backward, op_backward_ for op "softmax" or "log_softmax", with ``docs``."""
+    back = op + "_backward"
+
+    def forward(x, axis: int = -1, *, out=None, stream=None):
+        return apply(op, op, x, None, axis, out, stream, False)
+
+    def forward_(x, axis: int = -1, *, stream=None):
+        return apply(op, op + "_", x, None, axis, None, stream, True)
+
+    def backward(grad, y, axis: int = -1, *, out=None, stream=None):
+        return apply(back, back, grad, y, axis, out, stream, False)
+
+    def backward_(grad, y, axis: int = -1, *, stream=None):
+        return apply(back, back + "_", grad, y, axis, None, stream, True)
+
+    functions = (forward, forward_, backward, backward_)
+    for function, name, doc in zip(functions, (op, op + "_", back, back + "_"), docs):
+        function.__name__ = function.__qualname__ = name
+        function.__doc__ = doc
+    return functions
 
 
-def _backward(op: str, grad, y, axis, out, stream, func: str):
-    grad = as_device(grad, "grad", func)
-    y = as_device(y, "y", func)
-    same_layout(y, "y", grad, "grad")
-    ax = axis_index(axis, grad.ndim)
-    check_stream(stream)
-    if out is not None:
-        out = as_device(out, "out", func, write=True)
-        same_layout(out, "out", grad, "grad")
-    s = resolve_stream(stream, grad)
-    if out is None:
-        out = empty_like(grad, s)
-    run(op, grad, y, out, ax, s)
-    return out.obj
-
-
-def _backward_(op: str, grad, y, axis, stream, func: str):
-    grad = as_device(grad, "grad", func, write=True)
-    y = as_device(y, "y", func)
-    same_layout(y, "y", grad, "grad")
-    ax = axis_index(axis, grad.ndim)
-    check_stream(stream)
-    run(op, grad, y, grad, ax, resolve_stream(stream, grad))
-    return grad.obj
-
-
-def softmax(x, axis: int = -1, *, out=None, stream=None):
-    """softmax along ``axis``: y_i = e^(x_i - m) / sum_j e^(x_j - m), m = max_j x_j (GPU).
+softmax, softmax_, softmax_backward, softmax_backward_ = make_functions(
+    "softmax",
+    (
+        """softmax along ``axis``: y_i = e^(x_i - m) / sum_j e^(x_j - m), m = max_j x_j (GPU).
 
     New array of the caller's library, or written into ``out``. NaN or +inf in a row,
     or a row of only -inf, gives a NaN row (as PyTorch).
-    """
-    return _forward("softmax", x, axis, out, stream, "softmax")
-
-
-def softmax_(x, axis: int = -1, *, stream=None):
-    """softmax along ``axis`` in place: overwrites x and returns it (GPU)."""
-    return _forward_("softmax", x, axis, stream, "softmax_")
-
-
-def softmax_backward(grad, y, axis: int = -1, *, out=None, stream=None):
-    """Gradient of softmax: y * (grad - sum(grad * y)) along ``axis``; y is softmax's output (GPU)."""
-    return _backward("softmax_backward", grad, y, axis, out, stream, "softmax_backward")
-
-
-def softmax_backward_(grad, y, axis: int = -1, *, stream=None):
-    """Gradient of softmax in place: overwrites grad with y * (grad - sum(grad * y)) (GPU)."""
-    return _backward_("softmax_backward", grad, y, axis, stream, "softmax_backward_")
-
-
-def log_softmax(x, axis: int = -1, *, out=None, stream=None):
-    """log_softmax along ``axis``: y_i = (x_i - m) - log(sum_j e^(x_j - m)) (GPU)."""
-    return _forward("log_softmax", x, axis, out, stream, "log_softmax")
-
-
-def log_softmax_(x, axis: int = -1, *, stream=None):
-    """log_softmax along ``axis`` in place: overwrites x and returns it (GPU)."""
-    return _forward_("log_softmax", x, axis, stream, "log_softmax_")
-
-
-def log_softmax_backward(grad, y, axis: int = -1, *, out=None, stream=None):
-    """Gradient of log_softmax: grad - e^y * sum(grad) along ``axis``; y is log_softmax's output (GPU)."""
-    return _backward("log_softmax_backward", grad, y, axis, out, stream, "log_softmax_backward")
-
-
-def log_softmax_backward_(grad, y, axis: int = -1, *, stream=None):
-    """Gradient of log_softmax in place: overwrites grad with grad - e^y * sum(grad) (GPU)."""
-    return _backward_("log_softmax_backward", grad, y, axis, stream, "log_softmax_backward_")
+    """,
+        "softmax along ``axis`` in place: overwrites x and returns it (GPU).",
+        "Gradient of softmax: y * (grad - sum(grad * y)) along ``axis``; y is softmax's output (GPU).",
+        "Gradient of softmax in place: overwrites grad with y * (grad - sum(grad * y)) (GPU).",
+    ),
+)
+log_softmax, log_softmax_, log_softmax_backward, log_softmax_backward_ = make_functions(
+    "log_softmax",
+    (
+        "log_softmax along ``axis``: y_i = (x_i - m) - log(sum_j e^(x_j - m)) (GPU).",
+        "log_softmax along ``axis`` in place: overwrites x and returns it (GPU).",
+        "Gradient of log_softmax: grad - e^y * sum(grad) along ``axis``; y is log_softmax's output (GPU).",
+        "Gradient of log_softmax in place: overwrites grad with grad - e^y * sum(grad) (GPU).",
+    ),
+)

@@ -7,14 +7,16 @@ outer * inner rows. Three schemes, all reading the input twice and writing once:
   several rows per block for short rows; the row's (max, sum) or sum is reduced in
   shared memory. For rows along the contiguous axis.
 * ``split``: a long row split across ``chunks`` blocks when there are too few rows to
-  fill the device: one kernel writes each chunk's partial (max, sum), a second merges
-  the row's partials and writes its chunk.
+  fill the device: one kernel writes each chunk's partial (max, sum) or sum, a second
+  merges the row's partials and writes its chunk.
 * ``cols``: one thread per row, looping along the row; neighbouring threads read
   neighbouring rows, so this is for a reduced axis that is not the contiguous one.
 
-The forward keeps a running (max m, sum of e^(x - m)) per thread (one pass for
-both): a -inf entry adds nothing, NaN poisons the sum, and a row whose max is +inf is
-made NaN, which gives PyTorch's results on rows with NaN, +inf or only -inf.
+Each scheme is one kernel generator for both directions, ``backward`` a compile-time
+flag: a kernel takes ``(a, b, out, ...)``, the forward a = b = x, the backward a = grad,
+b = y; log_softmax or softmax is the run-time flag ``log``. The forward keeps a running
+(max m, sum of e^(x - m)) per thread (:mod:`fastact.cuda._reduce`); a row whose max is
++inf is made NaN, which gives PyTorch's results on rows with NaN, +inf or only -inf.
 Kernels are written once with Python float literals; :class:`fastact.cuda._compile.Builder`
 retypes them for float32 so float32 data is reduced in float32 (as PyTorch does).
 """
@@ -26,52 +28,9 @@ import math
 from numba import cuda
 
 from ._compile import device
+from ._reduce import block_maxsum, block_sum, group_rows, merge, push, row_at
 
-# --- device helpers ---------------------------------------------------------------
-
-
-@device
-def push(m, s, x):
-    """Add x to a running (max m, sum s of e^(v - m))."""
-    if x > m:
-        return x, s * math.exp(m - x) + 1.0
-    if x != -math.inf:
-        s += math.exp(x - m)
-    return m, s
-
-
-@device
-def merge(m1, s1, m2, s2):
-    """Merge two running (max, sum) pairs; an empty one is (-inf, 0)."""
-    if m2 > m1:
-        return m2, s1 * math.exp(m1 - m2) + s2
-    if m1 > m2:
-        return m1, s1 + s2 * math.exp(m2 - m1)
-    return m1, s1 + s2
-
-
-@device
-def tree_maxsum(sm, ss, tid, lane, group):
-    """Reduce the (max, sum) pairs of each group of ``group`` threads into its first slot."""
-    width = group // 2
-    while width > 0:
-        if lane < width:
-            m, s = merge(sm[tid], ss[tid], sm[tid + width], ss[tid + width])
-            sm[tid] = m
-            ss[tid] = s
-        cuda.syncthreads()
-        width //= 2
-
-
-@device
-def tree_sum(sh, tid, lane, group):
-    """Reduce the sums of each group of ``group`` threads into its first slot."""
-    width = group // 2
-    while width > 0:
-        if lane < width:
-            sh[tid] += sh[tid + width]
-        cuda.syncthreads()
-        width //= 2
+# --- one direction's device functions ---------------------------------------------------
 
 
 @device
@@ -121,210 +80,122 @@ def write_backward(g, y, out, o, k, start, stop, step, s, log):
             out[o, j, k] = y[o, j, k] * (g[o, j, k] - s)
 
 
-# --- kernels (factories: the block size and dtype are compile-time constants) -------
+# --- either direction: a row's state is (m, s); the backward's m is unused ----------------
 
 
-def rows_forward(tpb, dt):
-    def kernel(x, out, group, log):
+@device
+def reduce_part(a, b, o, k, start, stop, step, backward, log):
+    """This thread's part of a row: (max, sum of e^(x - max)), or (-inf, the backward's sum)."""
+    if backward:
+        return -math.inf, reduce_backward(a, b, o, k, start, stop, step, log)
+    return reduce_forward(a, o, k, start, stop, step)
+
+
+@device
+def reduce_group(sm, ss, m, s, lane, group, backward):
+    """The group's state from its threads' parts (every thread of the block calls it)."""
+    if backward:
+        return m, block_sum(ss, s, lane, group)
+    return block_maxsum(sm, ss, m, s, lane, group)
+
+
+@device
+def reduce_chunks(w, row, start, stop, step, backward):
+    """The state of the chunks' partials w[:, row, start:stop:step] (w[0] sums, w[1] maxima)."""
+    m = -math.inf
+    s = 0.0
+    if backward:
+        for t in range(start, stop, step):
+            s += w[0, row, t]
+    else:
+        for t in range(start, stop, step):
+            m, s = merge(m, s, w[1, row, t], w[0, row, t])
+    return m, s
+
+
+@device
+def write(a, b, out, o, k, start, stop, step, m, s, backward, log):
+    if backward:
+        write_backward(a, b, out, o, k, start, stop, step, s, log)
+    else:
+        write_forward(a, out, o, k, start, stop, step, m, s, log)
+
+
+# --- kernel generators: the block size, dtype and direction are compile-time constants --
+
+
+def rows(tpb, dt, backward):
+    def kernel(a, b, out, group, log):
         sm = cuda.shared.array(tpb, dt)
         ss = cuda.shared.array(tpb, dt)
-        tid = cuda.threadIdx.x
-        lane = tid % group
-        first = tid - lane
-        per_block = tpb // group
-        n = x.shape[1]
-        inner = x.shape[2]
-        rows = x.shape[0] * inner
-        for base in range(cuda.blockIdx.x * per_block, rows, cuda.gridDim.x * per_block):
-            row = base + tid // group
-            o = row // inner
-            k = row - o * inner
+        outer, n, inner = a.shape
+        n_rows = outer * inner
+        lane, start, stop, step = group_rows(n_rows, tpb, group)
+        for row in range(start, stop, step):
+            o, k = row_at(row, inner)
             m = -math.inf
             s = 0.0
-            if row < rows:
-                m, s = reduce_forward(x, o, k, lane, n, group)
-            sm[tid] = m
-            ss[tid] = s
-            cuda.syncthreads()
-            tree_maxsum(sm, ss, tid, lane, group)
-            m = sm[first]
-            s = ss[first]
-            cuda.syncthreads()
-            if row < rows:
-                write_forward(x, out, o, k, lane, n, group, m, s, log)
+            if row < n_rows:
+                m, s = reduce_part(a, b, o, k, lane, n, group, backward, log)
+            m, s = reduce_group(sm, ss, m, s, lane, group, backward)
+            if row < n_rows:
+                write(a, b, out, o, k, lane, n, group, m, s, backward, log)
 
     return kernel
 
 
-def rows_backward(tpb, dt):
-    def kernel(g, y, out, group, log):
-        sh = cuda.shared.array(tpb, dt)
-        tid = cuda.threadIdx.x
-        lane = tid % group
-        first = tid - lane
-        per_block = tpb // group
-        n = g.shape[1]
-        inner = g.shape[2]
-        rows = g.shape[0] * inner
-        for base in range(cuda.blockIdx.x * per_block, rows, cuda.gridDim.x * per_block):
-            row = base + tid // group
-            o = row // inner
-            k = row - o * inner
-            s = 0.0
-            if row < rows:
-                s = reduce_backward(g, y, o, k, lane, n, group, log)
-            sh[tid] = s
-            cuda.syncthreads()
-            tree_sum(sh, tid, lane, group)
-            s = sh[first]
-            cuda.syncthreads()
-            if row < rows:
-                write_backward(g, y, out, o, k, lane, n, group, s, log)
+def split(tpb, dt, backward, finish):
+    """The block of a row's chunk: reduce the chunk and write its partial, or (``finish``)
+    merge the row's partials and write the chunk."""
 
-    return kernel
-
-
-def split_forward_partial(tpb, dt):
-    def kernel(x, pm, ps, chunks):
+    def kernel(a, b, out, w, chunks, log):
         sm = cuda.shared.array(tpb, dt)
         ss = cuda.shared.array(tpb, dt)
         tid = cuda.threadIdx.x
-        n = x.shape[1]
-        inner = x.shape[2]
+        outer, n, inner = a.shape
         span = (n + chunks - 1) // chunks
-        for task in range(cuda.blockIdx.x, x.shape[0] * inner * chunks, cuda.gridDim.x):
+        for task in range(cuda.blockIdx.x, outer * inner * chunks, cuda.gridDim.x):
             row = task // chunks
             c = task - row * chunks
-            o = row // inner
-            k = row - o * inner
+            o, k = row_at(row, inner)
             lo = c * span
-            m, s = reduce_forward(x, o, k, lo + tid, min(n, lo + span), tpb)
-            sm[tid] = m
-            ss[tid] = s
-            cuda.syncthreads()
-            tree_maxsum(sm, ss, tid, tid, tpb)
-            if tid == 0:
-                pm[row, c] = sm[0]
-                ps[row, c] = ss[0]
-            cuda.syncthreads()
+            if finish:
+                m, s = reduce_chunks(w, row, tid, chunks, tpb, backward)
+            else:
+                m, s = reduce_part(a, b, o, k, lo + tid, min(n, lo + span), tpb, backward, log)
+            m, s = reduce_group(sm, ss, m, s, tid, tpb, backward)
+            if finish:
+                write(a, b, out, o, k, lo + tid, min(n, lo + span), tpb, m, s, backward, log)
+            elif tid == 0:
+                w[0, row, c] = s
+                if not backward:
+                    w[1, row, c] = m
 
     return kernel
 
 
-def split_forward_finish(tpb, dt):
-    def kernel(x, out, pm, ps, chunks, log):
-        sm = cuda.shared.array(tpb, dt)
-        ss = cuda.shared.array(tpb, dt)
-        tid = cuda.threadIdx.x
-        n = x.shape[1]
-        inner = x.shape[2]
-        span = (n + chunks - 1) // chunks
-        for task in range(cuda.blockIdx.x, x.shape[0] * inner * chunks, cuda.gridDim.x):
-            row = task // chunks
-            c = task - row * chunks
-            o = row // inner
-            k = row - o * inner
-            m = -math.inf
-            s = 0.0
-            for t in range(tid, chunks, tpb):
-                m, s = merge(m, s, pm[row, t], ps[row, t])
-            sm[tid] = m
-            ss[tid] = s
-            cuda.syncthreads()
-            tree_maxsum(sm, ss, tid, tid, tpb)
-            m = sm[0]
-            s = ss[0]
-            cuda.syncthreads()
-            lo = c * span
-            write_forward(x, out, o, k, lo + tid, min(n, lo + span), tpb, m, s, log)
+def cols(tpb, dt, backward):
+    def kernel(a, b, out, log):
+        outer, n, inner = a.shape
+        for row in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+            o, k = row_at(row, inner)
+            m, s = reduce_part(a, b, o, k, 0, n, 1, backward, log)
+            write(a, b, out, o, k, 0, n, 1, m, s, backward, log)
 
     return kernel
 
 
-def split_backward_partial(tpb, dt):
-    def kernel(g, y, ps, chunks, log):
-        sh = cuda.shared.array(tpb, dt)
-        tid = cuda.threadIdx.x
-        n = g.shape[1]
-        inner = g.shape[2]
-        span = (n + chunks - 1) // chunks
-        for task in range(cuda.blockIdx.x, g.shape[0] * inner * chunks, cuda.gridDim.x):
-            row = task // chunks
-            c = task - row * chunks
-            o = row // inner
-            k = row - o * inner
-            lo = c * span
-            sh[tid] = reduce_backward(g, y, o, k, lo + tid, min(n, lo + span), tpb, log)
-            cuda.syncthreads()
-            tree_sum(sh, tid, tid, tpb)
-            if tid == 0:
-                ps[row, c] = sh[0]
-            cuda.syncthreads()
-
-    return kernel
-
-
-def split_backward_finish(tpb, dt):
-    def kernel(g, y, out, ps, chunks, log):
-        sh = cuda.shared.array(tpb, dt)
-        tid = cuda.threadIdx.x
-        n = g.shape[1]
-        inner = g.shape[2]
-        span = (n + chunks - 1) // chunks
-        for task in range(cuda.blockIdx.x, g.shape[0] * inner * chunks, cuda.gridDim.x):
-            row = task // chunks
-            c = task - row * chunks
-            o = row // inner
-            k = row - o * inner
-            s = 0.0
-            for t in range(tid, chunks, tpb):
-                s += ps[row, t]
-            sh[tid] = s
-            cuda.syncthreads()
-            tree_sum(sh, tid, tid, tpb)
-            s = sh[0]
-            cuda.syncthreads()
-            lo = c * span
-            write_backward(g, y, out, o, k, lo + tid, min(n, lo + span), tpb, s, log)
-
-    return kernel
-
-
-def cols_forward(tpb, dt):
-    def kernel(x, out, log):
-        n = x.shape[1]
-        inner = x.shape[2]
-        for row in range(cuda.grid(1), x.shape[0] * inner, cuda.gridsize(1)):
-            o = row // inner
-            k = row - o * inner
-            m, s = reduce_forward(x, o, k, 0, n, 1)
-            write_forward(x, out, o, k, 0, n, 1, m, s, log)
-
-    return kernel
-
-
-def cols_backward(tpb, dt):
-    def kernel(g, y, out, log):
-        n = g.shape[1]
-        inner = g.shape[2]
-        for row in range(cuda.grid(1), g.shape[0] * inner, cuda.gridsize(1)):
-            o = row // inner
-            k = row - o * inner
-            s = reduce_backward(g, y, o, k, 0, n, 1, log)
-            write_backward(g, y, out, o, k, 0, n, 1, s, log)
-
-    return kernel
-
-
-# name -> (factory, argument kinds): "a" a 3-d array, "w" a 2-d C workspace,
-# "i" an int64, "b" a boolean.
+# name -> (generator, its compile-time flags, argument kinds): "a" a 3-d array, "w" a
+# 3-d C workspace (the split partials: (2, rows, chunks) forward, (1, rows, chunks)
+# backward), "i" an int64, "b" a boolean. The forward kernels take x as both a and b; the
+# split partials take out unread.
 KERNELS = {
-    "rows_forward": (rows_forward, "aaib"),
-    "rows_backward": (rows_backward, "aaaib"),
-    "split_forward_partial": (split_forward_partial, "awwi"),
-    "split_forward_finish": (split_forward_finish, "aawwib"),
-    "split_backward_partial": (split_backward_partial, "aawib"),
-    "split_backward_finish": (split_backward_finish, "aaawib"),
-    "cols_forward": (cols_forward, "aab"),
-    "cols_backward": (cols_backward, "aaab"),
+    "rows_forward": (rows, {"backward": False}, "aaaib"),
+    "rows_backward": (rows, {"backward": True}, "aaaib"),
+    "split_forward_partial": (split, {"backward": False, "finish": False}, "aaawib"),
+    "split_forward_finish": (split, {"backward": False, "finish": True}, "aaawib"),
+    "split_backward_partial": (split, {"backward": True, "finish": False}, "aaawib"),
+    "split_backward_finish": (split, {"backward": True, "finish": True}, "aaawib"),
+    "cols_forward": (cols, {"backward": False}, "aaab"),
+    "cols_backward": (cols, {"backward": True}, "aaab"),
 }

@@ -30,9 +30,8 @@ from .._validate import choice, real
 from ._arrays import DArray, _numba_empty, as_device, check_stream, empty, empty_like, resolve_stream, view
 from ._compile import device
 from ._kernels import builder, collapse, unaliased
-from ._launch import blocks, compile_kernel, launch, settings
-from ._softmax import group_size
-from ._softmax_kernels import push, tree_maxsum, tree_sum
+from ._launch import blocks, compile_kernel, group_size, launch, settings
+from ._reduce import block_maxsum, block_sum, group_rows, push, row_at
 
 # --- kernels --------------------------------------------------------------------------
 
@@ -56,66 +55,57 @@ def _reduce_row(x, q, w, o, k, start, stop, step, keep, smooth, weighted, probs)
     return m, s, a_sum, ax_sum
 
 
-def xent_index(tpb, dt):
+def xent_rows(tpb, dt, probs):
+    """Gradient and loss of each row: a group of ``group`` threads per row (as softmax's
+    ``rows``). t: class targets (outer, inner), or (``probs``) probabilities like x."""
+
     def kernel(x, t, w, grad, loss, den, scale, use_den, ignore, keep, smooth, weighted, group):
         sm = cuda.shared.array(tpb, dt)
         ss = cuda.shared.array(tpb, dt)
         sa = cuda.shared.array(tpb, dt)
         sb = cuda.shared.array(tpb, dt)
-        tid = cuda.threadIdx.x
-        lane = tid % group
-        first = tid - lane
-        per_block = tpb // group
-        n = x.shape[1]
-        inner = x.shape[2]
-        rows = x.shape[0] * inner
         if use_den:
             scale = 1.0 / den[0]
-        for base in range(cuda.blockIdx.x * per_block, rows, cuda.gridDim.x * per_block):
-            row = base + tid // group
-            o = row // inner
-            k = row - o * inner
+        q = x  # the probabilities (unread with class targets)
+        if probs:
+            q = t
+        outer, n, inner = x.shape
+        n_rows = outer * inner
+        lane, start, stop, step = group_rows(n_rows, tpb, group)
+        for row in range(start, stop, step):
+            o, k = row_at(row, inner)
             target = ignore
-            if row < rows:
+            x_t = math.nan
+            w_t = math.nan
+            if not probs and row < n_rows:
                 target = t[o, k]
-            active = row < rows and target != ignore
+                if target != ignore and target >= 0 and target < n:
+                    x_t = x[o, target, k]  # read before any gradient overwrites the logits
+                    w_t = w[target] if weighted else 1.0
+            active = row < n_rows and (probs or target != ignore)
             m = -math.inf
             s = 0.0
             a_sum = 0.0
             ax_sum = 0.0
             if active:
                 m, s, a_sum, ax_sum = _reduce_row(
-                    x, x, w, o, k, lane, n, group, keep, smooth, weighted, False
+                    x, q, w, o, k, lane, n, group, keep, smooth, weighted, probs
                 )
-            sm[tid] = m
-            ss[tid] = s
-            sa[tid] = a_sum
-            sb[tid] = ax_sum
-            cuda.syncthreads()
-            tree_maxsum(sm, ss, tid, lane, group)
-            if smooth != 0.0:
-                tree_sum(sa, tid, lane, group)
-                tree_sum(sb, tid, lane, group)
-            m = sm[first]
-            s = ss[first]
-            a_sum = sa[first]
-            ax_sum = sb[first]
-            x_t = math.nan
-            w_t = math.nan
-            if active and target >= 0 and target < n:
-                x_t = x[o, target, k]  # read before any gradient overwrites the logits
-                w_t = w[target] if weighted else 1.0
-            cuda.syncthreads()
-            if row < rows:
-                if not active:
+            m, s = block_maxsum(sm, ss, m, s, lane, group)
+            if probs or smooth != 0.0:
+                a_sum = block_sum(sa, a_sum, lane, group)
+                ax_sum = block_sum(sb, ax_sum, lane, group)
+            if active:
+                if m == math.inf:
+                    s = math.nan
+                log_z = m + math.log(s)
+                if probs:
                     for j in range(lane, n, group):
-                        grad[o, j, k] = 0.0
+                        a = (w[j] if weighted else 1.0) * (keep * q[o, j, k] + smooth)
+                        grad[o, j, k] = (math.exp(x[o, j, k] - m) / s * a_sum - a) * scale
                     if lane == 0:
-                        loss[o, k] = 0.0
+                        loss[o, k] = a_sum * log_z - ax_sum
                 else:
-                    if m == math.inf:
-                        s = math.nan
-                    log_z = m + math.log(s)
                     hit = keep * w_t
                     coef = hit + smooth * a_sum
                     for j in range(lane, n, group):
@@ -127,118 +117,61 @@ def xent_index(tpb, dt):
                         grad[o, j, k] = d * scale
                     if lane == 0:
                         loss[o, k] = hit * (log_z - x_t) + smooth * (a_sum * log_z - ax_sum)
-
-    return kernel
-
-
-def xent_probs(tpb, dt):
-    def kernel(x, q, w, grad, loss, scale, keep, smooth, weighted, group):
-        sm = cuda.shared.array(tpb, dt)
-        ss = cuda.shared.array(tpb, dt)
-        sa = cuda.shared.array(tpb, dt)
-        sb = cuda.shared.array(tpb, dt)
-        tid = cuda.threadIdx.x
-        lane = tid % group
-        first = tid - lane
-        per_block = tpb // group
-        n = x.shape[1]
-        inner = x.shape[2]
-        rows = x.shape[0] * inner
-        for base in range(cuda.blockIdx.x * per_block, rows, cuda.gridDim.x * per_block):
-            row = base + tid // group
-            o = row // inner
-            k = row - o * inner
-            m = -math.inf
-            s = 0.0
-            a_sum = 0.0
-            ax_sum = 0.0
-            if row < rows:
-                m, s, a_sum, ax_sum = _reduce_row(x, q, w, o, k, lane, n, group, keep, smooth, weighted, True)
-            sm[tid] = m
-            ss[tid] = s
-            sa[tid] = a_sum
-            sb[tid] = ax_sum
-            cuda.syncthreads()
-            tree_maxsum(sm, ss, tid, lane, group)
-            tree_sum(sa, tid, lane, group)
-            tree_sum(sb, tid, lane, group)
-            m = sm[first]
-            s = ss[first]
-            a_sum = sa[first]
-            ax_sum = sb[first]
-            cuda.syncthreads()
-            if row < rows:
-                if m == math.inf:
-                    s = math.nan
-                log_z = m + math.log(s)
+            elif row < n_rows:  # an ignored target
                 for j in range(lane, n, group):
-                    a = (w[j] if weighted else 1.0) * (keep * q[o, j, k] + smooth)
-                    grad[o, j, k] = (math.exp(x[o, j, k] - m) / s * a_sum - a) * scale
+                    grad[o, j, k] = 0.0
                 if lane == 0:
-                    loss[o, k] = a_sum * log_z - ax_sum
+                    loss[o, k] = 0.0
 
     return kernel
 
 
-def xent_denominator(tpb, dt):
-    def kernel(t, w, den, ignore, weighted):
-        """den[0] = sum of w[t] (or the count) over targets that are not ignored (one block)."""
+def xent_sum(tpb, dt, targets):
+    """One block: out[0] = the sum of w[t] (or the count; ``targets``) over the targets a
+    that are not ignored, or the sum of the losses a times scale (or / den[0])."""
+
+    def kernel(a, w, out, den, ignore, weighted, scale, use_den):
         sh = cuda.shared.array(tpb, dt)
         tid = cuda.threadIdx.x
-        inner = t.shape[1]
+        outer, inner = a.shape
         s = 0.0
-        for i in range(tid, t.shape[0] * inner, tpb):
-            o = i // inner
-            target = t[o, i - o * inner]
-            if target != ignore:
+        for i in range(tid, outer * inner, tpb):
+            o, k = row_at(i, inner)
+            v = a[o, k]
+            if not targets:
+                s += v
+            elif v != ignore:
                 if not weighted:
                     s += 1.0
-                elif target >= 0 and target < w.shape[0]:
-                    s += w[target]
-        sh[tid] = s
-        cuda.syncthreads()
-        tree_sum(sh, tid, tid, tpb)
+                elif v >= 0 and v < w.shape[0]:
+                    s += w[v]
+        s = block_sum(sh, s, tid, tpb)
         if tid == 0:
-            den[0] = sh[0]
+            if targets:
+                out[0] = s
+            else:
+                out[0] = s / den[0] if use_den else s * scale
 
     return kernel
 
 
-def xent_total(tpb, dt):
-    def kernel(loss, total, den, scale, use_den):
-        """total[0] = sum(loss) * scale, or / den[0] (one block)."""
-        sh = cuda.shared.array(tpb, dt)
-        tid = cuda.threadIdx.x
-        inner = loss.shape[1]
-        s = 0.0
-        for i in range(tid, loss.shape[0] * inner, tpb):
-            o = i // inner
-            s += loss[o, i - o * inner]
-        sh[tid] = s
-        cuda.syncthreads()
-        tree_sum(sh, tid, tid, tpb)
-        if tid == 0:
-            total[0] = sh[0] / den[0] if use_den else sh[0] * scale
-
-    return kernel
-
-
+# name -> (generator, its compile-time flags, argument types): "a3" a 3-d array of the dtype {t}, {i}
+# the class targets' integer type.
+_ROWS = ", {t}[:], a3, {t}[:, :], {t}[::1], {t}, b1, i8, {t}, {t}, b1, i8"  # after x and t
+_SUM = ", {t}[:], {t}[::1], {t}[::1], i8, b1, {t}, b1"  # after a
 _SIGNATURES = {
-    "xent_index": (
-        xent_index,
-        "a3, {i}[:, :], {t}[:], a3, {t}[:, :], {t}[::1], {t}, b1, i8, {t}, {t}, b1, i8",
-    ),
-    "xent_probs": (xent_probs, "a3, a3, {t}[:], a3, {t}[:, :], {t}, {t}, {t}, b1, i8"),
-    "xent_denominator": (xent_denominator, "{i}[:, :], {t}[:], {t}[::1], i8, b1"),
-    "xent_total": (xent_total, "{t}[:, :], {t}[::1], {t}[::1], {t}, b1"),
+    "xent_index": (xent_rows, {"probs": False}, "a3, {i}[:, :]" + _ROWS),
+    "xent_probs": (xent_rows, {"probs": True}, "a3, a3" + _ROWS),
+    "xent_denominator": (xent_sum, {"targets": True}, "{i}[:, :]" + _SUM),
+    "xent_total": (xent_sum, {"targets": False}, "{t}[:, :]" + _SUM),
 }
 
 
 @functools.cache
 def compiled(name: str, dtype: str, index_dtype: str, threads: int):
-    factory, args = _SIGNATURES[name]
+    generator, flags, args = _SIGNATURES[name]
     args = args.replace("a3", "{t}[:, :, :]").replace("b1", "boolean").replace("i8", "int64")
-    pyfunc = builder(dtype).rebind(factory(threads, np.dtype(dtype).type))
+    pyfunc = builder(dtype).rebind(generator(threads, np.dtype(dtype).type, **flags))
     return compile_kernel(pyfunc, f"void({args.format(t=dtype, i=index_dtype)})")
 
 
@@ -342,35 +275,18 @@ def softmax_cross_entropy(
         use_den = reduction == "mean" and not probs
         scale = dt(1.0 / rows) if reduction == "mean" and probs else dt(1.0)
         den = view(_numba_empty((1,), x.dtype, "C", s), (1,), (x.dtype.itemsize,))
-        if probs:
-            kernel = compiled("xent_probs", dtype, "int64", tpb)
-            launch(kernel, grid, tpb, s, (xv, tv, wv, gv, lv, scale, keep, smooth, w is not None, group))
-        else:
-            index = t.dtype.name
-            if use_den:
-                pre = compiled("xent_denominator", dtype, index, tpb)
-                launch(pre, 1, tpb, s, (tv, wv, den, int(ignore_index), w is not None))
-            kernel = compiled("xent_index", dtype, index, tpb)
-            args = (
-                xv,
-                tv,
-                wv,
-                gv,
-                lv,
-                den,
-                scale,
-                use_den,
-                int(ignore_index),
-                keep,
-                smooth,
-                w is not None,
-                group,
-            )
-            launch(kernel, grid, tpb, s, args)
+        weighted, ignore = w is not None, int(ignore_index)
+        index = "int64" if probs else t.dtype.name
+        if use_den:
+            pre = compiled("xent_denominator", dtype, index, tpb)
+            launch(pre, 1, tpb, s, (tv, wv, den, den, ignore, weighted, scale, False))
+        kernel = compiled("xent_probs" if probs else "xent_index", dtype, index, tpb)
+        args = (xv, tv, wv, gv, lv, den, scale, use_den, ignore, keep, smooth, weighted, group)
+        launch(kernel, grid, tpb, s, args)
         if total is not None:
             finish = compiled("xent_total", dtype, "int64", tpb)
             tot = view(total, (1,), (x.dtype.itemsize,))
-            launch(finish, 1, tpb, s, (lv, tot, den, scale, use_den))
+            launch(finish, 1, tpb, s, (lv, wv, tot, den, ignore, False, scale, use_den))
     elif total is not None:  # no rows: sum is 0, mean is 0/0 (as torch)
         _fill(total, 0.0 if reduction == "sum" else math.nan, s)
     return (loss.obj if total is None else total.obj), grad.obj
