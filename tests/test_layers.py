@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "_softmax_kernels",
             "_xent_kernels",
             "cuda._compile",
-            "cuda._kernels",
+            "cuda._reduce",
             "cuda._softmax_kernels",
         ),
     ),
