@@ -87,6 +87,13 @@ class Activation:
     # Whether the backward reads ``saved`` (linear's and step's do not): the kernels
     # prefetch only what the scalar reads.
     backward_reads_saved: bool = True
+    # The nn.Module class name of fastact.torch (torch's own where it has the activation).
+    module_name: str = ""
+    # Directions whose float32 CUDA kernels compute in float64: in float32 they break the
+    # stated bound (gelu's far tail amplifies the rounding of x/sqrt(2); silu and mish go
+    # through a subnormal sigmoid near x = -90). tests/cuda_cases.py checks every other
+    # entry meets its bound in float32.
+    cuda_float64: tuple[str, ...] = ()
     defaults: dict = field(init=False, repr=False)
     # The numeric parameters the scalar kernels take, in order, and their names.
     kernel_params: tuple[Param, ...] = field(init=False, repr=False)
@@ -451,6 +458,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note="NaN stays NaN (a hidden NaN is worse than a visible one); the gradient is 0.",
         light_backward=True,
         backward_reads_saved=False,
+        module_name="Step",
     ),
     Activation(
         "linear",
@@ -467,6 +475,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         light_forward=True,
         light_backward=True,
         backward_reads_saved=False,
+        module_name="LinearActivation",
     ),
     Activation(
         "sigmoid",
@@ -480,6 +489,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(-88.7, -17.0, 17.0, 88.7),
         note=_OUTPUT_NOTE,
         light_backward=True,
+        module_name="Sigmoid",
     ),
     Activation(
         "tanh",
@@ -493,6 +503,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(-9.0, 9.0),
         note=_OUTPUT_NOTE,
         light_backward=True,
+        module_name="Tanh",
     ),
     Activation(
         "relu",
@@ -508,6 +519,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note="y > 0 exactly where x > 0",
         light_forward=True,
         light_backward=True,
+        module_name="ReLU",
     ),
     Activation(
         "relu6",
@@ -521,6 +533,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(0.0, 6.0),
         ulp=0,
         note="0 < y < 6 exactly where 0 < x < 6",
+        module_name="ReLU6",
     ),
     Activation(
         "leaky_relu",
@@ -538,6 +551,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note="sign(y) = sign(x) needs negative_slope >= 0 (as PyTorch's in-place backward)",
         light_forward=True,
         light_backward=True,
+        module_name="LeakyReLU",
     ),
     Activation(
         "elu",
@@ -553,6 +567,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(0.0, -17.0, -88.7),
         note="y <= 0 exactly where x <= 0 when alpha >= 0 (as PyTorch's in-place backward)",
         light_backward=True,
+        module_name="ELU",
     ),
     Activation(
         "selu",
@@ -566,6 +581,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(0.0, -17.0, -88.7),
         note=_OUTPUT_NOTE,
         light_backward=True,
+        module_name="SELU",
     ),
     Activation(
         "celu",
@@ -580,6 +596,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         check=_check_celu,
         edges=(0.0, -17.0),
         note="sign(y) = sign(x) for every alpha != 0",
+        module_name="CELU",
     ),
     Activation(
         "gelu",
@@ -595,6 +612,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         ulp=8,
         tail=(-3.0, 64),
         note="not monotonic, so the output cannot give back the input",
+        module_name="GELU",
+        cuda_float64=("forward",),
     ),
     Activation(
         "gelu_tanh",
@@ -610,6 +629,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         tail=(-3.0, 4096),
         public=False,
         note="gelu(x, approximate='tanh'); not monotonic",
+        cuda_float64=("forward",),
     ),
     Activation(
         "silu",
@@ -622,6 +642,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         lambda x: _limits(x, _sigmoid_ref(x) * (1 + x * _sigmoid_ref(-x)), 0.0, 1.0),
         edges=(0.0, -1.278, -20.0),
         note="not monotonic",
+        module_name="SiLU",
+        cuda_float64=("forward",),
     ),
     Activation(
         "mish",
@@ -634,6 +656,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         _mish_ref_derivative,
         edges=(0.0, -1.19, -20.0),
         note="not monotonic",
+        module_name="Mish",
+        cuda_float64=("forward",),
     ),
     Activation(
         "softplus",
@@ -648,6 +672,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         check=_check_softplus,
         edges=(0.0, 20.0, -20.0),
         note="saves its input: from the output the linear branch is ambiguous for small thresholds",
+        module_name="Softplus",
     ),
     Activation(
         "softsign",
@@ -661,6 +686,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(0.0,),
         note="1 / (1 + |x|) = 1 - |y|",
         light_backward=True,
+        module_name="Softsign",
     ),
     Activation(
         "hardsigmoid",
@@ -674,6 +700,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(-3.0, 3.0),
         ulp=1,
         note="0 < y < 1 where -3 < x < 3 (up to the rounding of y next to the break points)",
+        module_name="Hardsigmoid",
     ),
     Activation(
         "hardswish",
@@ -687,6 +714,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(-3.0, 3.0, -1.5),
         ulp=2,
         note="not monotonic",
+        module_name="Hardswish",
     ),
     Activation(
         "hardtanh",
@@ -702,6 +730,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(-1.0, 1.0),
         ulp=0,
         note="min_val < y < max_val exactly where min_val < x < max_val",
+        module_name="Hardtanh",
     ),
     Activation(
         "log_sigmoid",
@@ -714,6 +743,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         lambda x: _sigmoid_ref(-x),
         edges=(0.0, -20.0, 20.0, 88.7),
         note="sigmoid(-x) = 1 - exp(y)",
+        module_name="LogSigmoid",
     ),
     Activation(
         "threshold",
@@ -730,6 +760,7 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note="y = value cannot tell x <= threshold from x == value > threshold",
         light_forward=True,
         light_backward=True,
+        module_name="Threshold",
     ),
 )
 

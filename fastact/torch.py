@@ -38,32 +38,8 @@ from fastact import _functions as _fa
 from fastact._cuda_probe import problem as _cuda_problem
 from fastact.definitions import ACTIVATIONS, Activation
 
-_TORCH_NAMES = {
-    "relu": "ReLU",
-    "relu6": "ReLU6",
-    "leaky_relu": "LeakyReLU",
-    "elu": "ELU",
-    "selu": "SELU",
-    "celu": "CELU",
-    "gelu": "GELU",
-    "silu": "SiLU",
-    "mish": "Mish",
-    "softplus": "Softplus",
-    "softsign": "Softsign",
-    "sigmoid": "Sigmoid",
-    "tanh": "Tanh",
-    "hardsigmoid": "Hardsigmoid",
-    "hardswish": "Hardswish",
-    "hardtanh": "Hardtanh",
-    "log_sigmoid": "LogSigmoid",
-    "threshold": "Threshold",
-    "linear": "LinearActivation",
-}
-
 MODULE_NAMES: dict[str, str] = {
-    name: _TORCH_NAMES.get(name, "".join(part.title() for part in name.split("_")))
-    for name, entry in ACTIVATIONS.items()
-    if entry.public
+    name: entry.module_name for name, entry in ACTIVATIONS.items() if entry.public
 }
 """Activation name -> nn.Module class name in this module."""
 

@@ -324,3 +324,9 @@ def test_concurrent_calls_from_threads():
     for (out, y), want in zip(results, expected * 3):
         np.testing.assert_array_equal(out, want)
         np.testing.assert_array_equal(y, want)
+
+
+def test_every_public_activation_names_its_torch_module():
+    """The table carries the nn.Module class name (fastact.torch's, torch's where it has one)."""
+    names = [e.module_name for e in ENTRIES if e.public]
+    assert all(n and n[0].isupper() and n.isidentifier() for n in names) and len(set(names)) == len(names)

@@ -14,7 +14,7 @@ globals are rebound before compiling it with a given ``jit``:
   -> ``np.float32``, so float32 data is computed in float32 rather than promoted to
   float64 by Python's float literals (GPUs run float64 at 1/2 to 1/64 of the float32
   rate). Entries whose float32 result would break their stated ulp bound that way are
-  listed in :data:`WIDEN` and computed in float64 instead.
+  listed in :data:`WIDEN` (from the table's ``cuda_float64``) and computed in float64 instead.
 
 Nothing here imports ``numba.cuda``: with ``jit=numba.njit`` the same builder gives
 CPU functions, which is how the tests check the float32 arithmetic without a GPU.
@@ -29,16 +29,15 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..definitions import ACTIVATIONS
 from . import _math
 
 # CPU math-helper modules and their GPU replacement (same function names).
 HELPER_MODULES = {"fastact._math": _math}
 
-# (activation, "forward"/"backward") computed in float64 for float32 data: computing
-# these in float32 breaks the entry's ulp bound (gelu's far tail amplifies the
-# rounding of x/sqrt(2); silu and mish go through a subnormal sigmoid near x = -90).
-# tests/test_cuda.py checks that every other entry meets its bound in float32.
-WIDEN = frozenset({("gelu", "forward"), ("gelu_tanh", "forward"), ("silu", "forward"), ("mish", "forward")})
+# (activation, "forward"/"backward") computed in float64 for float32 data: the table's
+# Activation.cuda_float64 (computing these in float32 breaks the entry's ulp bound).
+WIDEN = frozenset((name, d) for name, entry in ACTIVATIONS.items() for d in entry.cuda_float64)
 
 _DEVICE_TAG = "_fastact_device"
 
