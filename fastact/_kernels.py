@@ -534,7 +534,16 @@ class KernelSet:
 
 
 # The modules whose code ends up inside compiled kernels.
-KERNEL_SOURCES = ("_kernels.py", "definitions.py", "_math.py", "_libm.py", "_softmax_kernels.py")
+KERNEL_SOURCES = (
+    "_kernels.py",
+    "definitions.py",
+    "_math.py",
+    "_libm.py",
+    "_row_intrinsics.py",
+    "_softmax_jit.py",
+    "_softmax_kernels.py",
+    "_xent_kernels.py",
+)
 
 
 @cache

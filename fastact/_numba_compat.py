@@ -8,7 +8,7 @@ error into a warning, for trying a new numba release.
 
 Private numba/llvmlite API in use, each checked against numba 0.68.1 / llvmlite 0.50.0:
 
-``numba.core.extending._Intrinsic`` and its ``_Intrinsic__uuid`` (``_softmax_kernels``)
+``numba.core.extending._Intrinsic`` and its ``_Intrinsic__uuid`` (``_softmax_jit``)
     an intrinsic pickles with a random uuid; the softmax dispatchers pin it so closures
     over intrinsics cache on disk across processes.
 ``Dispatcher._MemoMixin__uuid`` / ``Dispatcher._set_uuid`` (``_kernels.pin_uuid``)
@@ -16,14 +16,14 @@ Private numba/llvmlite API in use, each checked against numba 0.68.1 / llvmlite 
     hash of the kernel sources) becomes the on-disk cache key.
 ``Dispatcher.compile`` replaced per dispatcher (``_kernels.interleaved``)
     to wrap each compilation in the interleave option below.
-``Dispatcher.disable_compile`` (``_softmax_kernels``)
+``Dispatcher.disable_compile`` (``_softmax_jit``)
     the softmax dispatch classes lock their signature set after warmup.
 ``numba.core.compiler_lock.global_compiler_lock`` + ``llvmlite.binding.set_option``
 (``_kernels.vector_interleave``, ``_ufunc_loop``)
     ``-force-vector-interleave=4`` is process-wide LLVM state, set only while holding
     numba's compiler lock and reset after (the loops run 1.3-1.7x faster, see docs).
 ``numba.core.cgutils``, ``numba.core.imputils.impl_ret_borrowed``, llvmlite IR builder
-(``_kernels``, ``_math``, ``_softmax_kernels``)
+(``_kernels``, ``_math``, ``_row_intrinsics``)
     intrinsics: row views of 2-d arrays, prefetch, function attributes (512-bit vectors),
     bit casts, ``llvm.ldexp``, ``llvm.maxnum``, rounding a parameter to the arrays' dtype.
     ``cgutils`` is semi-public but changes between releases.
@@ -35,7 +35,12 @@ Private numba/llvmlite API in use, each checked against numba 0.68.1 / llvmlite 
 (``_runtime``)
     whether a threading layer has started (to load TBB first, and to spot an OpenMP
     process that forked), and starting it under fastact's lock.
-``numba.np.numpy_support`` (``_softmax_kernels``)
+``numba.core.compiler.CompilerBase`` / ``DefaultPassBuilder``, ``numba.core.compiler_machinery``
+(``FunctionPass``, ``register_pass``), ``numba.core.ir_utils.simplify_CFG``,
+``numba.core.untyped_passes.DeadBranchPrune`` (``_softmax_jit.PrunedPipeline``)
+    a custom pipeline for the softmax ops that branch on a closure constant: the blocks
+    left by numba's branch pruning are fused so that the code is the kept branch's alone.
+``numba.np.numpy_support`` (``_softmax_jit``)
     numpy dtype <-> numba type, for signatures given up front.
 ``numba.cuda`` internals (``fastact.cuda._arrays``)
     ``numba.cuda.simulator.cudadrv.devicearray.FakeCUDAArray``: to accept the simulator's
