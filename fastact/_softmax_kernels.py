@@ -55,7 +55,10 @@ from ._math import exp as _exp
 from ._row_intrinsics import _maxnum, _prefetch_row, _prefetch_step, _row_max, _store_fence, _stream_scaled
 from ._softmax_jit import Kernel, PrunedPipeline, _flavoured, pin_all
 
-REDUCE = FASTMATH | {"reassoc"}
+# FASTMATH | {"reassoc"} as a dict, not a set: a helper's fastmath option is pickled into
+# the disk-cache key of each kernel that calls it, and a set of two strings pickles in an
+# order that depends on the process's hash seed (every other process missed the cache).
+REDUCE = dict.fromkeys(sorted(FASTMATH | {"reassoc"}), True)
 
 
 # --- rows: helpers over a[r, lo:hi] ---------------------------------------------------
