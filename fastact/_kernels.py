@@ -384,7 +384,11 @@ KERNEL_SOURCES = (
     "_config.py",
     "definitions.py",
     "_math.py",
+    "_numba_compat.py",
+    "_row_intrinsics.py",
+    "_softmax_jit.py",
     "_softmax_kernels.py",
+    "_xent_kernels.py",
 )
 
 

@@ -14,7 +14,7 @@ llvmlite 0.50.0:
     a dispatcher pickles with a uuid drawn at random in each process, and numba keys a
     closure's on-disk cache entry by its pickled cells: kernels close over the table's
     scalar dispatchers, so without a fixed uuid every process would compile everything.
-:func:`pin_intrinsic_uuid`: ``numba.core.extending._Intrinsic`` and ``_Intrinsic__uuid``
+:func:`pin_intrinsic_uuid`, :func:`is_intrinsic`: ``numba.core.extending._Intrinsic``, ``_Intrinsic__uuid``
     the same for the intrinsics the softmax kernels close over.
 :func:`vector_interleave`, :func:`interleaved`: ``llvmlite.binding.set_option`` under
 ``numba.core.compiler_lock.global_compiler_lock``; ``Dispatcher.compile`` wrapped
@@ -28,6 +28,12 @@ llvmlite 0.50.0:
 ``numba.np.ufunc.wrappers`` (``UArrayArg``, ``_build_ufunc_loop_body``,
 ``build_slow_loop_body``, ``_wrapper_info``)
     fastact's own ufunc inner loop, below.
+:class:`PrunedPipeline`: ``numba.core.compiler.CompilerBase`` / ``DefaultPassBuilder``,
+``numba.core.compiler_machinery`` (``FunctionPass``, ``register_pass``),
+``numba.core.ir_utils.simplify_CFG``, ``numba.core.untyped_passes.DeadBranchPrune``
+    a pipeline for the softmax ops that branch on a closure constant (one definition for
+    softmax and log_softmax): the blocks numba's branch pruning leaves are fused, so the
+    code is the kept branch's alone (and the machine code what it was before the merge).
 :func:`threading_layer_started`, :func:`start_threading_layer`,
 :func:`started_threading_layer`, :func:`openmp_vendor`:
 ``numba.np.ufunc.parallel._is_initialized`` / ``_launch_threads`` / ``_threading_layer``,
@@ -78,18 +84,24 @@ import llvmlite.binding as llvm
 import numba
 from llvmlite import ir
 from numba.core import cgutils, types
+from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.core.compiler_lock import global_compiler_lock
+from numba.core.compiler_machinery import FunctionPass, register_pass
 from numba.core.extending import _Intrinsic
+from numba.core.ir_utils import simplify_CFG
+from numba.core.untyped_passes import DeadBranchPrune
 from numba.np.ufunc import ufuncbuilder, wrappers
 
 __all__ = [
     "FULL_WIDTH",
+    "PrunedPipeline",
     "LLVMLITE_SUPPORTED",
     "NUMBA_SUPPORTED",
     "cache_path",
     "check_versions",
     "fastact_ufunc_loops",
     "interleaved",
+    "is_intrinsic",
     "lock_signatures",
     "openmp_vendor",
     "pin_intrinsic_uuid",
@@ -153,14 +165,15 @@ def pin_uuid(dispatcher, key: str) -> None:
             dispatcher._set_uuid(key)
 
 
-def pin_intrinsic_uuid(obj, key: str) -> bool:
-    """The same for an intrinsic; False if ``obj`` is not one."""
-    if not isinstance(obj, _Intrinsic):
-        return False
+def is_intrinsic(obj) -> bool:
+    return isinstance(obj, _Intrinsic)
+
+
+def pin_intrinsic_uuid(obj, key: str) -> None:
+    """The same for an intrinsic."""
     with _uuid_lock:
         if obj._Intrinsic__uuid is None:
             obj._set_uuid(key)
-    return True
 
 
 def cache_path(dispatcher) -> str:
@@ -171,6 +184,39 @@ def cache_path(dispatcher) -> str:
 def lock_signatures(dispatcher, locked: bool = True) -> None:
     """Stop (or allow again) compiling new signatures of ``dispatcher``."""
     dispatcher.disable_compile(locked)
+
+
+# --- a compiler pipeline ----------------------------------------------------------------
+
+
+@register_pass(mutates_CFG=True, analysis_only=False)
+class _MergeBlocks(FunctionPass):
+    """Fuse the chains of blocks that a pruned branch leaves behind."""
+
+    _name = "fastact_merge_blocks"
+
+    def __init__(self):
+        FunctionPass.__init__(self)
+
+    def run_pass(self, state):
+        state.func_ir.blocks = simplify_CFG(state.func_ir.blocks)
+        return True
+
+
+class PrunedPipeline(CompilerBase):
+    """numba's nopython pipeline, with the blocks fused after its first dead-branch pruning.
+
+    numba prunes ``if log:`` on a closure constant before typing, but leaves the blocks
+    around the kept branch, linked by jumps: LLVM then lays the code out differently
+    (other spills and register choices; the same instructions). Fused, the function is
+    the one written without the branch, and compiles to the same machine code.
+    """
+
+    def define_pipelines(self):
+        pm = DefaultPassBuilder.define_nopython_pipeline(self.state)
+        pm.add_pass_after(_MergeBlocks, DeadBranchPrune)
+        pm.finalize()
+        return [pm]
 
 
 # --- LLVM's vector interleave -----------------------------------------------------------

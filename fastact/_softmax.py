@@ -31,6 +31,7 @@ import numpy as np
 
 from . import _config as config
 from . import _softmax_kernels as _k
+from . import _xent_kernels as _xk
 from ._dispatch import _parallel
 from ._layout import aliasing, merge_axes, pad_axes, unaliased
 from ._validate import as_input, as_output, choice, real, same_layout
@@ -391,8 +392,8 @@ def softmax_cross_entropy(
     grad2 = x2 if inplace else np.empty_like(x2)
     losses = np.empty(n)
     if n:
-        k = _k.cross_entropy_kernels()
-        read = None if inplace else x2  # None: read grad2 (see _softmax_kernels on in place)
+        k = _xk.cross_entropy_kernels()
+        read = None if inplace else x2  # None: read grad2 (see _xent_kernels on in place)
         if kind in "iu":
             wsum = float(w.sum(dtype=np.float64))
             args = (read, t, w, wsum, np.int64(ignore), eps, scale, grad2, losses)

@@ -135,6 +135,40 @@ def test_kernels_come_from_the_disk_cache(tmp_path):
     assert second == {"misses": 0, "hits": first["misses"], "layer_started": True}
 
 
+# The softmax-family kernels close over functions made by factories (one definition
+# for softmax and log_softmax, see _softmax_kernels) and over the cross-entropy rows:
+# their identities must be pinned, or every process compiles them again.
+SOFTMAX_CALLS = """
+import json
+import numpy as np
+import fastact
+from fastact import _softmax_kernels, _xent_kernels
+
+x = np.linspace(-3, 3, 64).reshape(4, 16)
+y = fastact.log_softmax(x)
+fastact.softmax_backward(x, fastact.softmax(x))
+fastact.log_softmax_backward(x, y)
+fastact.softmax_cross_entropy(x, np.arange(4))
+fastact.softmax_cross_entropy(x, fastact.softmax(x))
+sets = [_softmax_kernels.kernels(op) for op in _softmax_kernels._OPS]
+sets.append(_xent_kernels.cross_entropy_kernels())
+kernels = [k for s in sets for k in vars(s).values() if k is not None]
+dispatchers = [d for k in kernels for d in ((k.fast, k.generic._dispatcher) if hasattr(k, "fast") else (k,))]
+print(json.dumps({"misses": sum(sum(d.stats.cache_misses.values()) for d in dispatchers),
+                  "hits": sum(sum(d.stats.cache_hits.values()) for d in dispatchers)}))
+"""
+
+
+def test_softmax_kernels_come_from_the_disk_cache(tmp_path):
+    # Hash seeds under which the set {"contract", "reassoc"} iterates in opposite orders:
+    # the cache keys must not depend on it (the sum helpers' fastmath flags are in them).
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    first = json.loads(run_python(SOFTMAX_CALLS, {**env, "PYTHONHASHSEED": "0"})[0])
+    second = json.loads(run_python(SOFTMAX_CALLS, {**env, "PYTHONHASHSEED": "4"})[0])
+    assert first["misses"] > 0
+    assert second == {"misses": 0, "hits": first["misses"]}
+
+
 SERIAL_ONLY = """
 import numpy as np
 import numba

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from fastact import _row_intrinsics as RI
 from fastact import _softmax_kernels as K
 
 # The host side of the softmax family (fastact.softmax is the function).
@@ -518,18 +519,18 @@ def test_prefetching_rows_match_reference(dtype, monkeypatch):
     lengths around the chunk, edge rows, in place, streamed, strided (no prefetch): all
     against the reference."""
     size = np.dtype(dtype).itemsize
-    short = K.PREFETCH_MIN_BYTES // size
-    assert K._prefetch_step(short, size, size) == K.PREFETCH_CHUNK
-    assert K._prefetch_step(short - 1, size, size) == short - 1  # too short: whole row
-    assert K._prefetch_step(short, size, 2 * size) == short  # not contiguous: whole row
+    short = RI.PREFETCH_MIN_BYTES // size
+    assert RI._prefetch_step(short, size, size) == RI.PREFETCH_CHUNK
+    assert RI._prefetch_step(short - 1, size, size) == short - 1  # too short: whole row
+    assert RI._prefetch_step(short, size, 2 * size) == short  # not contiguous: whole row
     monkeypatch.setattr(S, "PARALLEL_THRESHOLD", 0)
     rng = np.random.default_rng(short)
-    for n in (short, 3 * K.PREFETCH_CHUNK + 1, short + K.PREFETCH_CHUNK - 1):
+    for n in (short, 3 * RI.PREFETCH_CHUNK + 1, short + RI.PREFETCH_CHUNK - 1):
         x = (rng.standard_normal((9, n)) * 30).astype(dtype)
         x[2] = -np.inf
         x[3, n // 2] = np.nan
         x[4, -1] = np.inf
-        x[5, K.PREFETCH_CHUNK] = 1000.0  # the max in the second chunk
+        x[5, RI.PREFETCH_CHUNK] = 1000.0  # the max in the second chunk
         with np.errstate(over="ignore", invalid="ignore"):
             check_forward(x, -1, dtype)
             y = S.softmax_(x.copy())
@@ -548,9 +549,9 @@ def test_row_max(dtype):
     strided and reversed rows, NaN ignored (as llvm.maxnum), -inf when all NaN or empty."""
     from numba import njit
 
-    row_max = njit(lambda x: K._row_max(x))
+    row_max = njit(lambda x: RI._row_max(x))
     rng = np.random.default_rng(1)
-    block = K.MAX_VECTOR_BYTES // np.dtype(dtype).itemsize * K.MAX_ACCUMULATORS
+    block = RI.MAX_VECTOR_BYTES // np.dtype(dtype).itemsize * RI.MAX_ACCUMULATORS
     for n in [*range(2 * block + 10), 1000]:
         x = rng.standard_normal(n).astype(dtype)
         for xs in (x, x[::2], x[::-1]):

@@ -1,0 +1,260 @@
+"""LLVM-level building blocks of the softmax and cross-entropy row kernels.
+
+``_maxnum`` (llvm.maxnum), ``_row_max`` (a row's max, vectorised by hand), ``_stream_scaled``
+and ``_store_fence`` (non-temporal stores of a scaled row) and the software prefetch of the
+next row (``_prefetch_step``, ``_prefetch_row``). :mod:`fastact._softmax_kernels` builds on
+them, and :mod:`fastact._xent_kernels` on both; this module imports neither.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llb
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._intrinsics import prefetch as _prefetch
+from ._kernels import FASTMATH
+
+# --- reductions -------------------------------------------------------------------------
+
+
+@intrinsic
+def _maxnum(typingctx, a, b):
+    """llvm.maxnum: the larger of a and b; a NaN operand is ignored."""
+    if a != b or a not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        t = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.maxnum", [t], ir.FunctionType(t, [t, t]))
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
+
+
+# The row max, vectorised by hand: LLVM vectorises a llvm.maxnum reduction with a NaN
+# test and blend per vector (3 instructions per vector, ~0.26 cycles per float32 element
+# in cache), and a compare-select reduction not at all. ``x > m ? x : m`` on vectors is
+# one x86 max instruction and ignores a NaN x, as maxnum does.
+MAX_VECTOR_BYTES = 32  # one AVX vector; other targets split it
+MAX_ACCUMULATORS = 4  # independent chains per iteration (max latency 3-4 cycles)
+
+
+@intrinsic
+def _row_max(typingctx, x):
+    """max(x) of a 1-D array, NaN entries ignored, -inf when empty or all NaN. Contiguous
+    rows in vectors (MAX_ACCUMULATORS of MAX_VECTOR_BYTES per iteration, then single
+    vectors, then scalars); strided ones element by element."""
+    if not isinstance(x, types.Array) or x.ndim != 1 or x.dtype not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        fty = context.get_value_type(sig.return_type)
+        size = context.get_abi_sizeof(fty)
+        width = MAX_VECTOR_BYTES // size
+        vty = ir.VectorType(fty, width)
+        i64 = ir.IntType(64)
+        n = builder.extract_value(arr.shape, 0)
+        stride = builder.extract_value(arr.strides, 0)
+        base = builder.ptrtoint(arr.data, i64)
+        neg_inf = ir.Constant(fty, float("-inf"))
+
+        def bigger(v, m):  # v > m ? v : m (a NaN v keeps m)
+            return builder.select(builder.fcmp_ordered(">", v, m), v, m)
+
+        def at(i, ty, step):  # pointer to element i
+            addr = builder.add(base, builder.mul(i, step))
+            return builder.inttoptr(addr, ty.as_pointer())
+
+        result = cgutils.alloca_once_value(builder, neg_inf)
+        contiguous = builder.icmp_signed("==", stride, ir.Constant(i64, size))
+        with builder.if_else(contiguous) as (vec, strided):
+            with vec:
+                accs = [
+                    cgutils.alloca_once_value(builder, ir.Constant(vty, [neg_inf] * width))
+                    for _ in range(MAX_ACCUMULATORS)
+                ]
+                block = width * MAX_ACCUMULATORS
+                n_blocks = builder.sdiv(n, ir.Constant(i64, block))
+                step = ir.Constant(i64, size)
+                with cgutils.for_range(builder, n_blocks) as loop:
+                    first = builder.mul(loop.index, ir.Constant(i64, block))
+                    for k, acc in enumerate(accs):
+                        i = builder.add(first, ir.Constant(i64, k * width))
+                        v = builder.load(at(i, vty, step), align=size)
+                        builder.store(bigger(v, builder.load(acc)), acc)
+                acc = accs[0]
+                for other in accs[1:]:
+                    builder.store(bigger(builder.load(other), builder.load(acc)), acc)
+                done = builder.mul(n_blocks, ir.Constant(i64, block))
+                n_vec = builder.sdiv(builder.sub(n, done), ir.Constant(i64, width))
+                with cgutils.for_range(builder, n_vec) as loop:
+                    i = builder.add(done, builder.mul(loop.index, ir.Constant(i64, width)))
+                    v = builder.load(at(i, vty, step), align=size)
+                    builder.store(bigger(v, builder.load(acc)), acc)
+                vacc = builder.load(acc)
+                m = builder.extract_element(vacc, ir.Constant(ir.IntType(32), 0))
+                for k in range(1, width):
+                    m = bigger(builder.extract_element(vacc, ir.Constant(ir.IntType(32), k)), m)
+                builder.store(m, result)
+                tail = builder.add(done, builder.mul(n_vec, ir.Constant(i64, width)))
+                with cgutils.for_range_slice(builder, tail, n, ir.Constant(i64, 1)) as (i, _):
+                    v = builder.load(at(i, fty, step), align=size)
+                    builder.store(bigger(v, builder.load(result)), result)
+            with strided:
+                with cgutils.for_range(builder, n) as loop:
+                    v = builder.load(at(loop.index, fty, stride), align=size)
+                    builder.store(bigger(v, builder.load(result)), result)
+        return builder.load(result)
+
+    return x.dtype(x), codegen
+
+
+# --- streaming (non-temporal) stores ----------------------------------------------------
+# An output much larger than the caches is written with non-temporal stores: they skip
+# the read of each destination line that an ordinary store makes first (read for
+# ownership), a third of the memory traffic of an out-of-place row pass.
+
+_X86 = llb.get_process_triple().startswith(("x86_64", "i386", "i686"))
+STREAM_VECTOR_BYTES = 32  # the vector stored at once
+STREAM_EDGE_BYTES = 16  # one narrower vector before and after them (numpy aligns data to 16 bytes)
+
+
+@intrinsic
+def _stream_scaled(typingctx, dst, src, c):
+    """dst[:] = src[:] * c for 1-D C-contiguous arrays of one length and dtype, with
+    non-temporal stores at aligned addresses: vectors of STREAM_VECTOR_BYTES, one vector
+    of STREAM_EDGE_BYTES before them (dst 16 but not 32 bytes aligned: a large numpy
+    array starts 16 bytes into a page) and one after them; the unaligned head and the
+    tail with ordinary scalar stores (scalar non-temporal stores, movntss, measured 4x
+    slower on 128-element rows). Follow with _store_fence before the data is handed to
+    another thread."""
+    ok = all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C" for t in (dst, src))
+    if not ok or not (dst.dtype == src.dtype == c) or c not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        dst_arr = context.make_array(sig.args[0])(context, builder, args[0])
+        src_arr = context.make_array(sig.args[1])(context, builder, args[1])
+        scale = args[2]
+        fty = scale.type
+        size = context.get_abi_sizeof(fty)
+        i64 = ir.IntType(64)
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        n = builder.extract_value(dst_arr.shape, 0)
+        dst_ptr, src_ptr = dst_arr.data, src_arr.data
+        nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+
+        def splat(width):
+            v = ir.Constant(ir.VectorType(fty, width), None)
+            for k in range(width):
+                v = builder.insert_element(v, scale, ir.Constant(ir.IntType(32), k))
+            return v
+
+        def store_vector(i, width, factor):  # dst[i:i + width] = src[i:i + width] * c
+            vty = ir.VectorType(fty, width)
+            v = builder.load(builder.bitcast(builder.gep(src_ptr, [i]), vty.as_pointer()), align=size)
+            st = builder.store(
+                builder.fmul(v, factor),
+                builder.bitcast(builder.gep(dst_ptr, [i]), vty.as_pointer()),
+                align=width * size,
+            )
+            st.set_metadata("nontemporal", nontemporal)
+
+        def scalar_loop(lo, hi):
+            with cgutils.for_range_slice(builder, lo, hi, const(1)) as (i, _):
+                v = builder.load(builder.gep(src_ptr, [i]))
+                builder.store(builder.fmul(v, scale), builder.gep(dst_ptr, [i]))
+
+        def room(i, width):  # at least width elements left from i
+            return builder.icmp_signed("<=", builder.add(i, const(width)), n)
+
+        # elements before the first STREAM_EDGE_BYTES-aligned address; all of them if dst
+        # is not even aligned to its item size (a view at an odd byte offset)
+        addr = builder.ptrtoint(dst_ptr, i64)
+        gap = builder.and_(
+            builder.sub(const(STREAM_EDGE_BYTES), builder.and_(addr, const(STREAM_EDGE_BYTES - 1))),
+            const(STREAM_EDGE_BYTES - 1),
+        )
+        head = builder.udiv(gap, const(size))
+        odd = builder.icmp_unsigned("!=", builder.and_(addr, const(size - 1)), const(0))
+        head = builder.select(builder.or_(odd, builder.icmp_signed("<", n, head)), n, head)
+        scalar_loop(const(0), head)
+        i = cgutils.alloca_once_value(builder, head)
+        edge, wide = STREAM_EDGE_BYTES // size, STREAM_VECTOR_BYTES // size
+        edge_factor, wide_factor = splat(edge), splat(wide)
+        # one edge vector if that leaves dst aligned for the wide ones
+        at = builder.add(addr, builder.mul(head, const(size)))
+        misaligned = builder.icmp_unsigned("!=", builder.and_(at, const(STREAM_VECTOR_BYTES - 1)), const(0))
+        with builder.if_then(builder.and_(misaligned, room(head, edge))):
+            store_vector(head, edge, edge_factor)
+            builder.store(builder.add(head, const(edge)), i)
+        lo = builder.load(i)
+        n_wide = builder.sdiv(builder.sub(n, lo), const(wide))
+        with cgutils.for_range(builder, n_wide) as loop:
+            store_vector(builder.add(lo, builder.mul(loop.index, const(wide))), wide, wide_factor)
+        lo = builder.add(lo, builder.mul(n_wide, const(wide)))
+        builder.store(lo, i)
+        with builder.if_then(room(lo, edge)):
+            store_vector(lo, edge, edge_factor)
+            builder.store(builder.add(lo, const(edge)), i)
+        scalar_loop(builder.load(i), n)
+        return context.get_dummy_value()
+
+    return types.none(dst, src, c), codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """Order the non-temporal stores before every later store (x86 sfence; elsewhere
+    LLVM's non-temporal stores keep the ordinary ordering)."""
+
+    def codegen(context, builder, sig, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence"
+            )
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+# --- software prefetch ------------------------------------------------------------------
+# A row's first pass (its max) reads it from memory while the core's arithmetic waits, and
+# its exp pass computes while the memory bus idles: the hardware prefetcher looks only a
+# few lines ahead. The exp pass therefore asks for the next row's lines, PREFETCH_CHUNK
+# elements of it per PREFETCH_CHUNK elements computed, so the next max reads from cache.
+
+PREFETCH_CHUNK = 256
+PREFETCH_MIN_BYTES = 4096  # shorter rows: the hardware prefetcher streams them well enough
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
+def _prefetch_step(n, size, stride):
+    """Elements of a row (n of them, ``size`` bytes each, ``stride`` bytes apart) to
+    compute per prefetch of the next row's: PREFETCH_CHUNK when the row is contiguous and
+    at least PREFETCH_MIN_BYTES long, else n (no prefetch).
+
+    Callers loop over it with ``while``, and pass scalars: ``range`` with a step known
+    only at run time, or this helper taking the array, measured 4-5x slower on
+    128-element rows (numba then keeps reference counting in the row loop)."""
+    if stride == size and n * size >= PREFETCH_MIN_BYTES:
+        return PREFETCH_CHUNK
+    return n
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
+def _prefetch_row(a, r, lo, hi, step):
+    """Prefetch a[r, lo:hi] (r may be past the last row) if step says so."""
+    if step == PREFETCH_CHUNK:
+        size = a.itemsize
+        base = r * a.strides[0]
+        for offset in range(lo * size, hi * size, 64):
+            _prefetch(a, base + offset)

@@ -1,0 +1,119 @@
+"""How the softmax-family kernels (:mod:`fastact._softmax_kernels`,
+:mod:`fastact._xent_kernels`) are compiled, cached and called.
+
+* ``_flavoured``: njit a kernel under a name that says serial or parallel (cached apart).
+* ``pin_all``: stable identities for the dispatchers and intrinsics that cached kernels
+  close over, so that their on-disk cache keys are the same in every process.
+* ``Kernel``: one kernel as a dispatcher specialised for C-contiguous arrays and a
+  ``_Generic`` one, compiled for 'A'-layout signatures only, for every other layout.
+* ``PrunedPipeline``: numba's pipeline for functions that branch on a closure constant
+  (one definition for softmax and log_softmax): the code of the kept branch alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import numpy as np
+from numba import njit, types
+from numba.core.dispatcher import Dispatcher
+from numba.np import numpy_support
+
+from . import _numba_compat as compat
+from ._kernels import FASTMATH, interleaved, pin_uuid, source_fingerprint
+from ._numba_compat import PrunedPipeline
+
+__all__ = ["Kernel", "PrunedPipeline", "pin_all"]
+
+
+def _flavoured(parallel):
+    """njit a kernel from a factory under a name that says serial or parallel.
+
+    numba's disk cache keys a function by its name, code and closure, not by its
+    options: without distinct names a serial kernel could load its parallel twin's
+    code (and start OpenMP in a forked child that must stay serial).
+    """
+
+    def decorate(kernel):
+        kernel.__qualname__ += "_parallel" if parallel else "_serial"
+        jit = njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+        return interleaved(jit(kernel))
+
+    return decorate
+
+
+def pin_all(objects: Iterable) -> None:
+    """Stable identities for the dispatchers and intrinsics among ``objects`` (say, a
+    module's ``globals().values()``; the rest is skipped).
+
+    A cached kernel's key holds its closure cells pickled; they pickle the op functions
+    by value, with every helper they call, and each helper's (or intrinsic's) identity is
+    a uuid drawn at random per process unless pinned (see _kernels.pin_uuid). An
+    intrinsic is named after the module that defines it, whichever module pins it.
+    """
+    fingerprint = source_fingerprint()
+    for obj in list(objects):
+        if isinstance(obj, Dispatcher):
+            pin_uuid(obj)
+        elif compat.is_intrinsic(obj):
+            compat.pin_intrinsic_uuid(obj, f"fastact:{obj.__module__}.{obj.__qualname__}:{fingerprint}")
+
+
+class _Generic:
+    """A dispatcher compiled only for 'A'-layout signatures with read-only inputs.
+
+    numba converts any array of the same dtype and dimensions (C, F or strided, writeable
+    or not) to those when compiling is disabled (from the first compilation on), so
+    unusual layouts cost one compilation per dtype (and None pattern), not one per
+    combination of layouts and flags.
+    ``roles``: per argument, "in" (array or None), "out" (array) or a numba scalar type.
+    """
+
+    def __init__(self, dispatcher, roles: tuple):
+        self._dispatcher = dispatcher
+        self._roles = roles
+        self._ready: set = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, *args):
+        key = tuple(a.dtype.char + str(a.ndim) if isinstance(a, np.ndarray) else a is None for a in args)
+        if key not in self._ready:
+            self._compile(args, key)
+        return self._dispatcher(*args)
+
+    def _compile(self, args: tuple, key: tuple) -> None:
+        sig = []
+        for a, role in zip(args, self._roles):
+            if isinstance(role, str):
+                if a is None:
+                    sig.append(types.none)
+                else:
+                    sig.append(
+                        types.Array(numpy_support.from_dtype(a.dtype), a.ndim, "A", readonly=role == "in")
+                    )
+            else:
+                sig.append(role)
+        with self._lock:
+            compat.lock_signatures(self._dispatcher, False)
+            try:
+                self._dispatcher.compile(tuple(sig))
+            finally:
+                compat.lock_signatures(self._dispatcher)
+            self._ready.add(key)
+
+
+class Kernel:
+    """One kernel as two dispatchers: one that specialises on the argument types, used
+    when every array is C-contiguous (the fast, vectorised code), and a _Generic one for
+    the rest (strided code: several times slower per element)."""
+
+    def __init__(self, make, roles: tuple):
+        self.fast = make()
+        self.generic = _Generic(make(), roles)
+
+    def __call__(self, *args):
+        for a in args:
+            if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
+                return self.generic(*args)
+        return self.fast(*args)
