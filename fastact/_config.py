@@ -9,6 +9,10 @@ docs/TUNING.md.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 # --- elementwise kernels (compile time) ---------------------------------------------------
 
 # LLVM's vector interleave for fastact's loops (its cost model picks 1 for the math layer's
@@ -41,3 +45,19 @@ TILE_BYTES = 8 * 1024
 STREAM_BYTES = 16 * 1024 * 1024
 # Rows are split across threads when there are fewer than this many rows per thread.
 SPLIT_ROWS_PER_THREAD = 4
+
+
+@contextmanager
+def overridden(**values) -> Iterator[None]:
+    """Set tunables for the duration of a block, then restore them (process-wide: calls
+    in other threads meanwhile see the values too, and may take other, equally correct
+    kernels)."""
+    module = sys.modules[__name__]
+    saved = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)

@@ -117,17 +117,77 @@ def _compile_task(kernels, name: str, attr: str, args: tuple) -> object:
     return task
 
 
+# The softmax family's kernels, as _softmax._run picks them: (variant, tunables that make
+# tiny arrays take it). Serial below PARALLEL_THRESHOLD; the parallel rows and cols kernels
+# above; out of place, C-contiguous rows of STREAM_BYTES or more stream their stores; a
+# few rows of 4 chunks or more are split across threads.
+_SOFTMAX_VARIANTS = {
+    "serial": {},
+    "parallel": {"PARALLEL_THRESHOLD": 0},
+    "stream": {"PARALLEL_THRESHOLD": 0, "STREAM_BYTES": 0},
+    "split": {"PARALLEL_THRESHOLD": 0, "CHUNK_BYTES": 8},
+}
+
+
+def _softmax_layouts(dtype: np.dtype) -> list[tuple[str, np.ndarray, int]]:
+    """(label, array, axis): rows C-contiguous, rows of a strided view, a reduced outer axis."""
+    base = np.linspace(-2, 2, 64).astype(dtype)
+    return [
+        ("rows", base.reshape(2, 32), -1),
+        ("strided rows", base.reshape(2, 32)[:, ::2], -1),
+        ("cols", base.reshape(8, 8), 0),
+    ]
+
+
+def _softmax_tasks() -> list[tuple[str, object]]:
+    """Run each softmax-family kernel once on tiny arrays, in every layout and variant the
+    host side dispatches to (the signatures it compiles are the ones real calls use)."""
+    from . import _config, _softmax
+
+    tasks = []
+    for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+        for variant, tunables in _SOFTMAX_VARIANTS.items():
+            for op in ("softmax", "log_softmax"):
+                for layout, x, axis in _softmax_layouts(dtype):
+
+                    def task(op=op, x=x, axis=axis, tunables=tunables) -> int:
+                        with _config.overridden(**tunables):
+                            y = getattr(_softmax, op)(x, axis)
+                            getattr(_softmax, op + "_")(x.copy(), axis)
+                            getattr(_softmax, op + "_backward")(y, y, axis)
+                            getattr(_softmax, op + "_backward_")(y.copy(), y, axis)
+                        return 4
+
+                    tasks.append((f"{op} {dtype.name} {layout} {variant}", task))
+            logits = np.linspace(-2, 2, 64).astype(dtype).reshape(4, 16)
+            targets = [np.arange(4), *(np.full(logits.shape, 1 / 16, t) for t in (np.float32, np.float64))]
+            for target in targets:
+
+                def xent(logits=logits, target=target, tunables=tunables) -> int:
+                    with _config.overridden(**tunables):
+                        _softmax.softmax_cross_entropy(logits, target)
+                        _softmax.softmax_cross_entropy(logits.copy(), target, inplace=True)
+                    return 2
+
+                kind = "class" if target.dtype.kind == "i" else f"{target.dtype.name} probability"
+                tasks.append((f"cross_entropy {dtype.name} {kind} {variant}", xent))
+    return tasks
+
+
 def warmup(progress: bool = True, names: Iterable[str] | None = None) -> int:
     """Compile (or load from the on-disk cache) every kernel signature fastact uses.
 
-    Forward and backward, serial and parallel, 1-d contiguous and 2-d strided
-    (out of place and in place), float32 and float64, for every activation, and
-    every ufunc loop; for the activations ``names`` (table names, e.g. "gelu_tanh";
-    default all). Writes a progress bar to stderr if ``progress``. Returns the number
-    of signatures compiled or loaded. No kernel is run.
+    Forward and backward, serial and parallel, in every layout the dispatcher picks a
+    kernel for (1-d contiguous, rows, strided; out of place and in place), float32 and
+    float64, for every activation, and every ufunc loop; for the activations ``names``
+    (table names, e.g. "gelu_tanh"; default all). Without ``names``, the softmax
+    family's and cross-entropy's kernels too: those are run once on tiny arrays, in each
+    layout and variant (serial, parallel, streaming stores, split rows), with the
+    tunables that select them set meanwhile. Writes a progress bar to stderr if
+    ``progress``. Returns the number of signatures compiled or loaded (or calls made).
     """
     gate()  # start the threading layer (loading TBB) before a parallel kernel is loaded
-    tasks = _warmup_tasks(names)
+    tasks = _warmup_tasks(names) + (_softmax_tasks() if names is None else [])
     done = 0
     width = 30
     for i, (label, task) in enumerate(tasks, 1):

@@ -245,3 +245,54 @@ def test_read_only_install_caches_in_the_user_dir(tmp_path):
     assert first["cache"].startswith(str(cache / "numba"))
     assert any(cache.rglob("*.nbi")), "nothing was cached in the user cache dir"
     assert first["hits"] == 0 and second["hits"] == 1
+
+
+SOFTMAX_AFTER_WARMUP = """
+import json
+import numpy as np
+from numba.core import event
+from fastact import _config, _warmup
+import fastact as fa
+
+for label, task in _warmup._softmax_tasks():  # what warmup() does for the softmax family
+    task()
+big = 2 * _config.PARALLEL_THRESHOLD
+calls = 0
+with event.install_recorder("numba:compile") as compiles:
+    for dtype in (np.float32, np.float64):
+        rng = np.random.default_rng(0)
+        arrays = {
+            "rows": (rng.standard_normal((64, 100)).astype(dtype), -1),
+            "parallel rows": (rng.standard_normal((big // 64, 64)).astype(dtype), -1),
+            "few long rows": (rng.standard_normal((2, 4 * _config.CHUNK_BYTES)).astype(dtype), -1),
+            "streamed": (rng.standard_normal((_config.STREAM_BYTES // 4096 + 1, 1024)).astype(dtype), -1),
+            "strided rows": (rng.standard_normal((64, 200)).astype(dtype)[:, ::2], -1),
+            "cols": (rng.standard_normal((100, 64)).astype(dtype), 0),
+            "parallel cols": (rng.standard_normal((64, big // 64)).astype(dtype), 0),
+        }
+        for x, axis in arrays.values():
+            for op in ("softmax", "log_softmax"):
+                y = getattr(fa, op)(x, axis)
+                getattr(fa, op + "_")(x.copy(), axis)
+                getattr(fa, op + "_backward")(y, y, axis)
+                getattr(fa, op + "_backward_")(y.copy(), y, axis)
+                calls += 4
+        for n in (8, big // 16):
+            logits = rng.standard_normal((n, 16)).astype(dtype)
+            probs = [np.full(logits.shape, 1 / 16, t) for t in (np.float32, np.float64)]
+            for target in (rng.integers(0, 16, n), *probs):
+                fa.softmax_cross_entropy(logits, target)
+                fa.softmax_cross_entropy(logits.copy(), target, inplace=True)
+                calls += 2
+print(json.dumps({"calls": calls, "compiles": [str(e.data["dispatcher"]) for e in compiles.buffer][:5],
+                  "count": len(compiles.buffer)}))
+"""
+
+
+def test_after_warmup_the_softmax_family_compiles_nothing(tmp_path):
+    """warmup() compiles the softmax and cross-entropy kernels from the dispatcher's own
+    choices: afterwards, every op in every layout and size class (serial, parallel,
+    split rows, streamed stores, cols) compiles nothing."""
+    out, _ = run_python(SOFTMAX_AFTER_WARMUP, {"NUMBA_CACHE_DIR": str(tmp_path)})
+    result = json.loads(out)
+    assert result["calls"] > 100 and result["count"] == 0, result

@@ -175,4 +175,6 @@ def test_ufunc_loops_inline_the_scalar_and_vectorize(ufunc_loops, name):
         calls = re.findall(rf"(?:call\w*\s+|movabsq\s+\$){re.escape(scalar)}\b", asm)
         assert not calls, f"{wrapper}: calls the scalar"
         assert not LIBM_CALL.findall(asm), f"{wrapper}: libm calls {LIBM_CALL.findall(asm)}"
+        if re.search(r"\$memset\b", asm) and not SCALAR_MATH.search(asm):
+            continue  # a constant result (step's gradient): LLVM stores it with memset (AVX2 builds)
         assert len(PACKED.findall(asm)) >= 2, f"{wrapper}: no SIMD loop"
