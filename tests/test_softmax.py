@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from fastact import _config
 from fastact import _row_intrinsics as RI
 from fastact import _softmax_kernels as K
 
@@ -135,8 +136,8 @@ def test_parallel_paths_match_reference(dtype, monkeypatch):
     few_long = (rng.standard_normal((2, 40000)) * 4).astype(dtype)  # split (2+ threads)
     check_forward(few_long, -1, dtype)
     # Row-at-a-time chunked path (row longer than ROW_CACHE_BYTES), parallel over rows:
-    monkeypatch.setattr(S, "ROW_CACHE_BYTES", 256)
-    monkeypatch.setattr(S, "CHUNK_BYTES", 128)
+    monkeypatch.setattr(_config, "ROW_CACHE_BYTES", 256)
+    monkeypatch.setattr(_config, "CHUNK_BYTES", 128)
     check_forward(big_rows, -1, dtype)
 
 
@@ -231,8 +232,8 @@ def test_edge_rows_match_torch(dtype, row):
 
 def test_chunked_rows_with_inf_chunks(monkeypatch):
     """A chunk of only -inf adds nothing; NaN or +inf anywhere gives a NaN row."""
-    monkeypatch.setattr(S, "ROW_CACHE_BYTES", 64)
-    monkeypatch.setattr(S, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(_config, "ROW_CACHE_BYTES", 64)
+    monkeypatch.setattr(_config, "CHUNK_BYTES", 64)
     x = np.zeros((4, 100))
     x[0, :50] = -np.inf
     x[1, :] = -np.inf
@@ -501,8 +502,8 @@ def test_streaming_softmax_matches_the_rows_kernel(dtype, n, slot, monkeypatch):
     calls = []
     stream = k.rows_stream
     monkeypatch.setattr(k, "rows_stream", lambda *args: (calls.append(1), stream(*args)))
-    monkeypatch.setattr(S, "STREAM_BYTES", 0)
-    monkeypatch.setattr(S, "PARALLEL_THRESHOLD", 0)
+    monkeypatch.setattr(_config, "STREAM_BYTES", 0)
+    monkeypatch.setattr(_config, "PARALLEL_THRESHOLD", 0)
     with np.errstate(over="ignore", invalid="ignore"):  # the bounds of the inf rows
         check_forward(x, -1, dtype)
     assert calls, "the non-temporal kernel was not used"
@@ -523,7 +524,7 @@ def test_prefetching_rows_match_reference(dtype, monkeypatch):
     assert RI._prefetch_step(short, size, size) == RI.PREFETCH_CHUNK
     assert RI._prefetch_step(short - 1, size, size) == short - 1  # too short: whole row
     assert RI._prefetch_step(short, size, 2 * size) == short  # not contiguous: whole row
-    monkeypatch.setattr(S, "PARALLEL_THRESHOLD", 0)
+    monkeypatch.setattr(_config, "PARALLEL_THRESHOLD", 0)
     rng = np.random.default_rng(short)
     for n in (short, 3 * RI.PREFETCH_CHUNK + 1, short + RI.PREFETCH_CHUNK - 1):
         x = (rng.standard_normal((9, n)) * 30).astype(dtype)
@@ -535,10 +536,10 @@ def test_prefetching_rows_match_reference(dtype, monkeypatch):
             check_forward(x, -1, dtype)
             y = S.softmax_(x.copy())
             assert_close(y, ref_softmax(x), dtype, rtol_ulps=8 + n / 64 + 2400, atol=np.finfo(dtype).tiny)
-            monkeypatch.setattr(S, "STREAM_BYTES", 0)
+            monkeypatch.setattr(_config, "STREAM_BYTES", 0)
             assert_close(S.softmax(x), y, dtype, rtol_ulps=2)
             monkeypatch.undo()
-            monkeypatch.setattr(S, "PARALLEL_THRESHOLD", 0)
+            monkeypatch.setattr(_config, "PARALLEL_THRESHOLD", 0)
             wide = np.repeat(x, 2, axis=1)[:, ::2]  # rows of n elements 2 apart
             check_forward(wide, -1, dtype)
 
