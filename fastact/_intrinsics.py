@@ -11,9 +11,10 @@ from numba.core import cgutils
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
-from ._numba_compat import FULL_WIDTH
+from ._numba_compat import FULL_WIDTH, freeze
+from ._platform import has_avx512
 
-__all__ = ["FULL_WIDTH", "full_width_vectors", "params_like", "prefetch", "row_view"]
+__all__ = ["FULL_WIDTH", "full_width_vectors", "params_like", "prefetch", "row_view", "stored_whole"]
 
 
 @intrinsic
@@ -111,3 +112,27 @@ def row_view(typingctx, a, i):
         return impl_ret_borrowed(context, builder, row, view._getvalue())
 
     return row(a, i), codegen
+
+
+@intrinsic
+def stored_whole(typingctx, x):
+    """``x``, for an in-place loop's store, made opaque to LLVM where the target lacks AVX-512.
+
+    In ``out[i] = x if x > 0 else 0`` with ``out`` the array ``x`` was read from, LLVM sees
+    that the lanes keeping ``x`` need no store and writes only the others with a masked
+    store. With AVX2 that is ``vmaskmovps``/``vmaskmovpd``, microcoded on AMD: relu in
+    place ran at half the memory ceiling (docs/TUNING.md). LLVM's ``freeze`` (an identity
+    for any value that is not poison, which LLVM does not look through and does vectorize;
+    ``llvm.arithmetic.fence`` stops vectorization) makes the loop store every lane.
+    AVX-512's masked stores are fast, so there ``x`` passes through untouched.
+    """
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        (value,) = args
+        if has_avx512():
+            return value
+        return freeze(builder, value)
+
+    return x(x), codegen

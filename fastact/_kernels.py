@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from . import _numba_compat as compat
 from ._config import BLOCK_BYTES, CACHE_LINE, INTERLEAVE, PREFETCH_AHEAD, STRIDED_CHUNK, STRIDED_TASK_CHUNKS
-from ._intrinsics import full_width_vectors, params_like, prefetch, row_view
+from ._intrinsics import full_width_vectors, params_like, prefetch, row_view, stored_whole
 from .definitions import ACTIVATIONS, Activation
 
 # Fast-math flags that cannot change a result's NaN/inf behaviour: contraction into
@@ -107,7 +107,7 @@ def _unary_in_place(scalar, parallel):
             _prefetch_ahead(out, lo)
             os = out[lo : lo + block]
             for i in range(os.shape[0]):
-                os[i] = scalar(os[i], *params)
+                os[i] = stored_whole(scalar(os[i], *params))
 
     return _jit(unary_in_place, scalar, parallel)
 
@@ -212,7 +212,7 @@ def _binary_in_place(scalar, parallel, reads):
                 _prefetch_ahead(b, lo)
             bs, os = b[lo : lo + block], out[lo : lo + block]
             for i in range(os.shape[0]):
-                os[i] = scalar(os[i], bs[i], *params)
+                os[i] = stored_whole(scalar(os[i], bs[i], *params))
 
     return _jit(binary_in_place, scalar, parallel)
 
@@ -289,7 +289,7 @@ def _unary_rows_in_place(scalar, parallel):
             _prefetch_row(out, r + ahead)
             os = row_view(out, r)
             for i in range(os.shape[0]):
-                os[i] = scalar(os[i], *params)
+                os[i] = stored_whole(scalar(os[i], *params))
 
     return _jit(unary_rows_in_place, scalar, parallel)
 
@@ -326,7 +326,7 @@ def _binary_rows_in_place(scalar, parallel, reads):
                 _prefetch_row(b, r + ahead)
             bs, os = row_view(b, r), row_view(out, r)
             for i in range(os.shape[0]):
-                os[i] = scalar(os[i], bs[i], *params)
+                os[i] = stored_whole(scalar(os[i], bs[i], *params))
 
     return _jit(binary_rows_in_place, scalar, parallel)
 

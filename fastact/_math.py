@@ -109,7 +109,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from ._platform import has_scalef
+from ._platform import has_avx512
 
 # Every implementation function gets these options. forceinline = LLVM alwaysinline:
 # the call disappears before the loop vectorizer runs. error_model="numpy": a float
@@ -230,7 +230,7 @@ def _scale(typingctx, x, n):
     def codegen(context, builder, sig, args):
         value, exponent = args
         fty, ity = value.type, exponent.type
-        if has_scalef():
+        if has_avx512():
             name = f"llvm.ldexp.f{sig.args[0].bitwidth}.i{sig.args[1].bitwidth}"
             fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty, ity]), name)
             return builder.call(fn, [value, exponent])

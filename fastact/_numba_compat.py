@@ -34,6 +34,9 @@ llvmlite 0.50.0:
     a pipeline for the softmax ops that branch on a closure constant (one definition for
     softmax and log_softmax): the blocks numba's branch pruning leaves are fused, so the
     code is the kept branch's alone (and the machine code what it was before the merge).
+:func:`freeze`: ``llvmlite.ir.instructions.Instruction`` built by hand, ``IRBuilder._insert``
+    llvmlite's builder has no ``freeze`` instruction; ``stored_whole`` in ``_intrinsics``
+    needs one (an identity that LLVM does not look through, and that vectorizes).
 :func:`threading_layer_started`, :func:`start_threading_layer`,
 :func:`started_threading_layer`, :func:`openmp_vendor`:
 ``numba.np.ufunc.parallel._is_initialized`` / ``_launch_threads`` / ``_threading_layer``,
@@ -288,6 +291,13 @@ def openmp_vendor() -> str:
 # The LLVM function attribute that lifts the 256-bit cap of LLVM's tuning for Intel's
 # AVX-512 server CPUs (see fastact._intrinsics.full_width_vectors).
 FULL_WIDTH = '"prefer-vector-width"="512"'
+
+
+def freeze(builder, value):
+    """Emit LLVM's ``freeze`` of ``value`` (its value, or an arbitrary fixed one if poison)."""
+    frozen = ir.instructions.Instruction(builder.block, value.type, "freeze", [value])
+    builder._insert(frozen)
+    return frozen
 
 
 def _builder(narrays: int):

@@ -11,7 +11,7 @@ from functools import cache
 import llvmlite.binding as llvm
 from numba.core import config
 
-__all__ = ["cpu", "has_scalef", "simd_level"]
+__all__ = ["cpu", "has_avx512", "simd_level"]
 
 # (level, the features it needs), best first
 SIMD_LEVELS = (
@@ -42,6 +42,6 @@ def simd_level() -> str:
     return next((level for level, needs in SIMD_LEVELS if all(features.get(f) for f in needs)), "baseline")
 
 
-def has_scalef() -> bool:
-    """Whether the target has AVX-512 (whose vscalef applies 2^n in one instruction)."""
+def has_avx512() -> bool:
+    """Whether the target has AVX-512 (vscalef applies 2^n in one instruction; masked stores are fast)."""
     return bool(cpu()[1].get("avx512f"))
