@@ -1,10 +1,10 @@
 """What fastact is measured against: naive numpy, and peers (torch, numexpr, scipy).
 
-:data:`NAIVE` is the one place the naive numpy version of every activation lives,
-the expression a user would write (``1 / (1 + np.exp(-x))``, ``np.maximum(x, 0)``).
-The asv suite, ``python -m fastact bench`` and the README plot all use it;
-:data:`NAIVE_SOFTMAX` and :func:`softmax_cross_entropy` are the same for the
-softmax family. Each
+:data:`NAIVE` holds the naive numpy version of every activation, the expression a
+user would write (``1 / (1 + np.exp(-x))``, ``np.maximum(x, 0)``), from its table entry
+(``Activation.naive``). The asv suite, ``python -m fastact bench`` and the README plot
+all use it; :data:`NAIVE_SOFTMAX` and :func:`softmax_cross_entropy` are the same for
+the softmax family, from the op table (``fastact._ops.OPS``). Each
 entry gives the forward ``y = f(x)`` and the derivative ``dy/dx`` written in what
 the forward saves (``ACTIVATIONS[name].saves``), so that
 
@@ -27,187 +27,22 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
+from ._ops import OPS, ops_of_kind
+from .definitions import ACTIVATION_LIST, ACTIVATIONS, GELU_TANH_C, SELU_ALPHA, SELU_SCALE, Naive
 
-from .definitions import GELU_TANH_C, SELU_ALPHA, SELU_SCALE
-
-_SQRT2 = math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
-@dataclass(frozen=True)
-class Naive:
-    """Naive numpy forward ``f(x, *params)`` and derivative ``dydx(saved, *params)``.
-
-    ``forward_`` is a genuinely in-place numpy call (``out=x``) when one exists.
-    """
-
-    forward: Callable[..., np.ndarray]
-    derivative: Callable[..., np.ndarray]
-    forward_: Callable[..., np.ndarray] | None = None
-
-    def forward_inplace(self, x: np.ndarray, *params) -> np.ndarray:
-        if self.forward_ is not None:
-            return self.forward_(x, *params)
-        x[...] = self.forward(x, *params)
-        return x
-
-    def backward(self, grad: np.ndarray, saved: np.ndarray, *params) -> np.ndarray:
-        return grad * self.derivative(saved, *params)
-
-    def backward_inplace(self, grad: np.ndarray, saved: np.ndarray, *params) -> np.ndarray:
-        grad *= self.derivative(saved, *params)
-        return grad
+# the naive versions live in the table (Activation.naive)
+NAIVE: dict[str, Naive] = {entry.name: entry.naive for entry in ACTIVATION_LIST}
 
 
-def _erf() -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """scipy.special.erf if scipy is installed, else a (slow) loop over math.erf."""
-    try:
-        from scipy.special import erf
-    except ImportError:  # pragma: no cover - scipy is installed wherever we benchmark
-        loop = np.frompyfunc(math.erf, 1, 1)
-        return (lambda x: loop(x).astype(x.dtype)), "math.erf"
-    return erf, "scipy.special.erf"
-
-
-erf, ERF_SOURCE = _erf()
-
-
-def _sigmoid(x):
-    return 1 / (1 + np.exp(-x))
-
-
-def _gelu_tanh_t(x):
-    return np.tanh(_SQRT_2_OVER_PI * (x + GELU_TANH_C * x**3))
-
-
-def _gelu_tanh_derivative(x):
-    t = _gelu_tanh_t(x)
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_C * x * x)
-
-
-def _mish_derivative(x):
-    t = np.tanh(np.log1p(np.exp(x)))
-    return t + x * _sigmoid(x) * (1 - t * t)
-
-
-def _silu_derivative(x):
-    s = _sigmoid(x)
-    return s * (1 + x * (1 - s))
-
-
-NAIVE: dict[str, Naive] = {
-    "step": Naive(
-        lambda x, threshold: (x >= threshold).astype(x.dtype),
-        lambda y, threshold: np.zeros_like(y),
-    ),
-    "linear": Naive(
-        lambda x, slope: slope * x,
-        lambda y, slope: np.full_like(y, slope),
-        lambda x, slope: np.multiply(x, slope, out=x),
-    ),
-    "sigmoid": Naive(_sigmoid, lambda y: y * (1 - y)),
-    "tanh": Naive(np.tanh, lambda y: 1 - y * y, lambda x: np.tanh(x, out=x)),
-    "relu": Naive(
-        lambda x: np.maximum(x, 0),
-        lambda y: (y > 0).astype(y.dtype),
-        lambda x: np.maximum(x, 0, out=x),
-    ),
-    "relu6": Naive(
-        lambda x: np.clip(x, 0, 6),
-        lambda y: ((y > 0) & (y < 6)).astype(y.dtype),
-        lambda x: np.clip(x, 0, 6, out=x),
-    ),
-    "leaky_relu": Naive(
-        lambda x, slope: np.where(x > 0, x, x * slope),
-        lambda y, slope: np.where(y > 0, 1, slope).astype(y.dtype),
-    ),
-    "elu": Naive(
-        lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x) - 1)),
-        lambda y, alpha: np.where(y > 0, 1, y + alpha),
-    ),
-    "selu": Naive(
-        lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * (np.exp(x) - 1)),
-        lambda y: np.where(y > 0, SELU_SCALE, y + SELU_SCALE * SELU_ALPHA),
-    ),
-    "celu": Naive(
-        lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x / alpha) - 1)),
-        lambda y, alpha: np.where(y > 0, 1, y / alpha + 1),
-    ),
-    "gelu": Naive(
-        lambda x: 0.5 * x * (1 + erf(x / _SQRT2)),
-        lambda x: 0.5 * (1 + erf(x / _SQRT2)) + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x),
-    ),
-    "gelu_tanh": Naive(lambda x: 0.5 * x * (1 + _gelu_tanh_t(x)), _gelu_tanh_derivative),
-    "silu": Naive(lambda x: x * _sigmoid(x), _silu_derivative),
-    "mish": Naive(lambda x: x * np.tanh(np.log1p(np.exp(x))), _mish_derivative),
-    "softplus": Naive(
-        lambda x, beta, threshold: np.where(x * beta > threshold, x, np.log1p(np.exp(beta * x)) / beta),
-        lambda x, beta, threshold: np.where(x * beta > threshold, 1, _sigmoid(beta * x)),
-    ),
-    "softsign": Naive(lambda x: x / (1 + np.abs(x)), lambda y: (1 - np.abs(y)) ** 2),
-    "hardsigmoid": Naive(
-        lambda x: np.clip(x / 6 + 0.5, 0, 1),
-        lambda y: ((y > 0) & (y < 1)) / np.array(6, y.dtype),
-    ),
-    "hardswish": Naive(
-        lambda x: x * np.clip(x + 3, 0, 6) / 6,
-        lambda x: np.where(x < -3, 0, np.where(x > 3, 1, x / 3 + 0.5)),
-    ),
-    "hardtanh": Naive(
-        lambda x, lo, hi: np.clip(x, lo, hi),
-        lambda y, lo, hi: ((y > lo) & (y < hi)).astype(y.dtype),
-        lambda x, lo, hi: np.clip(x, lo, hi, out=x),
-    ),
-    "log_sigmoid": Naive(lambda x: -np.log1p(np.exp(-x)), lambda y: 1 - np.exp(y)),
-    "threshold": Naive(
-        lambda x, threshold, value: np.where(x > threshold, x, value),
-        lambda x, threshold, value: (x > threshold).astype(x.dtype),
-    ),
-}
-
-
-# --- softmax family (last axis) ---------------------------------------------------------
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
-def softmax_backward(grad: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """dL/dx from dL/dy and the softmax output y."""
-    return y * (grad - (grad * y).sum(-1, keepdims=True))
-
-
-def log_softmax_backward(grad: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """dL/dx from dL/dy and the log_softmax output y."""
-    return grad - np.exp(y) * grad.sum(-1, keepdims=True)
-
-
-def softmax_cross_entropy(logits: np.ndarray, target: np.ndarray) -> tuple[np.floating, np.ndarray]:
-    """Mean cross-entropy of integer class targets and its gradient wrt the logits."""
-    rows = np.arange(logits.shape[0])
-    z = logits - logits.max(-1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(-1, keepdims=True)
-    loss = (np.log(s[:, 0]) - z[rows, target]).mean()
-    grad = e / s
-    grad[rows, target] -= 1
-    grad /= logits.shape[0]
-    return loss, grad
-
+# --- softmax family (last axis): the naive versions live in the op table (fastact._ops)
 
 NAIVE_SOFTMAX: dict[str, tuple[Callable, Callable]] = {
-    "softmax": (softmax, softmax_backward),
-    "log_softmax": (log_softmax, log_softmax_backward),
+    op.name: (op.naive, op.naive_backward) for op in ops_of_kind("row")
 }
+softmax_cross_entropy = OPS["softmax_cross_entropy"].naive
 
 
 # --- peers ------------------------------------------------------------------------------
@@ -380,28 +215,8 @@ def torch_autograd_impl(name: str, params: tuple) -> PeerOps:
     import torch.nn.functional as F
 
     p = tuple(float(v) for v in params)
-    fwd = {
-        "linear": lambda t: t * p[0],
-        "sigmoid": torch.sigmoid,
-        "tanh": torch.tanh,
-        "relu": F.relu,
-        "relu6": F.relu6,
-        "leaky_relu": lambda t: F.leaky_relu(t, p[0]),
-        "elu": lambda t: F.elu(t, p[0]),
-        "selu": F.selu,
-        "celu": lambda t: F.celu(t, p[0]),
-        "gelu": F.gelu,
-        "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
-        "silu": F.silu,
-        "mish": F.mish,
-        "softplus": lambda t: F.softplus(t, p[0], p[1]),
-        "softsign": F.softsign,
-        "hardsigmoid": F.hardsigmoid,
-        "hardswish": F.hardswish,
-        "hardtanh": lambda t: F.hardtanh(t, p[0], p[1]),
-        "log_sigmoid": F.logsigmoid,
-        "threshold": lambda t: F.threshold(t, p[0], p[1]),
-    }.get(name)  # step: not differentiable in torch
+    functional = ACTIVATIONS[name].torch if name in ACTIVATIONS else None
+    fwd = None if functional is None else (lambda t: functional(torch, F, t, *p))
     if fwd is None:
         return PeerOps(None, None)
     graphs: dict = {}

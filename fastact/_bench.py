@@ -400,7 +400,7 @@ def format_table(rows: Sequence[Row], impls: Sequence[str]) -> str:
 
 
 def header(dtype: str, n: int, threads: int, peers: Sequence[str], rows: Sequence[Row]) -> str:
-    from ._baselines import ERF_SOURCE
+    from .definitions import naive_erf_source
 
     fwd = min(r.ceiling for r in rows if r.direction == "forward")
     bwd = min(r.ceiling for r in rows if r.direction == "backward")
@@ -424,7 +424,7 @@ def header(dtype: str, n: int, threads: int, peers: Sequence[str], rows: Sequenc
             f"ceiling (fastact's loop, in place): forward x[i] *= a {_seconds(fwd)} "
             f"({2 * n * item / fwd / 1e9:.1f} GB/s), backward g[i] *= s[i] {_seconds(bwd)} "
             f"({3 * n * item / bwd / 1e9:.1f} GB/s)",
-            "numpy = the naive expression (fastact/_baselines.py; gelu uses " + ERF_SOURCE + "); "
+            "numpy = the naive expression (Activation.naive; gelu uses " + naive_erf_source()[1] + "); "
             "ratios = its time / fastact's (>1: fastact is faster); "
             "ceiling = ceiling time / fastact's (100%: memory bound)",
             *(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Literal
 
 import numpy as np
@@ -48,6 +49,35 @@ class Param:
     name: str
     default: float | str | None
     choices: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Naive:
+    """The naive numpy version of an activation, the expression a user would write
+    (``1 / (1 + np.exp(-x))``, ``np.maximum(x, 0)``): what fastact is measured against.
+
+    ``forward(x, *params)`` and the derivative ``derivative(saved, *params)`` written in
+    what the forward saves, so that backward is ``grad * derivative(saved)``; ``forward_``
+    is a genuinely in-place numpy call (``out=x``) where one exists. Constants are Python
+    floats so float32 stays float32 (NEP 50).
+    """
+
+    forward: Callable[..., np.ndarray]
+    derivative: Callable[..., np.ndarray]
+    forward_: Callable[..., np.ndarray] | None = None
+
+    def forward_inplace(self, x: np.ndarray, *params) -> np.ndarray:
+        if self.forward_ is not None:
+            return self.forward_(x, *params)
+        x[...] = self.forward(x, *params)
+        return x
+
+    def backward(self, grad: np.ndarray, saved: np.ndarray, *params) -> np.ndarray:
+        return grad * self.derivative(saved, *params)
+
+    def backward_inplace(self, grad: np.ndarray, saved: np.ndarray, *params) -> np.ndarray:
+        grad *= self.derivative(saved, *params)
+        return grad
 
 
 @dataclass(frozen=True)
@@ -94,6 +124,10 @@ class Activation:
     # through a subnormal sigmoid near x = -90). tests/cuda_cases.py checks every other
     # entry meets its bound in float32.
     cuda_float64: tuple[str, ...] = ()
+    # The naive numpy version (the benchmarks' baseline), and torch's functional
+    # counterpart ``torch(torch, F, x, *kernel params)`` (None: torch has none).
+    naive: Naive | None = None
+    torch: Callable | None = None
     defaults: dict = field(init=False, repr=False)
     # The numeric parameters the scalar kernels take, in order, and their names.
     kernel_params: tuple[Param, ...] = field(init=False, repr=False)
@@ -440,6 +474,50 @@ def _check_hardtanh(min_val, max_val):
     return None if min_val <= max_val else f"min_val ({min_val}) must be <= max_val ({max_val})"
 
 
+# --- naive numpy versions (what fastact is measured against) -----------------------------
+
+_SQRT2 = math.sqrt(2.0)
+
+
+@cache
+def naive_erf_source() -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """scipy.special.erf if scipy is installed, else a (slow) loop over math.erf; imported
+    on first use (scipy is no dependency, and importing it would slow ``import fastact``)."""
+    try:
+        from scipy.special import erf
+    except ImportError:  # pragma: no cover - scipy is installed wherever we benchmark
+        loop = np.frompyfunc(math.erf, 1, 1)
+        return (lambda x: loop(x).astype(x.dtype)), "math.erf"
+    return erf, "scipy.special.erf"
+
+
+def _naive_erf(x):
+    return naive_erf_source()[0](x)
+
+
+def _naive_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _naive_gelu_tanh_t(x):
+    return np.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_C * x**3))
+
+
+def _naive_gelu_tanh_derivative(x):
+    t = _naive_gelu_tanh_t(x)
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_C * x * x)
+
+
+def _naive_mish_derivative(x):
+    t = np.tanh(np.log1p(np.exp(x)))
+    return t + x * _naive_sigmoid(x) * (1 - t * t)
+
+
+def _naive_silu_derivative(x):
+    s = _naive_sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
 _OUTPUT_NOTE = "the derivative is a function of the output"
 
 ACTIVATION_LIST: tuple[Activation, ...] = (
@@ -459,6 +537,10 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         light_backward=True,
         backward_reads_saved=False,
         module_name="Step",
+        naive=Naive(
+            lambda x, threshold: (x >= threshold).astype(x.dtype),
+            lambda y, threshold: np.zeros_like(y),
+        ),
     ),
     Activation(
         "linear",
@@ -476,6 +558,12 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         light_backward=True,
         backward_reads_saved=False,
         module_name="LinearActivation",
+        naive=Naive(
+            lambda x, slope: slope * x,
+            lambda y, slope: np.full_like(y, slope),
+            lambda x, slope: np.multiply(x, slope, out=x),
+        ),
+        torch=lambda torch, F, x, slope: x * slope,
     ),
     Activation(
         "sigmoid",
@@ -490,6 +578,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note=_OUTPUT_NOTE,
         light_backward=True,
         module_name="Sigmoid",
+        naive=Naive(_naive_sigmoid, lambda y: y * (1 - y)),
+        torch=lambda torch, F, x: torch.sigmoid(x),
     ),
     Activation(
         "tanh",
@@ -504,6 +594,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note=_OUTPUT_NOTE,
         light_backward=True,
         module_name="Tanh",
+        naive=Naive(np.tanh, lambda y: 1 - y * y, lambda x: np.tanh(x, out=x)),
+        torch=lambda torch, F, x: torch.tanh(x),
     ),
     Activation(
         "relu",
@@ -520,6 +612,12 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         light_forward=True,
         light_backward=True,
         module_name="ReLU",
+        naive=Naive(
+            lambda x: np.maximum(x, 0),
+            lambda y: (y > 0).astype(y.dtype),
+            lambda x: np.maximum(x, 0, out=x),
+        ),
+        torch=lambda torch, F, x: F.relu(x),
     ),
     Activation(
         "relu6",
@@ -534,6 +632,12 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         ulp=0,
         note="0 < y < 6 exactly where 0 < x < 6",
         module_name="ReLU6",
+        naive=Naive(
+            lambda x: np.clip(x, 0, 6),
+            lambda y: ((y > 0) & (y < 6)).astype(y.dtype),
+            lambda x: np.clip(x, 0, 6, out=x),
+        ),
+        torch=lambda torch, F, x: F.relu6(x),
     ),
     Activation(
         "leaky_relu",
@@ -552,6 +656,11 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         light_forward=True,
         light_backward=True,
         module_name="LeakyReLU",
+        naive=Naive(
+            lambda x, slope: np.where(x > 0, x, x * slope),
+            lambda y, slope: np.where(y > 0, 1, slope).astype(y.dtype),
+        ),
+        torch=lambda torch, F, x, negative_slope: F.leaky_relu(x, negative_slope),
     ),
     Activation(
         "elu",
@@ -568,6 +677,11 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note="y <= 0 exactly where x <= 0 when alpha >= 0 (as PyTorch's in-place backward)",
         light_backward=True,
         module_name="ELU",
+        naive=Naive(
+            lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x) - 1)),
+            lambda y, alpha: np.where(y > 0, 1, y + alpha),
+        ),
+        torch=lambda torch, F, x, alpha: F.elu(x, alpha),
     ),
     Activation(
         "selu",
@@ -582,6 +696,11 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note=_OUTPUT_NOTE,
         light_backward=True,
         module_name="SELU",
+        naive=Naive(
+            lambda x: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * (np.exp(x) - 1)),
+            lambda y: np.where(y > 0, SELU_SCALE, y + SELU_SCALE * SELU_ALPHA),
+        ),
+        torch=lambda torch, F, x: F.selu(x),
     ),
     Activation(
         "celu",
@@ -597,6 +716,11 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(0.0, -17.0),
         note="sign(y) = sign(x) for every alpha != 0",
         module_name="CELU",
+        naive=Naive(
+            lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x / alpha) - 1)),
+            lambda y, alpha: np.where(y > 0, 1, y / alpha + 1),
+        ),
+        torch=lambda torch, F, x, alpha: F.celu(x, alpha),
     ),
     Activation(
         "gelu",
@@ -614,6 +738,11 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note="not monotonic, so the output cannot give back the input",
         module_name="GELU",
         cuda_float64=("forward",),
+        naive=Naive(
+            lambda x: 0.5 * x * (1 + _naive_erf(x / _SQRT2)),
+            lambda x: 0.5 * (1 + _naive_erf(x / _SQRT2)) + x * INV_SQRT_2PI * np.exp(-0.5 * x * x),
+        ),
+        torch=lambda torch, F, x: F.gelu(x),
     ),
     Activation(
         "gelu_tanh",
@@ -630,6 +759,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         public=False,
         note="gelu(x, approximate='tanh'); not monotonic",
         cuda_float64=("forward",),
+        naive=Naive(lambda x: 0.5 * x * (1 + _naive_gelu_tanh_t(x)), _naive_gelu_tanh_derivative),
+        torch=lambda torch, F, x: F.gelu(x, approximate="tanh"),
     ),
     Activation(
         "silu",
@@ -644,6 +775,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note="not monotonic",
         module_name="SiLU",
         cuda_float64=("forward",),
+        naive=Naive(lambda x: x * _naive_sigmoid(x), _naive_silu_derivative),
+        torch=lambda torch, F, x: F.silu(x),
     ),
     Activation(
         "mish",
@@ -658,6 +791,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note="not monotonic",
         module_name="Mish",
         cuda_float64=("forward",),
+        naive=Naive(lambda x: x * np.tanh(np.log1p(np.exp(x))), _naive_mish_derivative),
+        torch=lambda torch, F, x: F.mish(x),
     ),
     Activation(
         "softplus",
@@ -673,6 +808,11 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(0.0, 20.0, -20.0),
         note="saves its input: from the output the linear branch is ambiguous for small thresholds",
         module_name="Softplus",
+        naive=Naive(
+            lambda x, beta, threshold: np.where(x * beta > threshold, x, np.log1p(np.exp(beta * x)) / beta),
+            lambda x, beta, threshold: np.where(x * beta > threshold, 1, _naive_sigmoid(beta * x)),
+        ),
+        torch=lambda torch, F, x, beta, threshold: F.softplus(x, beta, threshold),
     ),
     Activation(
         "softsign",
@@ -687,6 +827,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         note="1 / (1 + |x|) = 1 - |y|",
         light_backward=True,
         module_name="Softsign",
+        naive=Naive(lambda x: x / (1 + np.abs(x)), lambda y: (1 - np.abs(y)) ** 2),
+        torch=lambda torch, F, x: F.softsign(x),
     ),
     Activation(
         "hardsigmoid",
@@ -701,6 +843,11 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         ulp=1,
         note="0 < y < 1 where -3 < x < 3 (up to the rounding of y next to the break points)",
         module_name="Hardsigmoid",
+        naive=Naive(
+            lambda x: np.clip(x / 6 + 0.5, 0, 1),
+            lambda y: ((y > 0) & (y < 1)) / np.array(6, y.dtype),
+        ),
+        torch=lambda torch, F, x: F.hardsigmoid(x),
     ),
     Activation(
         "hardswish",
@@ -715,6 +862,11 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         ulp=2,
         note="not monotonic",
         module_name="Hardswish",
+        naive=Naive(
+            lambda x: x * np.clip(x + 3, 0, 6) / 6,
+            lambda x: np.where(x < -3, 0, np.where(x > 3, 1, x / 3 + 0.5)),
+        ),
+        torch=lambda torch, F, x: F.hardswish(x),
     ),
     Activation(
         "hardtanh",
@@ -731,6 +883,12 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         ulp=0,
         note="min_val < y < max_val exactly where min_val < x < max_val",
         module_name="Hardtanh",
+        naive=Naive(
+            lambda x, lo, hi: np.clip(x, lo, hi),
+            lambda y, lo, hi: ((y > lo) & (y < hi)).astype(y.dtype),
+            lambda x, lo, hi: np.clip(x, lo, hi, out=x),
+        ),
+        torch=lambda torch, F, x, min_val, max_val: F.hardtanh(x, min_val, max_val),
     ),
     Activation(
         "log_sigmoid",
@@ -744,6 +902,8 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         edges=(0.0, -20.0, 20.0, 88.7),
         note="sigmoid(-x) = 1 - exp(y)",
         module_name="LogSigmoid",
+        naive=Naive(lambda x: -np.log1p(np.exp(-x)), lambda y: 1 - np.exp(y)),
+        torch=lambda torch, F, x: F.logsigmoid(x),
     ),
     Activation(
         "threshold",
@@ -761,6 +921,11 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
         light_forward=True,
         light_backward=True,
         module_name="Threshold",
+        naive=Naive(
+            lambda x, threshold, value: np.where(x > threshold, x, value),
+            lambda x, threshold, value: (x > threshold).astype(x.dtype),
+        ),
+        torch=lambda torch, F, x, threshold, value: F.threshold(x, threshold, value),
     ),
 )
 

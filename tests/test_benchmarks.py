@@ -30,6 +30,7 @@ from conftest import require
 
 import fastact
 from fastact import _baselines, _bench
+from fastact._ops import OPS
 from fastact.definitions import ACTIVATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,14 +92,14 @@ def test_naive_softmax_family():
     x = rng.standard_normal((5, 7)) * 4
     e = np.exp(x)
     p = e / e.sum(-1, keepdims=True)
-    np.testing.assert_allclose(_baselines.softmax(x), p)
-    np.testing.assert_allclose(_baselines.log_softmax(x), np.log(p))
+    np.testing.assert_allclose(_baselines.NAIVE_SOFTMAX["softmax"][0](x), p)
+    np.testing.assert_allclose(_baselines.NAIVE_SOFTMAX["log_softmax"][0](x), np.log(p))
     g = rng.standard_normal(x.shape)
     jac = np.einsum("ij,jk->ijk", p, np.eye(7)) - np.einsum("ij,ik->ijk", p, p)  # d p_j / d x_k
-    np.testing.assert_allclose(_baselines.softmax_backward(g, p), np.einsum("ij,ijk->ik", g, jac))
+    np.testing.assert_allclose(_baselines.NAIVE_SOFTMAX["softmax"][1](g, p), np.einsum("ij,ijk->ik", g, jac))
     log_jac = np.eye(7)[None] - p[:, None, :]  # d log p_j / d x_k
     np.testing.assert_allclose(
-        _baselines.log_softmax_backward(g, np.log(p)), np.einsum("ij,ijk->ik", g, log_jac)
+        _baselines.NAIVE_SOFTMAX["log_softmax"][1](g, np.log(p)), np.einsum("ij,ijk->ik", g, log_jac)
     )
     target = np.array([0, 6, 3, 3, 1])
     loss, grad = _baselines.softmax_cross_entropy(x, target)
@@ -247,7 +248,7 @@ def _run_all(modules, record_skip):
 
 def test_every_benchmark_runs_and_covers_every_entry_point(suite, monkeypatch):
     """Each benchmark's setup and methods run on tiny arrays; together they call every
-    activation of the table through each of its four entry points."""
+    op of the op table through each of its entry points."""
     _, modules = suite
     called = set()
 
@@ -262,17 +263,16 @@ def test_every_benchmark_runs_and_covers_every_entry_point(suite, monkeypatch):
 
         return wrapper
 
-    for entry in ACTIVATIONS.values():
-        if entry.public:
-            for suffix in SUFFIXES:
-                fname = entry.name + suffix
-                monkeypatch.setattr(fastact, fname, recorder(fname, getattr(fastact, fname)))
+    for op in OPS.values():
+        for fname in op.functions:
+            monkeypatch.setattr(fastact, fname, recorder(fname, getattr(fastact, fname)))
 
     skipped = {}
     raw = _run_all(modules, lambda *key: skipped.setdefault(key[:2], key[-1]))
 
-    missing = {(a, s) for a in ACTIVATIONS for s in SUFFIXES} - called
-    assert not missing, f"activations / entry points without a benchmark: {sorted(missing)}"
+    expected = {(op.name, s) for op in OPS.values() for s in (("",) if op.kind == "loss" else SUFFIXES)}
+    missing = expected - called
+    assert not missing, f"ops / entry points without a benchmark: {sorted(missing)}"
     assert {m for m, _ in skipped} <= OPTIONAL, f"skipped outside the optional modules: {skipped}"
     for (_, cls), reason in skipped.items():
         assert "not available" in reason or "no CUDA GPU" in reason or "not usable" in reason, (cls, reason)

@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("intrinsics", ("_intrinsics",)),
     ("math", ("_math", "cuda._math")),
-    ("definitions", ("definitions",)),
+    ("definitions", ("definitions", "_ops")),
     (
         "kernels",
         (

@@ -18,12 +18,11 @@ from fastact import ACTIVATIONS  # noqa: E402
 from fastact.testing import break_points, default_params  # noqa: E402
 
 PUBLIC = [name for name, entry in ACTIVATIONS.items() if entry.public]
-# torch's functional for each activation it has (step and linear it has not).
+# torch's own op for each activation it has (step it has not), from the table.
 TORCH_F = {
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "log_sigmoid": F.logsigmoid,
-    **{n: getattr(F, n) for n in PUBLIC if n not in ("sigmoid", "tanh", "log_sigmoid", "step", "linear")},
+    name: lambda x, entry=entry, **params: entry.torch(torch, F, x, *(params[n] for n in entry.kernel_names))
+    for name, entry in ACTIVATIONS.items()
+    if entry.public and entry.torch is not None
 }
 
 
