@@ -619,3 +619,44 @@ def test_gated_units_against_torch(unit, kname, kw):
         da, db = fn(unit, "_backward")(g, a, b, **kw)
         np.testing.assert_allclose(da, at.grad.numpy(), **tol)
         np.testing.assert_allclose(db, bt.grad.numpy(), **tol)
+
+
+# --- the torch adapter -------------------------------------------------------------------------
+
+
+def test_torch_gated_units_gradcheck():
+    torch = require("torch")
+    ft = require("fastact.torch")
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(6, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    b_row = torch.randn(5, dtype=torch.float64, generator=gen, requires_grad=True)
+    for unit, _, kw in VARIANTS:
+        function = getattr(ft, unit.name)
+        assert torch.autograd.gradcheck(lambda a, b, f=function, kw=kw: f(a, b, **kw), (a, b))
+        assert torch.autograd.gradcheck(lambda a, b, f=function, kw=kw: f(a, b, **kw), (a, b_row))
+        module = getattr(ft, unit.module_name)(**kw)
+        torch.testing.assert_close(module(a, b), function(a, b, **kw))
+    x = torch.randn(4, 6, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    for dim in (0, 1, -1):
+        assert torch.autograd.gradcheck(lambda x, dim=dim: ft.glu(x, dim), (x,))
+        torch.testing.assert_close(ft.GLU(dim)(x), torch.nn.functional.glu(x, dim))
+    with pytest.raises(TypeError):
+        ft.swiglu(a, b, approximate="tanh")
+
+
+@pytest.mark.parametrize("name", ["gelu", "silu", "sigmoid", "relu", "softplus", "elu", "hardtanh"])
+def test_torch_bias_act_gradcheck(name):
+    torch = require("torch")
+    ft = require("fastact.torch")
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 4, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, b: ft.bias_act(x, b, name), (x, bias))
+    module = ft.BiasAct(6, name, dtype=torch.float64)
+    module.bias.data.copy_(bias.detach())
+    torch.testing.assert_close(module(x), ft.bias_act(x, bias, name))
+    with pytest.raises(ValueError, match="unknown activation"):
+        ft.bias_act(x, bias, "nope")
+    with pytest.raises(ValueError, match="unknown activation"):
+        ft.BiasAct(6, "nope")
