@@ -660,3 +660,41 @@ def test_torch_bias_act_gradcheck(name):
         ft.bias_act(x, bias, "nope")
     with pytest.raises(ValueError, match="unknown activation"):
         ft.BiasAct(6, "nope")
+
+
+# --- dask ------------------------------------------------------------------------------------------
+
+
+def test_dask_fused_ops_match_numpy():
+    da = require("dask.array")
+    fd = require("fastact.dask")
+    a, b, g = (rand((40, 30), np.float64, s) for s in (1, 2, 3))
+    A, B, G = (da.from_array(v, chunks=(16, 12)) for v in (a, b, g))
+    for unit, _, kw in VARIANTS:
+        np.testing.assert_array_equal(getattr(fd, unit.name)(A, B, **kw).compute(), fn(unit)(a, b, **kw))
+        np.testing.assert_array_equal(
+            getattr(fd, unit.name)(A, da.from_array(b[0], chunks=7), **kw).compute(), fn(unit)(a, b[0], **kw)
+        )
+        got = da.compute(*getattr(fd, unit.name + "_backward")(G, A, B.rechunk(10), **kw))
+        for x, y in zip(got, fn(unit, "_backward")(g, a, b, **kw)):
+            np.testing.assert_array_equal(x, y)
+    with pytest.warns(Warning, match="rechunking"):
+        y = fd.glu(A, axis=1)
+    np.testing.assert_array_equal(y.compute(), fa.glu(a, axis=1))
+    np.testing.assert_array_equal(
+        fd.glu_backward(G[:, :15], A, axis=1).compute(), fa.glu_backward(g[:, :15], a, 1)
+    )
+    bias = rand(30, np.float64, 4)
+    np.testing.assert_array_equal(fd.bias_act(A, bias, "gelu").compute(), fa.bias_act(a, bias, "gelu"))
+    dx, dbias = da.compute(
+        *fd.bias_act_backward(G, A, da.from_array(bias, chunks=5), "gelu", approximate="tanh")
+    )
+    want_dx, want_dbias = fa.bias_act_backward(g, a, bias, "gelu", approximate="tanh")
+    np.testing.assert_array_equal(dx, want_dx)
+    np.testing.assert_allclose(dbias, want_dbias, rtol=1e-13)
+    with pytest.raises(ValueError, match="unknown activation"):
+        fd.bias_act(A, bias, "nope")
+    with pytest.raises(ValueError, match="even length"):
+        fd.glu(da.ones((3, 5), chunks=2), axis=1)
+    with pytest.raises(ValueError, match="broadcast"):
+        fd.swiglu(A, da.ones(7))
