@@ -326,8 +326,12 @@ def _docs(unit: GatedUnit) -> dict[str, str]:
     }
 
 
-def make_gated_functions(unit: GatedUnit) -> dict[str, Callable]:
-    """The public functions of ``unit``, keyed by their names."""
+def make_gated_functions(
+    unit: GatedUnit, helpers: dict | None = None, module: str = "fastact"
+) -> dict[str, Callable]:
+    """The public functions of ``unit``, keyed by their names. ``helpers`` replace the CPU's
+    gated_forward, gated_backward, halves_forward and halves_backward (another device's,
+    same signatures); ``module`` is where the functions are found."""
     chooser = next((p for p in unit.params if p.choices), None)
     numeric = [p for p in unit.params if p.choices is None]
     sig = "".join(f"{p.name}" + ("" if p.default is None else f"={p.default!r}") + ", " for p in unit.params)
@@ -349,13 +353,14 @@ def make_gated_functions(unit: GatedUnit) -> dict[str, Callable]:
         "halves_backward": halves_backward,
         "choice": v.choice,
         "choices": chooser.choices if chooser else None,
+        **(helpers or {}),
     }
-    exec(compile(source, f"<fastact.{unit.name}>", "exec"), namespace)
+    exec(compile(source, f"<{module}.{unit.name}>", "exec"), namespace)
     functions = {}
     for suffix, doc in _docs(unit).items():
         function = namespace[unit.name + suffix]
         function.__doc__ = doc
-        function.__module__ = "fastact"
+        function.__module__ = module
         functions[unit.name + suffix] = function
     return functions
 

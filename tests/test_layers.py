@@ -52,7 +52,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("layout and dispatch", ("_layout", "_validate", "_dispatch", "cuda._kernels")),
     (
         "front end",
-        ("_frontend", "_api", "_softmax", "_fused", "cuda._api", "cuda._softmax", "cuda._xent"),
+        (
+            "_frontend",
+            "_api",
+            "_softmax",
+            "_fused",
+            "cuda._api",
+            "cuda._softmax",
+            "cuda._xent",
+            "cuda._fused",
+        ),
     ),
     ("public modules", ("_functions", "ufuncs", "cuda", "torch", "dask")),
     ("warmup, runtime info, bench", ("_warmup", "", "_baselines", "_bench", "_docs", "testing", "__main__")),
