@@ -174,10 +174,10 @@ def _softmax_tasks() -> list[tuple[str, object]]:
     return tasks
 
 
-def _fused_tasks(names: Iterable[str] | None) -> list[tuple[str, object]]:
+def _fused_tasks() -> list[tuple[str, object]]:
     """Run the fused ops once on tiny arrays in each layout (contiguous, contiguous rows,
     strided), in and out of place, serial and parallel (PARALLEL_THRESHOLD = 0): the gated
-    units of GATED_UNITS (without ``names``) and bias_act with each activation of ``names``."""
+    units of GATED_UNITS and bias_act with every activation."""
     from . import _config, _fused
     from .definitions import ACTIVATIONS, GATED_UNITS
 
@@ -191,7 +191,7 @@ def _fused_tasks(names: Iterable[str] | None) -> list[tuple[str, object]]:
     for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
         base = np.linspace(-2, 2, 64).astype(dtype).reshape(4, 16)
         for variant, tunables in (("serial", {}), ("parallel", {"PARALLEL_THRESHOLD": 0})):
-            for unit in GATED_UNITS.values() if names is None else ():
+            for unit in GATED_UNITS.values():
                 chooser = next((p for p in unit.params if p.choices), None)
                 for choice in chooser.choices if chooser else (None,):
                     kw = {} if chooser is None else {chooser.name: choice}
@@ -211,8 +211,7 @@ def _fused_tasks(names: Iterable[str] | None) -> list[tuple[str, object]]:
                         return 12
 
                     tasks.append((f"{unit.name} {kw} {dtype.name} {variant}", gated))
-            for name in ACTIVATIONS if names is None else names:
-                entry = ACTIVATIONS[name]
+            for name, entry in ACTIVATIONS.items():
                 params = {p.name: 0.0 for p in entry.params if p.default is None}
 
                 def bias(name=name, params=params, tunables=tunables, base=base) -> int:
@@ -238,12 +237,12 @@ def warmup(progress: bool = True, names: Iterable[str] | None = None) -> int:
     (table names, e.g. "gelu_tanh"; default all). Without ``names``, the softmax
     family's and cross-entropy's kernels too: those are run once on tiny arrays, in each
     layout and variant (serial, parallel, streaming stores, split rows), with the
-    tunables that select them set meanwhile; and the gated units' kernels (bias_act's with
-    each activation of ``names``), run the same way. Writes a progress bar to stderr if
+    tunables that select them set meanwhile; and the fused ops' kernels (the gated units,
+    bias_act with every activation), run the same way. Writes a progress bar to stderr if
     ``progress``. Returns the number of signatures compiled or loaded (or calls made).
     """
     gate()  # start the threading layer (loading TBB) before a parallel kernel is loaded
-    tasks = _warmup_tasks(names) + (_softmax_tasks() if names is None else []) + _fused_tasks(names)
+    tasks = _warmup_tasks(names) + (_softmax_tasks() + _fused_tasks() if names is None else [])
     done = 0
     width = 30
     for i, (label, task) in enumerate(tasks, 1):
