@@ -17,8 +17,10 @@ loops are here, written like ``_kernels``' (blocks, prefetch, full-width vectors
 
 bias_act's dbias is deterministic: the rows are split into chunks whose number depends only
 on the shape (:func:`chunks`), each chunk sums its rows in order into a float64 row of
-``partial``, and the host adds the chunks' rows in chunk order. No result depends on the
-thread count.
+``partial`` (a parallel task is one chunk over BIAS_GRAD_COLUMN_BYTES of columns, so that few
+long rows still spread over the threads; a column's sum is the same however the columns are
+split), and the host adds the chunks' rows in chunk order (:func:`combine`). No result
+depends on the thread count.
 """
 
 from __future__ import annotations
