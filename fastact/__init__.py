@@ -18,15 +18,17 @@ from ._functions import FUNCTIONS as _FUNCTIONS  # noqa: E402
 from ._threading import threading_layer  # noqa: E402
 from ._version import __version__  # noqa: E402
 from ._warmup import runtime_info, warmup  # noqa: E402
-from .definitions import ACTIVATIONS, Activation, Param  # noqa: E402
+from .definitions import ACTIVATIONS, GATED_UNITS, Activation, GatedUnit, Param  # noqa: E402
 
 # every activation's name, name_, name_backward, name_backward_; softmax, log_softmax (+ in
-# place and backward) and softmax_cross_entropy
+# place and backward) and softmax_cross_entropy; the gated units and bias_act
 globals().update(_FUNCTIONS)
 
 __all__ = [
     "ACTIVATIONS",
+    "GATED_UNITS",
     "Activation",
+    "GatedUnit",
     "Param",
     "cuda_is_available",
     "ufuncs",

@@ -5,7 +5,7 @@ Commands:
              table of kernel timings against naive numpy
   bench      the benchmark table (``python -m fastact bench --help``)
   warmup     compile every kernel into numba's on-disk cache
-  table      the README's activation table (markdown)
+  table      the README's activation table and gated-unit table (markdown)
   accuracy   the measured max-ulp table (markdown)
 """
 
@@ -45,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         _warmup.warmup(progress=True)
         return 0
     if command == "table":
-        from ._docs import activation_table
+        from ._docs import activation_table, gated_table
 
         print(activation_table())
+        print()
+        print(gated_table())
         return 0
     if command == "accuracy":
         from ._docs import accuracy_table

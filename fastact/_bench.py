@@ -14,6 +14,14 @@ AVX2-only CPU (``NUMBA_CPU_NAME=znver3``, ``NUMBA_CPU_FEATURES`` = the host's fe
 every ``avx512*`` off, a cache directory of its own) and torch takes ``ATEN_CPU_CAPABILITY=avx2``.
 Peers are timed in turn inside that process, as always.
 
+``--fused`` times the fused ops instead (generated from :data:`fastact.GATED_UNITS` and a
+few activations for bias_act): each gated unit's forward ``name(a, b, out=)`` and in-place
+backward ``name_backward_(grad, a, b)`` on ``--size`` elements per array, glu on twice that,
+and ``bias_act`` forward and in-place backward (dx and dbias) on ``--bias-shape``, next to
+torch's composition (``F.silu(a) * b`` allocating and with ``out=``; autograd through it for
+the backward) and to the memory ceiling of as many streams (the same loops around a
+multiplication: forward 3 streams, gated backward 5, bias_act 2 and 3).
+
 ``--crossover`` times the serial and the parallel kernels from 1K to 1M elements
 and prints the size from which the parallel one wins
 (:data:`fastact._config.PARALLEL_THRESHOLD`).
@@ -42,9 +50,9 @@ from numba import njit
 
 import fastact
 
-from . import _kernels
+from . import _fused, _fused_kernels, _kernels
 from ._baselines import NAIVE, PEER_MODULES, PEERS
-from .definitions import ACTIVATIONS
+from .definitions import ACTIVATIONS, GATED_UNITS
 
 IMPLS = ("fastact", "numpy")
 # Values for parameters that have no default (threshold(x, threshold, value)).
@@ -436,6 +444,176 @@ def header(dtype: str, n: int, threads: int, peers: Sequence[str], rows: Sequenc
     )
 
 
+# --- fused ops --------------------------------------------------------------------------
+
+# bias_act's rows: the activations of the issue's targets (gelu, gelu tanh, silu, relu)
+FUSED_BIAS = (("gelu", {}), ("gelu", {"approximate": "tanh"}), ("silu", {}), ("relu", {}))
+
+
+def fused_ops() -> list[tuple[str, str, str, dict]]:
+    """(label, kind, name, keywords) of every fused op the bench times: each gated unit and
+    each choice of its parameters (from GATED_UNITS), glu, bias_act with FUSED_BIAS."""
+    ops = []
+    for unit in GATED_UNITS.values():
+        chooser = next((p for p in unit.params if p.choices), None)
+        for suffix, kname in unit.variants().items():
+            kw = (
+                {}
+                if chooser is None
+                else {chooser.name: next(c for c, e in chooser.choices.items() if e == kname)}
+            )
+            ops.append((unit.name + suffix, "halves" if unit.halves else "gated", unit.name, kw))
+    for name, kw in FUSED_BIAS:
+        ops.append((f"bias_{name}" + "".join(f"_{v}" for v in kw.values()), "bias", name, kw))
+    return ops
+
+
+@njit(forceinline=True)
+def _times2(g, a, b):
+    return g * a, g * b
+
+
+@njit(forceinline=True)
+def _times_biased(g, s, c):
+    return g * s + c
+
+
+_FUSED_CEILING: dict = {}
+
+
+def _fused_ceiling(kind: str):
+    """The ceiling loops of the fused ops (compiled once): the fused kernels' own loops
+    around multiplications."""
+    if kind not in _FUSED_CEILING:
+        for scalar in (_times, _times2, _times_biased):
+            _kernels.pin_uuid(scalar)
+        _FUSED_CEILING[kind] = {
+            "3": lambda p: _kernels._binary(_times, p, (True, True)),  # out = a * b
+            "5": lambda p: _fused_kernels._gated_flat_in_place(_times2, p),  # a, b = g * a, g * b
+            "bias2": lambda p: _kernels._binary_rows(_times, p, (True, True)),  # out = x * c
+            "bias3": lambda p: _fused_kernels._bias_rows_in_place(_times_biased, p),  # g = g * s + c, dbias
+        }[kind](True)
+    return _FUSED_CEILING[kind]
+
+
+def _torch_act(name: str, kw: dict):
+    import torch.nn.functional as F
+
+    if name == "gelu":
+        return lambda t: F.gelu(t, **kw)
+    return getattr(F, name) if hasattr(F, name) else getattr(__import__("torch"), name)
+
+
+def _resetting(call, pairs):
+    """(call, reset) restoring each (buffer, source) of ``pairs``."""
+    return call, lambda: [np.copyto(buf, src) for buf, src in pairs]
+
+
+def fused_pairs(kind: str, name: str, kw: dict, dtype: str, n: int, shape: tuple[int, int], torch_too: bool):
+    """{direction: {impl: (call, reset)}} for one fused op."""
+    fa = fastact
+    if kind == "bias":
+        rows, cols = shape
+        x = make_input(rows * cols, dtype, 1).reshape(rows, cols)
+        g = make_input(rows * cols, dtype, 2).reshape(rows, cols)
+        bias = make_input(cols, dtype, 3)
+        entry = _fused.resolve(name, kw)[0]
+        saved = fa.bias_act(x, bias, name, **kw) if entry.saves == "output" else x
+        out, gbuf = np.empty_like(x), g.copy()
+        c = np.broadcast_to(bias, x.shape)
+        partial = np.zeros((_fused_kernels.chunks(rows), cols))
+        fwd = {
+            "fastact": (lambda: fa.bias_act(x, bias, name, out=out, **kw), None),
+            "ceiling": (lambda: _fused_ceiling("bias2")(x, c, out), None),
+        }
+        bwd = {
+            "fastact": _resetting(lambda: fa.bias_act_backward_(gbuf, saved, bias, name, **kw), [(gbuf, g)]),
+            "ceiling": _resetting(lambda: _fused_ceiling("bias3")(saved, bias, gbuf, partial), [(gbuf, g)]),
+        }
+        if torch_too:
+            import torch
+
+            act = _torch_act(name, kw)
+            xt, bt, gt = torch.from_numpy(x), torch.from_numpy(bias), torch.from_numpy(g)
+            fwd["torch"] = (lambda: act(xt + bt), None)
+            lx, lb = xt.clone().requires_grad_(), bt.clone().requires_grad_()
+            y = act(lx + lb)
+            bwd["autograd"] = (lambda: torch.autograd.grad(y, (lx, lb), gt, retain_graph=True), None)
+        return {"forward": fwd, "backward": bwd}
+    m = n if kind == "gated" else n // 2  # glu: x of n elements, halves of n / 2
+    a, b, g = (make_input(m, dtype, s) for s in (1, 2, 3))
+    out, abuf, bbuf = np.empty_like(a), a.copy(), b.copy()
+    fwd = {"ceiling": (lambda: _fused_ceiling("3")(a, b, out), None)}
+    bwd = {"ceiling": _resetting(lambda: _fused_ceiling("5")(g, abuf, bbuf), [(abuf, a), (bbuf, b)])}
+    if kind == "gated":
+        f, fb = getattr(fa, name), getattr(fa, name + "_backward_")
+        fwd["fastact"] = (lambda: f(a, b, out=out, **kw), None)
+        bwd["fastact"] = _resetting(lambda: fb(g, abuf, bbuf, **kw), [(abuf, a), (bbuf, b)])
+    else:
+        cols = min(m, 2048)
+        x = np.concatenate([b.reshape(-1, cols), a.reshape(-1, cols)], axis=1)  # glu(x) = b * s(a)
+        gx, o2 = g.reshape(-1, cols), out.reshape(-1, cols)
+        fwd["fastact"] = (lambda: fa.glu(x, out=o2), None)
+        bwd["fastact"] = (lambda: fa.glu_backward(gx, x), None)
+    if torch_too:
+        import torch
+
+        at, bt, gt, outt = (torch.from_numpy(v) for v in (a, b, g, out))
+        if kind == "gated":
+            act = _torch_act(GATED_UNITS[name].activation, kw)
+            fwd["torch"] = (lambda: act(at) * bt, None)
+            fwd["torch out="] = (lambda: torch.mul(act(at), bt, out=outt), None)
+            la, lb = at.clone().requires_grad_(), bt.clone().requires_grad_()
+            y = act(la) * lb
+            bwd["autograd"] = (lambda: torch.autograd.grad(y, (la, lb), gt, retain_graph=True), None)
+        else:
+            xt = torch.from_numpy(x)
+            fwd["torch"] = (lambda: torch.nn.functional.glu(xt, -1), None)
+            o2t = torch.from_numpy(o2)
+            fwd["torch out="] = (lambda: torch.ops.aten.glu.out(xt, -1, out=o2t), None)
+            lx = xt.clone().requires_grad_()
+            y = torch.nn.functional.glu(lx, -1)
+            gxt = torch.from_numpy(gx)
+            bwd["autograd"] = (lambda: torch.autograd.grad(y, lx, gxt, retain_graph=True), None)
+    return {"forward": fwd, "backward": bwd}
+
+
+def measure_fused(
+    dtype: str, n: int, shape: tuple[int, int], torch_too: bool, budget: float, progress=None
+) -> list[dict]:
+    """Best seconds of every fused op and its peers, each direction sampled in turn."""
+    results = []
+    for label, kind, name, kw in fused_ops():
+        for direction, pairs in fused_pairs(kind, name, kw, dtype, n, shape, torch_too).items():
+            warm(*pairs.values())
+            t = compare(pairs, budget, repeats=7)
+            results.append({"op": label, "direction": direction, **t})
+            if progress is not None:
+                progress.step(f"{label} {direction}")
+    return results
+
+
+def format_fused(results: list[dict], dtype: str, n: int, shape: tuple[int, int]) -> str:
+    """One line per op and direction: fastact's time, each peer's time / fastact's, ceiling %."""
+    peers = ["torch", "torch out=", "autograd"]
+    lines = [
+        f"fused ops, {dtype}: gated units on a, b of {n:,} elements each (glu: x of {n:,}), "
+        f"bias_act on {shape[0]}x{shape[1]}; {numba.get_num_threads()} threads",
+        "forward: name(a, b, out=), bias_act(x, bias, act, out=); backward in place: name_backward_(g, a, b),"
+        " glu_backward(g, x), bias_act_backward_(g, saved, bias, act) (dx and dbias)",
+        "peer columns: peer time / fastact time (>1: fastact faster); ceiling: ceiling time / fastact time "
+        "(forward 3 streams, gated backward 5, bias_act 2 and 3)",
+        f"{'op':<16} {'direction':<9} {'fastact':>9} "
+        + " ".join(f"{p:>10}" for p in peers)
+        + f" {'ceiling':>8}",
+    ]
+    for r in results:
+        cells = " ".join(f"{r[p] / r['fastact']:>9.2f}x" if p in r else f"{'-':>10}" for p in peers)
+        ceiling = r["ceiling"] / r["fastact"]
+        lines.append(f"{r['op']:<16} {r['direction']:<9} {_seconds(r['fastact']):>9} {cells} {ceiling:>8.0%}")
+    return "\n".join(lines)
+
+
 # --- the serial/parallel crossover ------------------------------------------------------
 
 
@@ -602,6 +780,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--crossover", action="store_true", help="serial/parallel crossover (1K..1M)")
     parser.add_argument(
+        "--fused",
+        action="store_true",
+        help="the fused ops (gated units, glu, bias_act) against torch's composition and their ceilings",
+    )
+    parser.add_argument(
+        "--bias-shape", default=None, metavar="RxC", help="bias_act's shape with --fused (default 8192x4096)"
+    )
+    parser.add_argument(
         "--simd",
         choices=("native", *SIMD_TARGETS),
         default="native",
@@ -626,6 +812,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = not args.no_progress and sys.stderr.isatty()
     if args.crossover:
         return _main_crossover(args, args.activation or ["relu", "gelu"], show)
+    if args.fused:
+        return _main_fused(args, show)
     n = args.size or (1 << 20 if args.quick else 1 << 22)
     peers = available_peers() if args.peers else []
     budget = 0.02 if args.quick else 0.25
@@ -653,6 +841,29 @@ def _main_crossover(args, names: list[str], show: bool) -> int:
     print(format_crossover(result, args.dtype))
     if args.json:
         _write_json(args.json, {"dtype": args.dtype, "crossover": result})
+    return 0
+
+
+def _main_fused(args, show: bool) -> int:
+    n = args.size or (1 << 20 if args.quick else 1 << 24)
+    spec = args.bias_shape or ("256x4096" if args.quick else "8192x4096")
+    try:
+        shape = tuple(int(v) for v in spec.lower().split("x"))
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError
+    except ValueError:
+        print(f"--bias-shape: expected ROWSxCOLS, got {spec!r}", file=sys.stderr)
+        return 2
+    torch_too = "torch" in available_peers()
+    progress = Progress(2 * len(fused_ops()), show, "fastact bench --fused")
+    with _Threads(["torch"] if torch_too else []):
+        try:
+            results = measure_fused(args.dtype, n, shape, torch_too, 0.02 if args.quick else 0.25, progress)
+        finally:
+            progress.close()
+        print(format_fused(results, args.dtype, n, shape))
+    if args.json:
+        _write_json(args.json, {"dtype": args.dtype, "n": n, "bias_shape": shape, "fused": results})
     return 0
 
 

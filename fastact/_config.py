@@ -28,6 +28,16 @@ CACHE_LINE = 64
 STRIDED_CHUNK = 256
 STRIDED_TASK_CHUNKS = 64
 
+# bias_act's backward splits the rows into at most BIAS_GRAD_CHUNKS chunks of at least
+# BIAS_GRAD_ROWS rows, each summing dbias's columns into a float64 row of its own (the
+# partial sums then take at most 1/8 of a float32 input's bytes); the chunks depend on the
+# shape only, so dbias is the same for any thread count. Each parallel task is one chunk's
+# rows over BIAS_GRAD_COLUMN_BYTES of columns (compile time), so that few long rows still
+# spread over the threads.
+BIAS_GRAD_CHUNKS = 64
+BIAS_GRAD_ROWS = 16
+BIAS_GRAD_COLUMN_BYTES = 16 * 1024
+
 # --- dispatch (each call) ----------------------------------------------------------------------
 
 # Below this many elements the serial kernel wins: `python -m fastact bench --crossover`.

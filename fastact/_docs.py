@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .definitions import ACTIVATIONS
+from .definitions import ACTIVATIONS, GATED_UNITS
 
 
 def activation_table() -> str:
@@ -23,6 +23,28 @@ def activation_table() -> str:
         bound = f"{entry.ulp} ulp" + (f" ({entry.tail[1]} for x < {entry.tail[0]:g})" if entry.tail else "")
         formula, derivative = (text.replace("|", "\\|") for text in (entry.formula, entry.derivative))
         rows.append(f"| {name} | `{formula}` | `{derivative}` | {entry.saves} | {params or '—'} | {bound} |")
+    return "\n".join(rows)
+
+
+def gated_table() -> str:
+    """Markdown: every gated unit of GATED_UNITS, its functions, formula, gradient and torch form."""
+    rows = [
+        "| gated unit | functions | y | gradient | activation (bound + 1 ulp) | PyTorch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for unit in GATED_UNITS.values():
+        sig = (
+            "(x, axis=-1)"
+            if unit.halves
+            else "(a, b" + "".join(f", {p.name}={p.default!r}" for p in unit.params) + ")"
+        )
+        suffixes = ("", "_backward") if unit.halves else ("", "_", "_backward", "_backward_")
+        names = ", ".join(f"`{unit.name}{s}`" for s in suffixes)
+        entries = ", ".join(unit.variants().values())
+        formula, derivative = (t.replace("|", "\\|") for t in (unit.formula, unit.derivative))
+        rows.append(
+            f"| {unit.name}{sig} | {names} | `{formula}` | `{derivative}` | {entries} | `{unit.torch}` |"
+        )
     return "\n".join(rows)
 
 

@@ -389,6 +389,7 @@ KERNEL_SOURCES = (
     "_softmax_jit.py",
     "_softmax_kernels.py",
     "_xent_kernels.py",
+    "_fused_kernels.py",
 )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["aliasing", "collapse", "collapse_axes", "flat", "merge_axes", "unaliased"]
+__all__ = ["aliasing", "collapse", "collapse_axes", "flat", "merge_axes", "overlap", "unaliased"]
 
 
 def merge_axes(shape: list[int], strides: list[list[int]]) -> None:
@@ -45,15 +45,16 @@ def pad_axes(dims: list[int], strides: list[list[int]], ndim: int) -> None:
             s.insert(0, 0)
 
 
-def collapse(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+def collapse(arrays: tuple[np.ndarray, ...], outputs: tuple[int, ...] = ()) -> tuple[np.ndarray, ...]:
     """Views of ``arrays`` (one shape) with the fewest dimensions their strides allow
-    (>= 2), axes in the order of the last array's (the output's) strides."""
+    (>= 2), axes in the order of the last array's (the output's) strides. The views of
+    the last array and of the arrays at indices ``outputs`` are writeable."""
     out = arrays[-1]
     dims, steps = collapse_axes(out.shape, [a.strides for a in arrays], len(arrays) - 1)
     pad_axes(dims, steps, 2)
     return tuple(
-        np.lib.stride_tricks.as_strided(a, shape=dims, strides=s, writeable=a is out)
-        for a, s in zip(arrays, steps)
+        np.lib.stride_tricks.as_strided(a, shape=dims, strides=s, writeable=a is out or i in outputs)
+        for i, (a, s) in enumerate(zip(arrays, steps))
     )
 
 
@@ -75,6 +76,17 @@ def aliasing(a: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, bool]:
     if a.strides == out.strides and a.__array_interface__["data"][0] == out.__array_interface__["data"][0]:
         return a, True
     return a.copy(), False
+
+
+def overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` share an element (exactly where numpy can tell cheaply; a
+    case too hard to decide counts as sharing)."""
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=1 << 16))
+    except Exception:  # numpy's TooHardError (numpy.exceptions from 1.25, numpy before)
+        return True
 
 
 def unaliased(a: np.ndarray, out: np.ndarray) -> np.ndarray:

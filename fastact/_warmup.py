@@ -174,6 +174,60 @@ def _softmax_tasks() -> list[tuple[str, object]]:
     return tasks
 
 
+def _fused_tasks() -> list[tuple[str, object]]:
+    """Run the fused ops once on tiny arrays in each layout (contiguous, contiguous rows,
+    strided), in and out of place, serial and parallel (PARALLEL_THRESHOLD = 0): the gated
+    units of GATED_UNITS and bias_act with every activation."""
+    from . import _config, _fused
+    from .definitions import ACTIVATIONS, GATED_UNITS
+
+    functions = _fused.functions()
+
+    def layouts(buf: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(a, b) views of a (4, 16) buffer: 1-d contiguous, contiguous rows, strided."""
+        return [(buf[0], buf[1]), (buf[:, :8], buf[:, 8:]), (buf[:, ::2], buf[:, 1::2])]
+
+    tasks = []
+    for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+        base = np.linspace(-2, 2, 64).astype(dtype).reshape(4, 16)
+        for variant, tunables in (("serial", {}), ("parallel", {"PARALLEL_THRESHOLD": 0})):
+            for unit in GATED_UNITS.values():
+                chooser = next((p for p in unit.params if p.choices), None)
+                for choice in chooser.choices if chooser else (None,):
+                    kw = {} if chooser is None else {chooser.name: choice}
+
+                    def gated(unit=unit, kw=kw, tunables=tunables, base=base) -> int:
+                        f = {s: functions.get(unit.name + s) for s in ("", "_", "_backward", "_backward_")}
+                        with _config.overridden(**tunables):
+                            if unit.halves:
+                                for x in (base, base[:, ::2]):
+                                    f["_backward"](f[""](x), x)
+                                return 4
+                            for (a, b), (a2, b2) in zip(layouts(base), layouts(base.copy())):
+                                f[""](a, b, **kw)
+                                f["_backward"](a, a, b, **kw)
+                                f["_backward_"](a, a2, b2, **kw)
+                                f["_"](a2, b, **kw)
+                        return 12
+
+                    tasks.append((f"{unit.name} {kw} {dtype.name} {variant}", gated))
+            for name, entry in ACTIVATIONS.items():
+                params = {p.name: 0.0 for p in entry.params if p.default is None}
+
+                def bias(name=name, params=params, tunables=tunables, base=base) -> int:
+                    with _config.overridden(**tunables):
+                        for x in (base, base[:, ::2]):
+                            c = x[0].copy()
+                            y = _fused.bias_act(x, c, name, **params)
+                            _fused.bias_act_(x.copy(), c, name, **params)
+                            _fused.bias_act_backward(y, x, c, name, **params)
+                            _fused.bias_act_backward_(y.copy(), x, c, name, **params)
+                    return 8
+
+                tasks.append((f"bias_act {name} {dtype.name} {variant}", bias))
+    return tasks
+
+
 def warmup(progress: bool = True, names: Iterable[str] | None = None) -> int:
     """Compile (or load from the on-disk cache) every kernel signature fastact uses.
 
@@ -183,11 +237,12 @@ def warmup(progress: bool = True, names: Iterable[str] | None = None) -> int:
     (table names, e.g. "gelu_tanh"; default all). Without ``names``, the softmax
     family's and cross-entropy's kernels too: those are run once on tiny arrays, in each
     layout and variant (serial, parallel, streaming stores, split rows), with the
-    tunables that select them set meanwhile. Writes a progress bar to stderr if
+    tunables that select them set meanwhile; and the fused ops' kernels (the gated units,
+    bias_act with every activation), run the same way. Writes a progress bar to stderr if
     ``progress``. Returns the number of signatures compiled or loaded (or calls made).
     """
     gate()  # start the threading layer (loading TBB) before a parallel kernel is loaded
-    tasks = _warmup_tasks(names) + (_softmax_tasks() if names is None else [])
+    tasks = _warmup_tasks(names) + (_softmax_tasks() + _fused_tasks() if names is None else [])
     done = 0
     width = 30
     for i, (label, task) in enumerate(tasks, 1):

@@ -17,6 +17,19 @@ fused pass per block of rows (loss and gradient together) and reduces the loss w
 tree sum; "mean" divides by the global denominator (sum of the targets' weights over
 rows not ignored, or N for probability targets), summed over blocks the same way.
 
+The fused ops (generated from :data:`fastact.GATED_UNITS`)::
+
+    fastact.dask.swiglu(a, b), geglu(a, b, approximate=...), reglu(a, b)   # f(a) * b, blockwise
+    fastact.dask.swiglu_backward(grad, a, b) -> (da, db)                  # one pass per block
+    fastact.dask.glu(x, axis=-1), glu_backward(grad, x, axis=-1)          # axis made whole
+    fastact.dask.bias_act(x, bias, activation, **params)                  # bias along the last axis
+    fastact.dask.bias_act_backward(grad, saved, bias, activation, **params) -> (dx, dbias)
+
+``b`` may broadcast to ``a`` in the forward. glu's axis is rechunked into one chunk (with a
+PerformanceWarning) as softmax's. bias_act's bias is chunked like x's last axis; dbias is
+the float64 sum of dx's blocks over every axis but the last (dask's tree reduction), cast
+to x's dtype.
+
 Dtypes and parameters are checked when the graph is built; target values (class
 indices out of range) only when a block is computed.
 """
@@ -32,7 +45,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from fastact import _functions as _fa
-from fastact.definitions import ACTIVATIONS, Activation
+from fastact.definitions import ACTIVATIONS, GATED_UNITS, Activation, GatedUnit
 
 try:
     from dask.array import PerformanceWarning
@@ -141,7 +154,7 @@ def _whole_axis(x: da.Array, axis: int, what: str) -> tuple[da.Array, int]:
     if x.ndim and len(x.chunks[axis]) > 1:
         warnings.warn(
             f"fastact.dask.{what}: axis {axis} is split into {len(x.chunks[axis])} chunks; rechunking it "
-            f"into one chunk of {x.shape[axis]} (softmax needs whole rows). Chunk the array so that "
+            f"into one chunk of {x.shape[axis]} ({what} needs the whole axis). Chunk the array so that "
             f"axis {axis} is whole to avoid this.",
             PerformanceWarning,
             stacklevel=3,
@@ -285,12 +298,151 @@ def softmax_cross_entropy(
     return total * scale, grad * scale.astype(logits.dtype)
 
 
+# --- fused ops ----------------------------------------------------------------------------
+
+
+def _apply_kw(*blocks: np.ndarray, fname: str, kw: dict) -> np.ndarray:
+    """One block of ``fastact.<fname>(*blocks, **kw)``."""
+    return getattr(_fa, fname)(*blocks, **kw)
+
+
+def _apply_pair(*blocks: np.ndarray, fname: str, kw: dict) -> np.ndarray:
+    """Both results of a two-result function, stacked along a new leading axis."""
+    return np.stack(getattr(_fa, fname)(*blocks, **kw))
+
+
+def _bias_block(x: np.ndarray, bias: np.ndarray, fname: str, activation: str, params: dict) -> np.ndarray:
+    return getattr(_fa, fname)(x, bias, activation, **params)
+
+
+def _bias_dx_block(
+    g: np.ndarray, s: np.ndarray, bias: np.ndarray, activation: str, params: dict
+) -> np.ndarray:
+    return _fa.bias_act_backward(g, s, bias, activation, **params)[0]
+
+
+def _make_gated(unit: GatedUnit) -> dict[str, Callable]:
+    name = unit.name
+
+    def forward(a: da.Array, b: da.Array, **kw) -> da.Array:
+        a, b = _as_dask(a, "a"), _as_dask(b, "b")
+        getattr(_fa, name)(np.empty(0, a.dtype), np.empty(0, b.dtype), **kw)  # keywords and dtypes, now
+        if not all(n == m or m == 1 for n, m in zip(a.shape[::-1], b.shape[::-1])) or b.ndim > a.ndim:
+            raise ValueError(f"b has shape {b.shape}, which does not broadcast to a's shape {a.shape}")
+        lead = a.ndim - b.ndim  # b's blocks line up with a's: its axes chunked as a's (or whole, size 1)
+        b = b.rechunk(tuple(a.chunks[lead + i] if n != 1 else (1,) for i, n in enumerate(b.shape)))
+        return da.map_blocks(_apply_kw, a, b, fname=name, kw=kw, dtype=a.dtype, token=f"fastact-{name}")
+
+    def backward(grad: da.Array, a: da.Array, b: da.Array, **kw) -> tuple[da.Array, da.Array]:
+        grad, a, b = _as_dask(grad, "grad"), _as_dask(a, "a"), _as_dask(b, "b")
+        if not grad.shape == a.shape == b.shape or not grad.dtype == a.dtype == b.dtype:
+            raise ValueError(
+                f"grad, a and b need one shape and dtype, got {grad.shape}, {a.shape}, {b.shape}"
+            )
+        empty = np.empty(0, grad.dtype)
+        getattr(_fa, name + "_backward")(empty, empty, empty, **kw)
+        a, b = a.rechunk(grad.chunks), b.rechunk(grad.chunks)
+        both = da.map_blocks(
+            _apply_pair, grad, a, b, fname=name + "_backward", kw=kw, dtype=grad.dtype,
+            new_axis=0, chunks=((2,), *grad.chunks), token=f"fastact-{name}_backward",
+        )  # fmt: skip
+        return both[0], both[1]
+
+    forward.__doc__ = f"{name}(a, b) of dask arrays, lazily: y = {unit.formula}."
+    backward.__doc__ = f"{name}_backward(grad, a, b) of dask arrays, lazily: (da, db); {unit.derivative}."
+    for f, n in ((forward, name), (backward, name + "_backward")):
+        f.__name__ = f.__qualname__ = n
+        f.__module__ = __name__
+    return {name: forward, name + "_backward": backward}
+
+
+def _make_halves(unit: GatedUnit) -> dict[str, Callable]:
+    name = unit.name
+
+    def halved(x: da.Array, axis: int) -> tuple[da.Array, int, tuple]:
+        x, axis = _whole_axis(x, axis, name)
+        if x.ndim == 0 or x.shape[axis] % 2:
+            raise ValueError(
+                f"{name} halves axis {axis}, which must have an even length, got shape {x.shape}"
+            )
+        chunks = tuple((x.shape[axis] // 2,) if d == axis else c for d, c in enumerate(x.chunks))
+        return x, axis, chunks
+
+    def forward(x: da.Array, axis: int = -1) -> da.Array:
+        x, axis, chunks = halved(_as_dask(x, "x"), axis)
+        return da.map_blocks(
+            _apply_kw, x, fname=name, kw={"axis": axis}, dtype=x.dtype, chunks=chunks, token=f"fastact-{name}"
+        )
+
+    def backward(grad: da.Array, x: da.Array, axis: int = -1) -> da.Array:
+        grad = _as_dask(grad, "grad")
+        x, axis, chunks = halved(_as_dask(x, "x"), axis)
+        if grad.shape != tuple(map(sum, chunks)) or grad.dtype != x.dtype:
+            raise ValueError(
+                f"grad has shape/dtype {grad.shape}/{grad.dtype}, expected half of x's along axis"
+            )
+        grad = grad.rechunk(chunks)
+        ind = tuple(range(x.ndim))
+        half = tuple(x.ndim if d == axis else d for d in ind)  # one block each along axis: paired
+        return da.blockwise(
+            _apply_kw, ind, grad, half, x, ind, concatenate=True, fname=name + "_backward",
+            kw={"axis": axis}, dtype=x.dtype, token=f"fastact-{name}_backward",
+        )  # fmt: skip
+
+    forward.__doc__ = f"{name}(x, axis=-1) of a dask array, lazily: {unit.formula} (as {unit.torch})."
+    backward.__doc__ = f"{name}_backward(grad, x, axis=-1) of dask arrays, lazily: dx ({unit.derivative})."
+    for f, n in ((forward, name), (backward, name + "_backward")):
+        f.__name__ = f.__qualname__ = n
+        f.__module__ = __name__
+    return {name: forward, name + "_backward": backward}
+
+
+def _bias_args(x: da.Array, bias, activation: str, params: dict) -> da.Array:
+    """bias as a dask array chunked like x's last axis; everything checked on empty stand-ins."""
+    if x.ndim == 0:
+        raise ValueError("x must have at least one dimension (the bias is added along its last axis)")
+    bias = _as_dask(bias, "bias")
+    _fa.bias_act(np.empty((0, x.shape[-1]), x.dtype), np.empty(bias.shape, bias.dtype), activation, **params)
+    return bias.rechunk((x.chunks[-1],))
+
+
+def bias_act(x: da.Array, bias, activation: str, **params) -> da.Array:
+    """activation(x + bias) of a dask array, lazily; bias of shape (x.shape[-1],)."""
+    x = _as_dask(x, "x")
+    bias = _bias_args(x, bias, activation, params)
+    ind = tuple(range(x.ndim))
+    return da.blockwise(
+        _bias_block, ind, x, ind, bias, (x.ndim - 1,), fname="bias_act", activation=activation,
+        params=params, dtype=x.dtype, token="fastact-bias_act",
+    )  # fmt: skip
+
+
+def bias_act_backward(grad: da.Array, saved: da.Array, bias, activation: str, **params) -> tuple:
+    """(dx, dbias) of bias_act for dask arrays, lazily: dx blockwise, dbias the float64 sum of
+    dx over every axis but the last (cast to x's dtype). ``saved`` as in fastact.bias_act_backward."""
+    grad, saved = _as_dask(grad, "grad"), _as_dask(saved, "saved")
+    if grad.shape != saved.shape or grad.dtype != saved.dtype:
+        raise ValueError(f"saved has shape/dtype {saved.shape}/{saved.dtype}, grad {grad.shape}/{grad.dtype}")
+    bias = _bias_args(grad, bias, activation, params)
+    saved = saved.rechunk(grad.chunks)
+    ind = tuple(range(grad.ndim))
+    dx = da.blockwise(
+        _bias_dx_block, ind, grad, ind, saved, ind, bias, (grad.ndim - 1,), activation=activation,
+        params=params, dtype=grad.dtype, token="fastact-bias_act_backward",
+    )  # fmt: skip
+    dbias = dx.astype(np.float64).sum(axis=tuple(range(grad.ndim - 1))).astype(grad.dtype)
+    return dx, dbias
+
+
 # --- generated names -----------------------------------------------------------------------
 
 _generated: dict[str, Callable] = {}
 for _entry in ACTIVATIONS.values():
     if _entry.public:
         _generated.update(_make(_entry))
+for _unit in GATED_UNITS.values():
+    _generated.update(_make_halves(_unit) if _unit.halves else _make_gated(_unit))
+_generated.update(bias_act=bias_act, bias_act_backward=bias_act_backward)
 globals().update(_generated)
 
 __all__ = [

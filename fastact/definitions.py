@@ -7,6 +7,11 @@ a float64 numpy reference and its derivative, and the edge points of the functio
 The CPU kernels, the ufuncs, the public wrappers, the tests, the benchmarks and the
 README table are all generated from :data:`ACTIVATIONS`.
 
+The fused ops are described here too, by what they are made of, never by new math:
+:data:`GATED_UNITS` (swiglu, geglu, reglu, glu: ``f(a) * b`` for an activation ``f`` of
+the table) and ``bias_act`` (``f(x + bias)`` for every activation; it needs no table of
+its own). Their kernels compose the entries' scalars (:mod:`fastact._fused_kernels`).
+
 Adding an activation = adding one entry below (plus, if needed, a math helper).
 
 NaN and infinities follow PyTorch, except where PyTorch's composite formula gives
@@ -930,3 +935,75 @@ ACTIVATION_LIST: tuple[Activation, ...] = (
 )
 
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in ACTIVATION_LIST}
+
+
+@dataclass(frozen=True)
+class GatedUnit:
+    """A gated unit ``f(a) * b``, ``f`` the table entry :attr:`activation` (no math of its own).
+
+    Forward ``y = f(a) * b``; backward, from the entry's scalars: ``da = backward_f(g * b,
+    a or f(a))`` (what the entry saves) and ``db = g * f(a)``. ``params`` are the entry's
+    (geglu's ``approximate`` selects gelu or gelu_tanh, as gelu's does). ``halves``: the
+    unit takes one array ``x`` and gates its first half by its second along ``axis``
+    (PyTorch's ``F.glu``: ``a`` = the second half, ``b`` = the first, as views).
+    ``torch`` is the composition PyTorch users write (docs and the bench's peer).
+    """
+
+    name: str
+    activation: str
+    formula: str
+    derivative: str
+    torch: str
+    module_name: str
+    halves: bool = False
+    params: tuple[Param, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", ACTIVATIONS[self.activation].params)
+
+    def variants(self) -> dict[str, str]:
+        """{suffix: entry name} of every choice of its parameters: {"": "gelu", "_tanh":
+        "gelu_tanh"} for geglu (the ufuncs' names), {"": "silu"} for swiglu."""
+        chooser = next((p for p in self.params if p.choices), None)
+        if chooser is None:
+            return {"": self.activation}
+        return {("" if c == chooser.default else f"_{c}"): e for c, e in chooser.choices.items()}
+
+
+GATED_UNIT_LIST: tuple[GatedUnit, ...] = (
+    GatedUnit(
+        "swiglu",
+        "silu",
+        "silu(a) * b",
+        "da = g * b * silu'(a), db = g * silu(a)",
+        "F.silu(a) * b",
+        "SwiGLU",
+    ),
+    GatedUnit(
+        "geglu",
+        "gelu",
+        "gelu(a) * b",
+        "da = g * b * gelu'(a), db = g * gelu(a)",
+        "F.gelu(a) * b",
+        "GEGLU",
+    ),
+    GatedUnit(
+        "reglu",
+        "relu",
+        "relu(a) * b",
+        "da = g * b if a > 0 else 0, db = g * relu(a)",
+        "F.relu(a) * b",
+        "ReGLU",
+    ),
+    GatedUnit(
+        "glu",
+        "sigmoid",
+        "x1 * sigmoid(x2), x = [x1, x2] split in halves along axis",
+        "dx1 = g * sigmoid(x2), dx2 = g * x1 * s * (1 - s), s = sigmoid(x2)",
+        "F.glu(x, dim)",
+        "GLU",
+        halves=True,
+    ),
+)
+
+GATED_UNITS: dict[str, GatedUnit] = {u.name: u for u in GATED_UNIT_LIST}

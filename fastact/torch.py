@@ -23,6 +23,17 @@ says ``saves == "output"`` and the input otherwise. ``inplace=True`` overwrites 
 then keeps a copy of it only when a gradient is needed. CUDA tensors go to
 :mod:`fastact.cuda` when ``fastact.cuda_is_available()``, else a RuntimeError says why.
 Only float32 and float64 tensors are accepted (TypeError otherwise).
+
+The fused ops (CPU tensors), generated from :data:`fastact.GATED_UNITS`::
+
+    fastact.torch.swiglu(a, b)  geglu(a, b, approximate="none")  reglu(a, b)  # f(a) * b
+    fastact.torch.glu(input, dim=-1)                                          # F.glu
+    fastact.torch.bias_act(input, bias, activation, **params)                 # f(x + bias)
+
+with modules ``SwiGLU()``, ``GEGLU(approximate=...)``, ``ReGLU()`` (``forward(a, b)``),
+``GLU(dim=-1)`` and ``BiasAct(num_features, activation, **params)`` (which owns the bias,
+zeros at first). ``b`` may broadcast to ``a`` (its gradient is summed back to its shape).
+Their backwards are fastact's fused ones: (da, db) from one pass; dx and dbias from one pass.
 """
 
 from __future__ import annotations
@@ -36,7 +47,8 @@ import torch
 
 from fastact import _functions as _fa
 from fastact._cuda_probe import problem as _cuda_problem
-from fastact.definitions import ACTIVATIONS, Activation
+from fastact._fused import resolve as _resolve
+from fastact.definitions import ACTIVATIONS, GATED_UNITS, Activation, GatedUnit
 
 MODULE_NAMES: dict[str, str] = {
     name: entry.module_name for name, entry in ACTIVATIONS.items() if entry.public
@@ -328,6 +340,177 @@ class CrossEntropyLoss(torch.nn.Module):
         )
 
 
+# --- fused ops: gated units, glu, bias + activation -------------------------------------------
+
+
+def _cpu(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.device.type != "cpu":
+            raise RuntimeError(f"fastact.torch's fused ops run on CPU tensors, got device {t.device}")
+
+
+class _Gated(torch.autograd.Function):
+    """y = f(a) * b; (da, db) from fastact's fused backward (db summed to b's shape)."""
+
+    @staticmethod
+    def forward(ctx, a, b, fname: str, kw: dict):
+        _cpu(a, b)
+        y = torch.empty_like(a)
+        getattr(_fa, fname)(_np(a), _np(b), out=_np(y), **kw)
+        ctx.fname, ctx.kw = fname, kw
+        ctx.save_for_backward(a, b)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        a, b = ctx.saved_tensors
+        full = b.expand_as(a)
+        da, db = getattr(_fa, ctx.fname + "_backward")(
+            _np(grad_output.to(a.dtype)), _np(a), np.ascontiguousarray(_np(full)), **ctx.kw
+        )
+        db = torch.from_numpy(db)
+        return torch.from_numpy(da), (db if b.shape == a.shape else db.sum_to_size(b.shape)), None, None
+
+
+def _make_gated(unit: GatedUnit) -> Callable:
+    keywords = [
+        inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.default) for p in unit.params
+    ]
+    positional = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("a", "b")]
+    signature = inspect.Signature([*positional, *keywords])
+
+    def function(a: torch.Tensor, b: torch.Tensor, **kw) -> torch.Tensor:
+        _check(a, "a")
+        _check(b, "b")
+        signature.bind(a, b, **kw)  # unknown keywords: TypeError
+        return _Gated.apply(a, b, unit.name, kw)
+
+    function.__name__ = function.__qualname__ = unit.name
+    function.__module__ = __name__
+    function.__signature__ = signature
+    function.__doc__ = (
+        f"{unit.name}(a, b) = {unit.formula}, differentiable ({unit.derivative}); as {unit.torch}."
+    )
+    return function
+
+
+def _gated_module(unit: GatedUnit, function: Callable) -> type:
+    def __init__(self, **kw) -> None:
+        torch.nn.Module.__init__(self)
+        inspect.signature(function).bind(None, None, **kw)
+        self.kw = kw
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return function(a, b, **self.kw)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.kw.items())
+
+    return type(
+        unit.module_name,
+        (torch.nn.Module,),
+        {
+            "__init__": __init__,
+            "forward": forward,
+            "extra_repr": extra_repr,
+            "__doc__": f"Module form of :func:`fastact.torch.{unit.name}`: forward(a, b) = {unit.formula}.",
+            "__module__": __name__,
+        },
+    )
+
+
+class _Halves(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, fname: str, dim: int):
+        _cpu(x)
+        y = torch.from_numpy(getattr(_fa, fname)(_np(x), dim))
+        ctx.fname, ctx.dim = fname, dim
+        ctx.save_for_backward(x)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        dx = getattr(_fa, ctx.fname + "_backward")(_np(grad_output.to(x.dtype)), _np(x), ctx.dim)
+        return torch.from_numpy(dx), None, None
+
+
+def _make_halves(unit: GatedUnit) -> Callable:
+    def function(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        return _Halves.apply(_check(input, "input"), unit.name, dim)
+
+    function.__name__ = function.__qualname__ = unit.name
+    function.__module__ = __name__
+    function.__doc__ = f"{unit.name}(input, dim=-1) = {unit.formula}, differentiable; as {unit.torch}."
+    return function
+
+
+def _halves_module(unit: GatedUnit, function: Callable) -> type:
+    def __init__(self, dim: int = -1) -> None:
+        torch.nn.Module.__init__(self)
+        self.dim = dim
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return function(input, self.dim)
+
+    return type(
+        unit.module_name,
+        (torch.nn.Module,),
+        {
+            "__init__": __init__,
+            "forward": forward,
+            "extra_repr": lambda self: f"dim={self.dim}",
+            "__doc__": f"Module form of :func:`fastact.torch.{unit.name}`.",
+            "__module__": __name__,
+        },
+    )
+
+
+class _BiasAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, bias, activation: str, params: dict):
+        _cpu(x, bias)
+        y = torch.empty_like(x)
+        _fa.bias_act(_np(x), _np(bias), activation, out=_np(y), **params)
+        ctx.activation, ctx.params = activation, params
+        ctx.save_for_backward(y if _resolve(activation, params)[0].saves == "output" else x, bias)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        saved, bias = ctx.saved_tensors
+        dx, dbias = _fa.bias_act_backward(
+            _np(grad_output.to(saved.dtype)), _np(saved), _np(bias), ctx.activation, **ctx.params
+        )
+        return torch.from_numpy(dx), torch.from_numpy(dbias), None, None
+
+
+def bias_act(input: torch.Tensor, bias: torch.Tensor, activation: str, **params) -> torch.Tensor:
+    """activation(input + bias), the bias along the last dimension; differentiable in both
+    (dbias fused into the backward pass). Any activation of ``fastact.ACTIVATIONS``."""
+    _check(input, "input")
+    _check(bias, "bias")
+    _resolve(activation, params)  # unknown activation or parameters: now, not in forward
+    return _BiasAct.apply(input, bias, activation, params)
+
+
+class BiasAct(torch.nn.Module):
+    """A bias (``num_features``, zeros at first) and an activation: ``activation(x + bias)``."""
+
+    def __init__(self, num_features: int, activation: str = "gelu", dtype=None, **params) -> None:
+        super().__init__()
+        _resolve(activation, params)
+        self.activation, self.params = activation, params
+        self.bias = torch.nn.Parameter(torch.zeros(num_features, dtype=dtype))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return bias_act(input, self.bias, self.activation, **self.params)
+
+    def extra_repr(self) -> str:
+        items = [f"{self.bias.shape[0]}", f"activation={self.activation!r}"]
+        return ", ".join(items + [f"{k}={v!r}" for k, v in self.params.items()])
+
+
 # --- generated names ---------------------------------------------------------------------
 
 _generated: dict[str, object] = {}
@@ -336,6 +519,11 @@ for _entry in ACTIVATIONS.values():
         _function = _make_function(_entry)
         _generated[_entry.name] = _function
         _generated[MODULE_NAMES[_entry.name]] = _make_module(_entry, _function)
+for _unit in GATED_UNITS.values():
+    _function = _make_halves(_unit) if _unit.halves else _make_gated(_unit)
+    _generated[_unit.name] = _function
+    _module = _halves_module if _unit.halves else _gated_module
+    _generated[_unit.module_name] = _module(_unit, _function)
 globals().update(_generated)
 
 __all__ = [
@@ -347,4 +535,6 @@ __all__ = [
     "LogSoftmax",
     "cross_entropy",
     "CrossEntropyLoss",
+    "bias_act",
+    "BiasAct",
 ]

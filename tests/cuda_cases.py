@@ -610,3 +610,101 @@ def test_cupy_in_cupy_out(fc):
     y = fc.silu(x)
     assert isinstance(y, cupy.ndarray)
     cupy.testing.assert_allclose(y, x / (1 + cupy.exp(-x)), rtol=1e-6)
+
+
+# --- fused ops: gated units (GATED_UNITS) and bias_act ------------------------------------------
+
+GATED_VARIANTS = [
+    (unit, {p.name: c for p in unit.params if p.choices for c, e in p.choices.items() if e == kname})
+    for unit in fastact.GATED_UNITS.values()
+    if not unit.halves
+    for kname in unit.variants().values()
+]
+FUSED_TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-13, atol=1e-14)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("unit", "kw"), GATED_VARIANTS, ids=lambda v: getattr(v, "name", str(v)))
+def test_gated_units_match_cpu(fc, unit, kw, dtype):
+    rng = np.random.default_rng(5)
+    base = (rng.standard_normal((6, 2 * N)) * 3).astype(dtype)
+    g = (rng.standard_normal((6, N)) * 3).astype(dtype)
+    views = {"contiguous": lambda b: (b[:, :N], b[:, N:]), "strided": lambda b: (b[:, ::2], b[:, 1::2])}
+    tol = FUSED_TOL[dtype]
+    for layout, split in views.items():
+        a, b = (np.ascontiguousarray(v) for v in split(base))
+        f = getattr(fc, unit.name)
+        np.testing.assert_allclose(
+            host(f(*split(dev(base)), **kw)), getattr(fastact, unit.name)(a, b, **kw), **tol
+        )
+        np.testing.assert_allclose(
+            host(f(dev(a), dev(b[0]), **kw)), getattr(fastact, unit.name)(a, b[0], **kw), **tol
+        )
+        da, db = getattr(fastact, unit.name + "_backward")(g, a, b, **kw)
+        gda, gdb = getattr(fc, unit.name + "_backward")(dev(g), *split(dev(base)), **kw)
+        np.testing.assert_allclose(host(gda), da, **tol, err_msg=layout)
+        np.testing.assert_allclose(host(gdb), db, **tol, err_msg=layout)
+        d_base = dev(base)
+        getattr(fc, unit.name + "_backward_")(dev(g), *split(d_base), **kw)  # halves of one buffer
+        np.testing.assert_allclose(
+            host(d_base)[:, :N] if layout == "contiguous" else host(d_base)[:, ::2], da, **tol
+        )
+        d_base = dev(base)
+        getattr(fc, unit.name + "_")(*split(d_base), **kw)
+        np.testing.assert_allclose(split(host(d_base))[0], getattr(fastact, unit.name)(a, b, **kw), **tol)
+    with pytest.raises(ValueError, match="share memory"):
+        d = dev(a)
+        getattr(fc, unit.name + "_backward_")(dev(g), d, d, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_glu_matches_cpu(fc, dtype):
+    x = (np.random.default_rng(6).standard_normal((4, 6, 8)) * 3).astype(dtype)
+    for axis in (0, 1, -1):
+        y = fastact.glu(x, axis)
+        np.testing.assert_allclose(host(fc.glu(dev(x), axis)), y, **FUSED_TOL[dtype])
+        g = np.ones_like(y) * 0.5
+        np.testing.assert_allclose(
+            host(fc.glu_backward(dev(g), dev(x), axis)), fastact.glu_backward(g, x, axis), **FUSED_TOL[dtype]
+        )
+    with pytest.raises(ValueError, match="even length"):
+        fc.glu(dev(np.zeros((3, 5), dtype)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("gelu", {}),
+        ("gelu", {"approximate": "tanh"}),
+        ("relu", {}),
+        ("sigmoid", {}),
+        ("threshold", {"threshold": 0.1, "value": 2.0}),
+    ],
+)
+def test_bias_act_matches_cpu(fc, name, params, dtype):
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((3, 40, 2 * 5)) * 3).astype(dtype)
+    bias = rng.standard_normal(10).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    tol = FUSED_TOL[dtype]
+    y = fastact.bias_act(x, bias, name, **params)
+    np.testing.assert_allclose(host(fc.bias_act(dev(x), dev(bias), name, **params)), y, **tol)
+    d = dev(x)
+    fc.bias_act_(d, dev(bias), name, **params)
+    np.testing.assert_allclose(host(d), y, **tol)
+    saved = y if fastact._fused.resolve(name, params)[0].saves == "output" else x
+    dx, dbias = fastact.bias_act_backward(g, saved, bias, name, **params)
+    gdx, gdbias = fc.bias_act_backward(dev(g), dev(saved), dev(bias), name, **params)
+    np.testing.assert_allclose(host(gdx), dx, **tol)
+    np.testing.assert_allclose(host(gdbias), dbias, rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+    # views: a strided last axis and a strided bias
+    xs, gs = dev(x[:, ::3, ::2].copy()), dev(g[:, ::3, ::2].copy())
+    want = fastact.bias_act_backward(g[:, ::3, ::2], x[:, ::3, ::2], bias[::2], "gelu")
+    got = fc.bias_act_backward_(gs, xs, dev(bias)[::2], "gelu")
+    np.testing.assert_allclose(host(got[0]), want[0], **tol)
+    np.testing.assert_allclose(host(got[1]), want[1], rtol=tol["rtol"] * 10, atol=tol["atol"] * 10)
+    with pytest.raises(ValueError, match="unknown activation"):
+        fc.bias_act(dev(x), dev(bias), "nope")
+    with pytest.raises(ValueError, match="bias has shape"):
+        fc.bias_act_(dev(x), dev(bias[:3]), "relu")

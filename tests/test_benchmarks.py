@@ -38,8 +38,9 @@ ASV_DIR = ROOT / "asv_bench"
 PREFIXES = ("time_", "mem_", "peakmem_", "track_", "timeraw_")
 HOOKS = {"setup", "teardown", "setup_cache"}
 SUFFIXES = ("", "_", "_backward", "_backward_")
-# Modules whose benchmarks may be skipped: the API or the GPU they need is missing.
-OPTIONAL = {"softmax", "cross_entropy", "cuda"}
+# Modules whose benchmarks may be skipped: the API or the GPU they need is missing (fused:
+# torch, the peer of its torch rows).
+OPTIONAL = {"softmax", "cross_entropy", "cuda", "fused"}
 
 
 # --- baselines ------------------------------------------------------------------------

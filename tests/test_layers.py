@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "_softmax_jit",
             "_softmax_kernels",
             "_xent_kernels",
+            "_fused_kernels",
             "cuda._compile",
             "cuda._reduce",
             "cuda._softmax_kernels",
@@ -49,7 +50,19 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     # cuda._kernels: the elementwise kernels' compilation and their dispatch, in one module
     ("layout and dispatch", ("_layout", "_validate", "_dispatch", "cuda._kernels")),
-    ("front end", ("_frontend", "_api", "_softmax", "cuda._api", "cuda._softmax", "cuda._xent")),
+    (
+        "front end",
+        (
+            "_frontend",
+            "_api",
+            "_softmax",
+            "_fused",
+            "cuda._api",
+            "cuda._softmax",
+            "cuda._xent",
+            "cuda._fused",
+        ),
+    ),
     ("public modules", ("_functions", "ufuncs", "cuda", "torch", "dask")),
     ("warmup, runtime info, bench", ("_warmup", "", "_baselines", "_bench", "_docs", "testing", "__main__")),
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 
 import numpy as np
@@ -252,3 +253,32 @@ def cuda_call(activation: str, dtype: str, n: int, direction: str, inplace: bool
         cuda.synchronize()
 
     return run
+
+
+# --- fused ops ------------------------------------------------------------------------------
+
+FUSED_OPS = {label: (kind, name, kw) for label, kind, name, kw in _bench.fused_ops()}
+FUSED_SIZE = 1 << 24  # a, b of 16M float32 each
+FUSED_SHAPE = "8192x4096"  # bias_act
+
+
+@functools.lru_cache(maxsize=1)
+def fused_pairs(op: str) -> dict:
+    """{direction: {impl: (call, reset)}} of one fused op (``fastact._bench.fused_pairs``),
+    float32, warmed; torch's peers where torch is installed."""
+    kind, name, kw = FUSED_OPS[op]
+    torch_too = importlib.util.find_spec("torch") is not None
+    pairs = _bench.fused_pairs(kind, name, kw, "float32", size(FUSED_SIZE), shape(FUSED_SHAPE), torch_too)
+    for direction in pairs.values():
+        _bench.warm(*direction.values())
+    return pairs
+
+
+def fused_pair(op: str, direction: str, impl: str) -> tuple:
+    """(call, reset) of ``impl``: "fastact", "torch" (the composition; autograd backward) or
+    "ceiling". NotImplementedError (asv: skip) for torch where it is not installed."""
+    pairs = fused_pairs(op)[direction]
+    key = {"torch": "torch" if direction == "forward" else "autograd"}.get(impl, impl)
+    if key not in pairs:
+        raise NotImplementedError(f"{impl} is not available")
+    return pairs[key]

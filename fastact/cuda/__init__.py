@@ -23,6 +23,7 @@ if _why is not None:
 from ..definitions import ACTIVATIONS  # noqa: E402
 from ._api import make_functions  # noqa: E402
 from ._arrays import SIMULATOR  # noqa: E402
+from ._fused import functions as _fused_functions  # noqa: E402
 from ._softmax import (  # noqa: E402
     log_softmax,
     log_softmax_,
@@ -39,6 +40,7 @@ _functions = {}
 for _entry in ACTIVATIONS.values():
     if _entry.public:
         _functions.update(make_functions(_entry, ACTIVATIONS))
+_functions.update(_fused_functions())  # the gated units (GATED_UNITS) and bias_act
 globals().update(_functions)
 
 

@@ -144,3 +144,140 @@ def elementwise(name: str, direction: str, inputs: tuple[DArray, ...], out: DArr
     for views in strided_views(arrays):
         size = math.prod(views[-1].shape)
         launch(compiled, blocks(size), settings.threads, stream, (*views, *params))
+
+
+# --- fused ops: gated units and bias + activation -------------------------------------------
+# Generated from the entries' scalars as the activations' kernels are (the same Builder),
+# by the recipes of fastact._fused_kernels: gated forward f(a) * b; backward y = f(a),
+# da = backward_f(g * b, a or y), db = g * y; bias forward f(x + c) (x + c in the arrays'
+# dtype, as on the CPU), backward dx = backward_f(g, s + c or s) with dbias's column sums.
+
+_FUSED_BODY = {
+    "gated": "        out{i} = f(wide(a{i}){p}) * wide(b{i})\n",
+    "gated_backward": (
+        "        gv = wide(g{i})\n"
+        "        av = wide(a{i})\n"
+        "        y = f(av{p})\n"
+        "        da{i} = fb(gv * wide(b{i}), av if from_input else y{p})\n"
+        "        db{i} = gv * y\n"
+    ),
+    "bias": "        out{i} = f(wide(x{i} + c{i}){p})\n",
+}
+_FUSED_ARRAYS = {
+    "gated": ("a", "b", "out"),
+    "gated_backward": ("g", "a", "b", "da", "db"),
+    "bias": ("x", "c", "out"),
+}
+
+
+@functools.cache
+def fused_kernel(op: str, kname: str, dtype: str, strided: bool):
+    """The flat or strided (4-d) kernel of a fused op with the entry ``kname``."""
+    entry = ACTIVATIONS[kname]
+    dtype = np.dtype(dtype)
+    widen = any(_compile.compute_dtype(kname, d, dtype) != dtype for d in ("forward", "backward"))
+    compute = np.dtype(np.float64) if widen else dtype
+    build = builder(compute.name)
+    arrays = _FUSED_ARRAYS[op]
+    nparams = len(entry.kernel_params)
+    params = "".join(f", p{k}" for k in range(nparams))
+    index = "[i0, i1, i2, i3]" if strided else "[i]"
+    head = f"def kernel({', '.join(arrays)}{params}):\n"
+    body = _FUSED_BODY[op].format(i=index, p=params)
+    source = (
+        head + (_STRIDED_LOOP if strided else _FLAT_LOOP).replace("out.shape", f"{arrays[-1]}.shape") + body
+    )
+    namespace = {
+        "cuda": cuda,
+        "f": build.function(entry.forward),
+        "fb": build.function(entry.backward),
+        "wide": compute.type,
+        "from_input": entry.saves == "input",
+    }
+    exec(compile(source, f"<fastact.cuda {op} {kname} {dtype}>", "exec"), namespace)
+    t = dtype.name
+    array = f"{t}[:, :, :, :]" if strided else f"{t}[::1]"
+    return compile_kernel(namespace["kernel"], f"void({', '.join([array] * len(arrays) + [t] * nparams)})")
+
+
+def fused_elementwise(op: str, kname: str, arrays: tuple[DArray, ...], params: tuple, stream) -> None:
+    """A fused elementwise op over ``arrays`` (inputs then outputs, one shape), any strides."""
+    n = arrays[-1].size
+    if n == 0:
+        return
+    if all(a.contiguous("C") for a in arrays) or all(a.contiguous("F") for a in arrays):
+        views = tuple(flat(a) for a in arrays)
+        launch(
+            fused_kernel(op, kname, arrays[0].dtype.name, False),
+            blocks(n),
+            settings.threads,
+            stream,
+            (*views, *params),
+        )
+        return
+    compiled = fused_kernel(op, kname, arrays[0].dtype.name, True)
+    for views in strided_views(arrays):
+        launch(compiled, blocks(math.prod(views[-1].shape)), settings.threads, stream, (*views, *params))
+
+
+def _bias_backward_source(nparams: int) -> str:
+    params = "".join(f", p{k}" for k in range(nparams))
+    return (
+        f"def kernel(g, s, c, dx, partial{params}):\n"
+        "    rows = g.shape[0]\n"
+        "    n = g.shape[1]\n"
+        "    chunks = partial.shape[0]\n"
+        "    for t in range(cuda.grid(1), chunks * n, cuda.gridsize(1)):\n"
+        "        k = t // n\n"
+        "        j = t % n\n"
+        "        acc = partial[k, j]\n"
+        "        for r in range(k * rows // chunks, (k + 1) * rows // chunks):\n"
+        f"            d = fb(wide(g[r, j]), wide(s[r, j] + c[j]) if from_input else wide(s[r, j]){params})\n"
+        "            dx[r, j] = d\n"
+        "            acc += d\n"
+        "        partial[k, j] = acc\n"
+    )
+
+
+def _combine(partial, out):
+    for j in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        acc = partial[0, j]
+        for k in range(1, partial.shape[0]):
+            acc += partial[k, j]
+        out[j] = acc
+
+
+@functools.cache
+def bias_backward_kernel(kname: str, dtype: str):
+    """dx and the chunks' float64 partial column sums over 2-d (rows, n) views: one thread
+    per (chunk, column), the rows of its chunk in order (deterministic, coalesced)."""
+    entry = ACTIVATIONS[kname]
+    dtype = np.dtype(dtype)
+    compute = np.dtype(np.float64) if _compile.compute_dtype(kname, "backward", dtype) != dtype else dtype
+    namespace = {
+        "cuda": cuda,
+        "fb": builder(compute.name).function(entry.backward),
+        "wide": compute.type,
+        "from_input": entry.saves == "input",
+    }
+    nparams = len(entry.kernel_params)
+    exec(compile(_bias_backward_source(nparams), f"<fastact.cuda bias backward {kname}>", "exec"), namespace)
+    t = dtype.name
+    scalars = "".join(f", {t}" for _ in range(nparams))
+    sig = f"void({t}[:, :], {t}[:, :], {t}[::1], {t}[:, :], float64[:, ::1]{scalars})"
+    return compile_kernel(namespace["kernel"], sig)
+
+
+@functools.cache
+def combine_kernel(dtype: str):
+    return compile_kernel(_combine, f"void(float64[:, ::1], {dtype}[::1])")
+
+
+def _zero(a):
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[i] = 0.0
+
+
+@functools.cache
+def zero_kernel():
+    return compile_kernel(_zero, "void(float64[::1])")

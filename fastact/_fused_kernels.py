@@ -1,0 +1,311 @@
+"""Compiled kernels of the fused ops, composed from the table's scalars (no math of their own).
+
+Gated units (:data:`fastact.definitions.GATED_UNITS`), for an activation entry ``f``::
+
+    forward   y = f(a, *p) * b
+    backward  y = f(a, *p); da = backward_f(g * b, a or y, *p); db = g * y
+
+and bias + activation over the last axis, for every entry::
+
+    forward   y = f(x + c, *p)                              (c: the bias, broadcast over rows)
+    backward  dx = backward_f(g, x + c or y, *p); dbias = column sums of dx
+
+The two forwards are binary scalars, so their kernels are :func:`fastact._kernels._kernel_set`'s
+(every flavour: flat, rows, strided, in place, serial and parallel; the bias enters as a
+zero-stride view). The backwards have two outputs (gated) or a reduction (bias), and their
+loops are here, written like ``_kernels``' (blocks, prefetch, full-width vectors, row views).
+
+bias_act's dbias is deterministic: the rows are split into chunks whose number depends only
+on the shape (:func:`chunks`), each chunk sums its rows in order into a float64 row of
+``partial`` (a parallel task is one chunk over BIAS_GRAD_COLUMN_BYTES of columns, so that few
+long rows still spread over the threads; a column's sum is the same however the columns are
+split), and the host adds the chunks' rows in chunk order (:func:`combine`). No result
+depends on the thread count.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+from numba import njit, prange
+
+from . import _config as config
+from ._config import BIAS_GRAD_COLUMN_BYTES, BLOCK_BYTES
+from ._intrinsics import full_width_vectors, params_like, row_view
+from ._kernels import KernelSet, _jit, _kernel_set, _prefetch_ahead, _prefetch_row, _rows_ahead, pin_uuid
+from .definitions import ACTIVATIONS
+
+_scalar = njit(forceinline=True, fastmath={"contract"}, error_model="numpy")
+
+
+def _named(function, name: str):
+    """``function`` under ``name``: its kernels' cache files and uuid are named after it
+    (closures of one factory would otherwise share both)."""
+    function.__name__ = function.__qualname__ = name
+    return _scalar(function)
+
+
+# --- scalars, from the entries' ---------------------------------------------------------
+
+
+@cache
+def gated_scalars(kname: str):
+    """(forward(a, b, *p), backward(g, a, b, *p) -> (da, db)) of the unit gating with entry ``kname``."""
+    entry = ACTIVATIONS[kname]
+    f, backward_f = entry.forward, entry.backward
+    from_input = entry.saves == "input"
+
+    def forward(a, b, *p):
+        return f(a, *p) * b
+
+    def backward(g, a, b, *p):
+        y = f(a, *p)
+        return backward_f(g * b, a if from_input else y, *p), g * y
+
+    return _named(forward, f"_gated_{kname}"), _named(backward, f"_gated_{kname}_backward")
+
+
+@cache
+def bias_scalars(kname: str):
+    """(forward(x, c, *p), backward(g, saved, c, *p)) of bias + entry ``kname``; ``saved`` is
+    x (before the bias) where the entry saves its input, y where it saves its output."""
+    entry = ACTIVATIONS[kname]
+    f, backward_f = entry.forward, entry.backward
+    from_input = entry.saves == "input"
+
+    def forward(x, c, *p):
+        return f(x + c, *p)
+
+    def backward(g, s, c, *p):
+        return backward_f(g, s + c if from_input else s, *p)
+
+    return _named(forward, f"_bias_{kname}"), _named(backward, f"_bias_{kname}_backward")
+
+
+# --- gated backward: three inputs, two outputs ----------------------------------------------
+
+
+def _gated_flat(scalar, parallel):
+    def gated_flat(g, a, b, da, db, *args):
+        params = params_like(da, args)
+        block = BLOCK_BYTES // g.itemsize
+        for k in prange((g.shape[0] + block - 1) // block):
+            full_width_vectors()
+            lo = k * block
+            _prefetch_ahead(g, lo)
+            _prefetch_ahead(a, lo)
+            _prefetch_ahead(b, lo)
+            gs, as_, bs = g[lo : lo + block], a[lo : lo + block], b[lo : lo + block]
+            das, dbs = da[lo : lo + block], db[lo : lo + block]
+            for i in range(gs.shape[0]):
+                das[i], dbs[i] = scalar(gs[i], as_[i], bs[i], *params)
+
+    return _jit(gated_flat, scalar, parallel)
+
+
+def _gated_flat_in_place(scalar, parallel):
+    """da over ``a``, db over ``b``: one pointer per array, so LLVM's overlap checks pass."""
+
+    def gated_flat_in_place(g, a, b, *args):
+        params = params_like(a, args)
+        block = BLOCK_BYTES // g.itemsize
+        for k in prange((g.shape[0] + block - 1) // block):
+            full_width_vectors()
+            lo = k * block
+            _prefetch_ahead(g, lo)
+            _prefetch_ahead(a, lo)
+            _prefetch_ahead(b, lo)
+            gs, as_, bs = g[lo : lo + block], a[lo : lo + block], b[lo : lo + block]
+            for i in range(gs.shape[0]):
+                as_[i], bs[i] = scalar(gs[i], as_[i], bs[i], *params)
+
+    return _jit(gated_flat_in_place, scalar, parallel)
+
+
+def _gated_rows(scalar, parallel):
+    def gated_rows(g, a, b, da, db, *args):
+        params = params_like(da, args)
+        ahead = _rows_ahead(g)
+        for r in prange(g.shape[0]):
+            full_width_vectors()
+            _prefetch_row(g, r + ahead)
+            _prefetch_row(a, r + ahead)
+            _prefetch_row(b, r + ahead)
+            gs, as_, bs = row_view(g, r), row_view(a, r), row_view(b, r)
+            das, dbs = row_view(da, r), row_view(db, r)
+            for i in range(gs.shape[0]):
+                das[i], dbs[i] = scalar(gs[i], as_[i], bs[i], *params)
+
+    return _jit(gated_rows, scalar, parallel)
+
+
+def _gated_rows_in_place(scalar, parallel):
+    def gated_rows_in_place(g, a, b, *args):
+        params = params_like(a, args)
+        ahead = _rows_ahead(g)
+        for r in prange(g.shape[0]):
+            full_width_vectors()
+            _prefetch_row(g, r + ahead)
+            _prefetch_row(a, r + ahead)
+            _prefetch_row(b, r + ahead)
+            gs, as_, bs = row_view(g, r), row_view(a, r), row_view(b, r)
+            for i in range(gs.shape[0]):
+                as_[i], bs[i] = scalar(gs[i], as_[i], bs[i], *params)
+
+    return _jit(gated_rows_in_place, scalar, parallel)
+
+
+def _gated_strided(scalar, parallel):
+    """Any 2-d strides (in place too: da may be a, db b, element for element). A scalar
+    loop: views without contiguous rows are rare here, and it allocates nothing."""
+
+    def gated_strided(g, a, b, da, db, *args):
+        params = params_like(da, args)
+        for r in prange(g.shape[0]):
+            for i in range(g.shape[1]):
+                da[r, i], db[r, i] = scalar(g[r, i], a[r, i], b[r, i], *params)
+
+    return _jit(gated_strided, scalar, parallel)
+
+
+# --- bias_act backward: dx and the partial column sums of dbias ---------------------------
+
+
+@njit(forceinline=True, nogil=True)
+def _task(t, g, chunks):
+    """Task ``t``'s rows [lo, hi) (chunk t // columns blocks) and columns [j0, j1)."""
+    width = BIAS_GRAD_COLUMN_BYTES // g.itemsize
+    blocks = (g.shape[1] + width - 1) // width
+    k, j = t // blocks, t % blocks
+    rows = g.shape[0]
+    return k, k * rows // chunks, (k + 1) * rows // chunks, j * width, min(g.shape[1], (j + 1) * width)
+
+
+@njit(forceinline=True, nogil=True)
+def _tasks(g, chunks):
+    width = BIAS_GRAD_COLUMN_BYTES // g.itemsize
+    return chunks * ((g.shape[1] + width - 1) // width)
+
+
+def _bias_rows(scalar, parallel):
+    def bias_rows(g, s, c, dx, partial, *args):
+        params = params_like(dx, args)
+        chunks = partial.shape[0]
+        ahead = _rows_ahead(g)
+        for t in prange(_tasks(g, chunks)):
+            full_width_vectors()
+            k, lo, hi, j0, j1 = _task(t, g, chunks)
+            acc, cs = row_view(partial, k)[j0:j1], c[j0:j1]
+            for r in range(lo, hi):
+                _prefetch_row(g, r + ahead)
+                _prefetch_row(s, r + ahead)
+                gs, ss, ds = row_view(g, r)[j0:j1], row_view(s, r)[j0:j1], row_view(dx, r)[j0:j1]
+                for i in range(gs.shape[0]):
+                    d = scalar(gs[i], ss[i], cs[i], *params)
+                    ds[i] = d
+                    acc[i] += d
+
+    return _jit(bias_rows, scalar, parallel)
+
+
+def _bias_rows_in_place(scalar, parallel):
+    def bias_rows_in_place(s, c, g, partial, *args):
+        params = params_like(g, args)
+        chunks = partial.shape[0]
+        ahead = _rows_ahead(g)
+        for t in prange(_tasks(g, chunks)):
+            full_width_vectors()
+            k, lo, hi, j0, j1 = _task(t, g, chunks)
+            acc, cs = row_view(partial, k)[j0:j1], c[j0:j1]
+            for r in range(lo, hi):
+                _prefetch_row(g, r + ahead)
+                _prefetch_row(s, r + ahead)
+                gs, ss = row_view(g, r)[j0:j1], row_view(s, r)[j0:j1]
+                for i in range(gs.shape[0]):
+                    d = scalar(gs[i], ss[i], cs[i], *params)
+                    gs[i] = d
+                    acc[i] += d
+
+    return _jit(bias_rows_in_place, scalar, parallel)
+
+
+def _bias_strided(scalar, parallel):
+    """Any 2-d strides (in place too: dx may be g). A scalar loop, allocating nothing."""
+
+    def bias_strided(g, s, c, dx, partial, *args):
+        params = params_like(dx, args)
+        chunks = partial.shape[0]
+        for t in prange(_tasks(g, chunks)):
+            k, lo, hi, j0, j1 = _task(t, g, chunks)
+            for r in range(lo, hi):
+                for i in range(j0, j1):
+                    d = scalar(g[r, i], s[r, i], c[i], *params)
+                    dx[r, i] = d
+                    partial[k, i] += d
+
+    return _jit(bias_strided, scalar, parallel)
+
+
+def chunks(rows: int) -> int:
+    """How many chunks bias_act's backward splits ``rows`` rows into: the shape's alone."""
+    return max(1, min(config.BIAS_GRAD_CHUNKS, rows // config.BIAS_GRAD_ROWS))
+
+
+# --- kernel sets ---------------------------------------------------------------------------
+
+
+class Pair:
+    """A serial and a parallel build of one loop."""
+
+    __slots__ = ("parallel", "serial")
+
+    def __init__(self, factory, scalar) -> None:
+        self.serial = factory(scalar, False)
+        self.parallel = factory(scalar, True)
+
+
+@cache
+def gated_forward_kernels(kname: str) -> KernelSet:
+    """The elementwise flavours of ``f(a) * b`` (run by :func:`fastact._dispatch.run`)."""
+    entry = ACTIVATIONS[kname]
+    return _kernel_set(gated_scalars(kname)[0], 2, entry.light_forward, (True, True))
+
+
+@cache
+def gated_backward_kernels(kname: str) -> dict[str, Pair]:
+    """{"flat", "flat_in_place", "rows", "rows_in_place", "strided"}: the backward's loops."""
+    scalar = gated_scalars(kname)[1]
+    pin_uuid(scalar)
+    factories = {
+        "flat": _gated_flat,
+        "flat_in_place": _gated_flat_in_place,
+        "rows": _gated_rows,
+        "rows_in_place": _gated_rows_in_place,
+        "strided": _gated_strided,
+    }
+    return {key: Pair(factory, scalar) for key, factory in factories.items()}
+
+
+@cache
+def bias_forward_kernels(kname: str) -> KernelSet:
+    """The elementwise flavours of ``f(x + c)`` (``c`` a zero-stride view of the bias)."""
+    entry = ACTIVATIONS[kname]
+    return _kernel_set(bias_scalars(kname)[0], 2, entry.light_forward, (True, True))
+
+
+@cache
+def bias_backward_kernels(kname: str) -> dict[str, Pair]:
+    """{"rows", "rows_in_place", "strided"}: dx and dbias's partial sums."""
+    scalar = bias_scalars(kname)[1]
+    pin_uuid(scalar)
+    factories = {"rows": _bias_rows, "rows_in_place": _bias_rows_in_place, "strided": _bias_strided}
+    return {key: Pair(factory, scalar) for key, factory in factories.items()}
+
+
+def combine(partial: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """dbias from the chunks' partial sums, added in chunk order."""
+    total = partial[0].copy()
+    for k in range(1, partial.shape[0]):
+        total += partial[k]
+    return total.astype(dtype)
