@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "_platform",
             "_threading",
             "_cuda_probe",
+            "_blas",
             "cuda._arrays",
             "cuda._launch",
         ),
@@ -49,7 +50,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     # cuda._kernels: the elementwise kernels' compilation and their dispatch, in one module
     ("layout and dispatch", ("_layout", "_validate", "_dispatch", "cuda._kernels")),
-    ("front end", ("_frontend", "_api", "_softmax", "cuda._api", "cuda._softmax", "cuda._xent")),
+    (
+        "front end",
+        ("_frontend", "_api", "_softmax", "_linear_xent", "cuda._api", "cuda._softmax", "cuda._xent"),
+    ),
     ("public modules", ("_functions", "ufuncs", "cuda", "torch", "dask")),
     ("warmup, runtime info, bench", ("_warmup", "", "_baselines", "_bench", "_docs", "testing", "__main__")),
 ]
