@@ -59,8 +59,8 @@ LCE_CHUNK_BYTES = 64 * 1024 * 1024
 LCE_MIN_CHUNK_BYTES = 1024 * 1024
 LCE_ROW_MULTIPLE = 16
 # Accumulate the weight gradient with numpy's own BLAS gemm (beta = 1, fastact._blas)
-# where found; False, or no such BLAS: np.matmul into a scratch of at most the chunk
-# buffer's size, then an add.
+# where found; False, or no such BLAS: np.matmul into a scratch of 1/16 of the chunk
+# buffer, then an add.
 LCE_BLAS_ACCUMULATE = True
 
 

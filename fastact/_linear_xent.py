@@ -165,8 +165,8 @@ def walk(p: _Problem, grads: bool = True, row_scale: np.ndarray | None = None):
             np.matmul(g.T, xc, out=dw)
         elif accumulate is None or not accumulate(dw, g.T, xc):
             if scratch is None:
-                # 1/8 of the buffer: buffer and scratch stay within the 1/8 of the logits
-                vb = max(1, min(v, buf.nbytes // 8 // max(h * buf.itemsize, 1)))
+                # 1/16 of the buffer: buffer and scratch stay within 1/8 of the logits
+                vb = max(1, min(v, buf.nbytes // 16 // max(h * buf.itemsize, 1)))
                 scratch = np.empty((vb, h), dtype)
             vb = scratch.shape[0]
             for v0 in range(0, v, vb):
