@@ -3,8 +3,8 @@
 :data:`NAIVE` is the one place the naive numpy version of every activation lives,
 the expression a user would write (``1 / (1 + np.exp(-x))``, ``np.maximum(x, 0)``).
 The asv suite, ``python -m fastact bench`` and the README plot all use it;
-:data:`NAIVE_SOFTMAX` and :func:`softmax_cross_entropy` are the same for the
-softmax family. Each
+:data:`NAIVE_SOFTMAX`, :func:`softmax_cross_entropy` and :func:`linear_cross_entropy` are
+the same for the softmax family. Each
 entry gives the forward ``y = f(x)`` and the derivative ``dy/dx`` written in what
 the forward saves (``ACTIVATIONS[name].saves``), so that
 
@@ -202,6 +202,15 @@ def softmax_cross_entropy(logits: np.ndarray, target: np.ndarray) -> tuple[np.fl
     grad[rows, target] -= 1
     grad /= logits.shape[0]
     return loss, grad
+
+
+def linear_cross_entropy(
+    x: np.ndarray, w: np.ndarray, target: np.ndarray
+) -> tuple[np.floating, np.ndarray, np.ndarray]:
+    """Mean cross-entropy of ``x @ w.T`` and its gradients wrt x and w, with the whole
+    N x V logits (and their gradient) in memory, as a numpy user writes it."""
+    loss, g = softmax_cross_entropy(x @ w.T, target)
+    return loss, g @ w, g.T @ x
 
 
 NAIVE_SOFTMAX: dict[str, tuple[Callable, Callable]] = {
