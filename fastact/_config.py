@@ -53,7 +53,8 @@ SPLIT_ROWS_PER_THREAD = 4
 # rows (the chunk's logits buffer, rows x V, is 1/9 of the N x V logits: with the O(N + V)
 # rest, under 1/8), at most LCE_CHUNK_BYTES of logits per chunk, at least LCE_MIN_CHUNK_BYTES
 # (tiny problems are not cut into tiny matrix products), rounded down to a multiple of
-# LCE_ROW_MULTIPLE rows. Measured with scripts/linear_xent_chunks.py (docs/TUNING.md).
+# LCE_ROW_MULTIPLE rows. Measured with `python scripts/linear_xent_measure.py --chunks ...`
+# (docs/TUNING.md).
 LCE_CHUNK_FRACTION = 9
 LCE_CHUNK_BYTES = 64 * 1024 * 1024
 LCE_MIN_CHUNK_BYTES = 1024 * 1024
