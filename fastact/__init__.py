@@ -21,7 +21,7 @@ from ._warmup import runtime_info, warmup  # noqa: E402
 from .definitions import ACTIVATIONS, Activation, Param  # noqa: E402
 
 # every activation's name, name_, name_backward, name_backward_; softmax, log_softmax (+ in
-# place and backward) and softmax_cross_entropy
+# place and backward), softmax_cross_entropy and linear_cross_entropy
 globals().update(_FUNCTIONS)
 
 __all__ = [

@@ -50,12 +50,12 @@ SPLIT_ROWS_PER_THREAD = 4
 # --- linear cross-entropy host side (each call) ------------------------------------------------
 
 # linear_cross_entropy(chunk_size=None) walks the rows in chunks of N // LCE_CHUNK_FRACTION
-# rows (the chunk's logits buffer, rows x V, is 1/9 of the N x V logits: with the O(N + V)
-# rest, under 1/8), at most LCE_CHUNK_BYTES of logits per chunk, at least LCE_MIN_CHUNK_BYTES
-# (tiny problems are not cut into tiny matrix products), rounded down to a multiple of
-# LCE_ROW_MULTIPLE rows. Measured with `python scripts/linear_xent_measure.py --chunks ...`
-# (docs/TUNING.md).
-LCE_CHUNK_FRACTION = 9
+# rows (the chunk's logits buffer, rows x V, is 1/10 of the N x V logits: with the O(N + V)
+# rest and BLAS's workspace, under 1/8), at most LCE_CHUNK_BYTES of logits per chunk, at
+# least LCE_MIN_CHUNK_BYTES (tiny problems are not cut into tiny matrix products), rounded
+# down to a multiple of LCE_ROW_MULTIPLE rows. Measured with
+# `python scripts/linear_xent_measure.py --chunks ...` (docs/TUNING.md).
+LCE_CHUNK_FRACTION = 10
 LCE_CHUNK_BYTES = 64 * 1024 * 1024
 LCE_MIN_CHUNK_BYTES = 1024 * 1024
 LCE_ROW_MULTIPLE = 16

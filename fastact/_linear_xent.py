@@ -14,7 +14,9 @@ rows go in chunks: a chunk's logits by numpy's matmul (BLAS) into one reused buf
 fused cross-entropy kernel of :mod:`fastact._softmax` in place on it (loss rows, and g
 already scaled by the "mean" normaliser, which is computed from all rows before the
 walk), then ``dinput[chunk] = g @ W`` straight into the output and ``dW += g.T @ x[chunk]``
-through BLAS's accumulating gemm (:mod:`fastact._blas`; numpy has none). Memory beyond the
+through BLAS's accumulating gemm (:mod:`fastact._blas`; numpy has none), computed as
+``dW.T += x[chunk].T @ g`` into a C-ordered (H, V) array: in that orientation BLAS packs g
+block by block instead of copying the whole chunk into its workspace. Memory beyond the
 inputs and outputs: the chunk buffer, the float64 row losses (8 N bytes), the targets as
 int64 and the class weights.
 """
@@ -43,9 +45,9 @@ __all__ = ["linear_cross_entropy"]
 
 
 def default_chunk_rows(n: int, v: int, itemsize: int) -> int:
-    """The rows per chunk of ``chunk_size=None``: N // 9 (``_config.LCE_CHUNK_FRACTION``), so
-    that the chunk's logits buffer (rows x V) and the O(N + V) rest stay under 1/8 of the
-    N x V logits; but the buffer at most 64 MiB (``LCE_CHUNK_BYTES``: beyond that the
+    """The rows per chunk of ``chunk_size=None``: N // 10 (``_config.LCE_CHUNK_FRACTION``), so
+    that the chunk's logits buffer (rows x V), the O(N + V) rest and BLAS's workspace stay
+    under 1/8 of the N x V logits; but the buffer at most 64 MiB (``LCE_CHUNK_BYTES``: beyond that the
     matrix products gain nothing) and at least 1 MiB (``LCE_MIN_CHUNK_BYTES``: small
     problems are not cut into small products); rounded down to a multiple of 16 rows
     (``LCE_ROW_MULTIPLE``) when it has that many; at least one row, at most N."""
@@ -129,20 +131,24 @@ def walk(p: _Problem, grads: bool = True, row_scale: np.ndarray | None = None):
     n, h, v, dtype = p.n, p.h, p.v, p.dtype
     x, w_lin, bias = p.x, p.weight_matrix, p.bias
     losses = np.empty(n)
-    dx = dw = db = None
+    dx = dwt = db = None
     if grads:
         dx = np.empty((n, h), dtype)
-        dw = np.zeros((v, h), dtype) if n == 0 else np.empty((v, h), dtype)
+        # dW is accumulated as its transpose, (H, V) in C order: BLAS then packs the small
+        # x chunk whole and the chunk's gradient block by block; (V, H) in C order would make
+        # it pack the whole (rows, V) gradient (the size of the chunk buffer) into its
+        # workspace. The returned dW is the (V, H) Fortran-ordered view.
+        dwt = np.zeros((h, v), dtype) if n == 0 else np.empty((h, v), dtype)
         db = None if bias is None else np.zeros(v, dtype)
     if n == 0:
-        return losses, dx, dw, db
+        return losses, dx, None if dwt is None else dwt.T, db
     rows = p.rows
     buf = np.empty((rows, v), dtype)
     # A chunk of input rows BLAS cannot read as they are is copied to a small buffer once,
     # rather than by each of the chunk's two products that read it.
     xbuf = None if _unit_rows(x) else np.empty((rows, h), dtype)
     accumulate = _blas.gemm_accumulate(dtype) if grads and config.LCE_BLAS_ACCUMULATE else None
-    scratch = None  # numpy fallback for dW +=: (vb, H) rows at a time, at most the buffer's size
+    scratch = None  # numpy fallback for dW +=: (H, vb) at a time, 1/16 of the buffer
     bias_sum = None if db is None else np.empty(v, dtype)
     wt = w_lin.T
     for c0 in range(0, n, rows):
@@ -162,22 +168,21 @@ def walk(p: _Problem, grads: bool = True, row_scale: np.ndarray | None = None):
             g *= row_scale[c0:c1, None]
         np.matmul(g, w_lin, out=dx[c0:c1])
         if c0 == 0:
-            np.matmul(g.T, xc, out=dw)
-        elif accumulate is None or not accumulate(dw, g.T, xc):
+            np.matmul(xc.T, g, out=dwt)
+        elif accumulate is None or not accumulate(dwt, xc.T, g):
             if scratch is None:
-                # 1/16 of the buffer: buffer and scratch stay within 1/8 of the logits
                 vb = max(1, min(v, buf.nbytes // 16 // max(h * buf.itemsize, 1)))
-                scratch = np.empty((vb, h), dtype)
-            vb = scratch.shape[0]
+                scratch = np.empty(h * vb, dtype)
+            vb = scratch.size // max(h, 1) if h else v
             for v0 in range(0, v, vb):
                 v1 = min(v, v0 + vb)
-                part = scratch[: v1 - v0]
-                np.matmul(g[:, v0:v1].T, xc, out=part)
-                dw[v0:v1] += part
+                part = scratch[: h * (v1 - v0)].reshape(h, v1 - v0)
+                np.matmul(xc.T, g[:, v0:v1], out=part)
+                dwt[:, v0:v1] += part
         if db is not None:
             np.sum(g, axis=0, out=bias_sum)
             db += bias_sum
-    return losses, dx, dw, db
+    return losses, dx, None if dwt is None else dwt.T, db
 
 
 def linear_cross_entropy(
@@ -206,12 +211,14 @@ def linear_cross_entropy(
     Returns ``(loss, dinput, dlinear_weight, dlinear_bias)``: loss as
     ``softmax_cross_entropy`` returns it (a float, or the (N,) losses for "none"); the
     gradients of the returned loss (of sum(loss) for "none") with the shapes and dtype of
-    ``input``, ``linear_weight`` and ``linear_bias`` (None without a bias).
+    ``input``, ``linear_weight`` and ``linear_bias`` (None without a bias); dlinear_weight
+    is Fortran-ordered (the transpose of a C-ordered (H, V) array: the layout in which BLAS
+    accumulates it without a workspace the size of a chunk).
 
-    The rows go ``chunk_size`` at a time (None: :func:`default_chunk_rows`, N // 9 rows,
-    so that the chunk's logits are 1/9 of the whole, within 1 MiB to 64 MiB). Each chunk: logits by numpy's
-    matmul into one reused buffer, the fused cross-entropy in place on it, then
-    dinput[chunk] = g @ W and dW += g.T @ input[chunk] (BLAS gemm with beta = 1), dbias
+    The rows go ``chunk_size`` at a time (None: :func:`default_chunk_rows`, N // 10 rows:
+    the chunk's logits are 1/10 of the whole, within 1 MiB to 64 MiB). Each chunk: logits
+    by numpy's matmul into one reused buffer, the fused cross-entropy in place on it, then
+    dinput[chunk] = g @ W and dW.T += input[chunk].T @ g (BLAS gemm with beta = 1), dbias
     += sum of g's rows. Memory beyond the outputs: that buffer and O(N + V). The weight
     gradient sums over chunks in the input's dtype, so its last bits depend on the chunk
     size. Everything is checked before anything is computed.

@@ -61,7 +61,7 @@ class LinearCrossEntropy:
 
 class LinearCrossEntropyMemory:
     """Peak memory of one call, 2048 x 512 x 16000 float32 (125 MiB of logits): fastact
-    holds a chunk of 1/9 of them, numpy the logits and their gradient."""
+    holds a chunk of 1/10 of them, numpy the logits and their gradient."""
 
     params = (c.IMPLS,)
     param_names = ("impl",)
