@@ -21,7 +21,7 @@ from ._warmup import runtime_info, warmup  # noqa: E402
 from .definitions import ACTIVATIONS, GATED_UNITS, Activation, GatedUnit, Param  # noqa: E402
 
 # every activation's name, name_, name_backward, name_backward_; softmax, log_softmax (+ in
-# place and backward) and softmax_cross_entropy; the gated units and bias_act
+# place and backward), softmax_cross_entropy, linear_cross_entropy; the gated units and bias_act
 globals().update(_FUNCTIONS)
 
 __all__ = [

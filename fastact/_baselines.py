@@ -4,7 +4,8 @@
 user would write (``1 / (1 + np.exp(-x))``, ``np.maximum(x, 0)``), from its table entry
 (``Activation.naive``). The asv suite, ``python -m fastact bench`` and the README plot
 all use it; :data:`NAIVE_SOFTMAX` and :func:`softmax_cross_entropy` are the same for
-the softmax family, from the op table (``fastact._ops.OPS``). Each
+the softmax family, from the op table (``fastact._ops.OPS``), and
+:func:`linear_cross_entropy` for the chunked linear + cross-entropy. Each
 entry gives the forward ``y = f(x)`` and the derivative ``dy/dx`` written in what
 the forward saves (``ACTIVATIONS[name].saves``), so that
 
@@ -27,6 +28,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from ._ops import OPS, ops_of_kind
 from .definitions import ACTIVATION_LIST, ACTIVATIONS, GELU_TANH_C, SELU_ALPHA, SELU_SCALE, Naive
 
@@ -39,10 +42,20 @@ NAIVE: dict[str, Naive] = {entry.name: entry.naive for entry in ACTIVATION_LIST}
 
 # --- softmax family (last axis): the naive versions live in the op table (fastact._ops)
 
+
 NAIVE_SOFTMAX: dict[str, tuple[Callable, Callable]] = {
     op.name: (op.naive, op.naive_backward) for op in ops_of_kind("row")
 }
 softmax_cross_entropy = OPS["softmax_cross_entropy"].naive
+
+
+def linear_cross_entropy(
+    x: np.ndarray, w: np.ndarray, target: np.ndarray
+) -> tuple[np.floating, np.ndarray, np.ndarray]:
+    """Mean cross-entropy of ``x @ w.T`` and its gradients wrt x and w, with the whole
+    N x V logits (and their gradient) in memory, as a numpy user writes it."""
+    loss, g = softmax_cross_entropy(x @ w.T, target)
+    return loss, g @ w, g.T @ x
 
 
 # --- peers ------------------------------------------------------------------------------

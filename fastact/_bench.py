@@ -21,6 +21,12 @@ and ``bias_act`` forward and in-place backward (dx and dbias) on ``--bias-shape`
 torch's composition (``F.silu(a) * b`` allocating and with ``out=``; autograd through it for
 the backward) and to the memory ceiling of as many streams (the same loops around a
 multiplication: forward 3 streams, gated backward 5, bias_act 2 and 3).
+``--linear-xent`` times :func:`fastact.linear_cross_entropy` (loss, dinput and dW, mean over
+class targets; default N=4096, H=1024, V=32000 float32, ``--shape NxHxV``; ``--quick``
+1024x512x8192) against the naive numpy composition with the full logits and, with ``--peers``,
+torch's ``F.linear_cross_entropy`` (reference and chunked paths, where this torch has them)
+and ``F.cross_entropy(x @ W.T, t)``; ``--chunk-size`` adds fastact rows per chunk to compare.
+Peak memory needs fresh processes: ``scripts/linear_xent_measure.py``.
 
 ``--crossover`` times the serial and the parallel kernels from 1K to 1M elements
 and prints the size from which the parallel one wins
@@ -614,6 +620,101 @@ def format_fused(results: list[dict], dtype: str, n: int, shape: tuple[int, int]
     return "\n".join(lines)
 
 
+# --- linear cross-entropy ------------------------------------------------------------------
+
+LINEAR_XENT_SHAPE = (4096, 1024, 32000)  # N x H x V: the issue's language-model head
+LINEAR_XENT_QUICK = (1024, 512, 8192)
+
+
+def linear_xent_calls(
+    shape: tuple[int, int, int], dtype: str, peers: Sequence[str] = (), chunk_sizes: Sequence[int] = ()
+) -> dict[str, tuple[Callable, None]]:
+    """(call, None) per implementation: fastact (chunk_size None, then each of
+    ``chunk_sizes``), naive numpy, and the torch peers this torch has."""
+    from ._baselines import linear_cross_entropy as naive
+
+    n, h, v = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, h)).astype(dtype)
+    w = (rng.standard_normal((v, h)) * 0.02).astype(dtype)
+    t = rng.integers(0, v, n)
+    calls = {"fastact": (functools.partial(fastact.linear_cross_entropy, x, w, t), None)}
+    for c in chunk_sizes:
+        calls[f"fastact chunk {c}"] = (
+            functools.partial(fastact.linear_cross_entropy, x, w, t, chunk_size=c),
+            None,
+        )
+    calls["numpy"] = (functools.partial(naive, x, w, t), None)
+    if any(PEER_MODULES[p] == "torch" for p in peers):
+        import torch
+
+        F = torch.nn.functional
+        xt, wt, tt = (
+            torch.from_numpy(x).requires_grad_(),
+            torch.from_numpy(w).requires_grad_(),
+            torch.from_numpy(t),
+        )
+
+        def step(loss_fn):
+            def call():
+                xt.grad = wt.grad = None
+                loss_fn().backward()
+
+            return call, None
+
+        if hasattr(F, "linear_cross_entropy"):
+            calls["torch F.linear_cross_entropy"] = step(lambda: F.linear_cross_entropy(xt, wt, tt))
+            if hasattr(torch.nn, "LinearCrossEntropyOptions"):
+                options = torch.nn.LinearCrossEntropyOptions()
+                calls["torch chunked (options)"] = step(
+                    lambda: F.linear_cross_entropy(xt, wt, tt, options=options)
+                )
+        calls["torch cross_entropy(x @ W.T)"] = step(lambda: F.cross_entropy(xt @ wt.T, tt))
+    return calls
+
+
+def measure_linear_xent(
+    shape: tuple[int, int, int],
+    dtype: str,
+    peers: Sequence[str] = (),
+    chunk_sizes: Sequence[int] = (),
+    budget: float = 0.1,
+    repeats: int = 3,
+) -> dict[str, float]:
+    """Best seconds per call of each implementation, sampled in turn."""
+    calls = linear_xent_calls(shape, dtype, peers, chunk_sizes)
+    warm(*calls.values())
+    return compare(calls, budget, repeats)
+
+
+def format_linear_xent(shape: tuple[int, int, int], dtype: str, threads: int, times: dict[str, float]) -> str:
+    n, h, v = shape
+    logits = n * v * np.dtype(dtype).itemsize
+    lines = [
+        f"linear_cross_entropy: N={n:,} H={h:,} V={v:,} {dtype} (logits {logits / 2**20:,.0f} MiB), "
+        f"loss + dinput + dW, {threads} threads; ratio = its time / fastact's (>1: fastact is faster)",
+        f"fastact chunk_size=None: {fastact_chunk_rows(shape, dtype)} rows",
+    ]
+    width = max(len(k) for k in times)
+    for name, t in times.items():
+        lines.append(f"  {name:<{width}}  {_seconds(t):>10}  {t / times['fastact']:6.2f}x")
+    return "\n".join(lines)
+
+
+def fastact_chunk_rows(shape: tuple[int, int, int], dtype: str) -> int:
+    from ._linear_xent import default_chunk_rows
+
+    n, _, v = shape
+    return default_chunk_rows(n, v, np.dtype(dtype).itemsize)
+
+
+def _shape3(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected NxHxV, got {text!r}")
+    return tuple(_positive(p) for p in parts)  # type: ignore[return-value]
+
+
 # --- the serial/parallel crossover ------------------------------------------------------
 
 
@@ -788,6 +889,13 @@ def _parser() -> argparse.ArgumentParser:
         "--bias-shape", default=None, metavar="RxC", help="bias_act's shape with --fused (default 8192x4096)"
     )
     parser.add_argument(
+        "--linear-xent", action="store_true", help="linear_cross_entropy (loss and gradients) instead"
+    )
+    parser.add_argument("--shape", type=_shape3, help="--linear-xent: NxHxV (default 4096x1024x32000)")
+    parser.add_argument(
+        "--chunk-size", type=_positive, nargs="+", default=[], help="--linear-xent: also these chunk sizes"
+    )
+    parser.add_argument(
         "--simd",
         choices=("native", *SIMD_TARGETS),
         default="native",
@@ -814,6 +922,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main_crossover(args, args.activation or ["relu", "gelu"], show)
     if args.fused:
         return _main_fused(args, show)
+    if args.linear_xent:
+        return _main_linear_xent(args)
     n = args.size or (1 << 20 if args.quick else 1 << 22)
     peers = available_peers() if args.peers else []
     budget = 0.02 if args.quick else 0.25
@@ -827,6 +937,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(rows, ["numpy", *peers]))
     if args.json:
         _write_json(args.json, {"dtype": args.dtype, "n": n, "threads": threads, "rows": rows})
+    return 0
+
+
+def _main_linear_xent(args) -> int:
+    shape = args.shape or (LINEAR_XENT_QUICK if args.quick else LINEAR_XENT_SHAPE)
+    peers = available_peers() if args.peers else []
+    with _Threads(peers) as threads:
+        times = measure_linear_xent(
+            shape, args.dtype, peers, args.chunk_size, budget=0.0 if args.quick else 0.1
+        )
+    print(format_linear_xent(shape, args.dtype, threads, times))
+    if args.json:
+        _write_json(args.json, {"dtype": args.dtype, "shape": shape, "threads": threads, "seconds": times})
     return 0
 
 

@@ -1,10 +1,11 @@
 """Every tunable of fastact, with its default and the command that measures it.
 
 Sizes and thresholds only: none changes a result, only which loop computes it and how
-fast. The kernels read the compile-time ones (block and chunk sizes) when they compile;
-the host code reads the others at each call, so a test or a user may patch them here
-(``fastact._config.PARALLEL_THRESHOLD = ...``). Measurements behind each value:
-docs/TUNING.md.
+fast (except in the last bits of the linear cross-entropy's gradients, which sum over row
+chunks: its chunk size sets the order of those sums). The kernels read the compile-time
+ones (block and chunk sizes) when they compile; the host code reads the others at each
+call, so a test or a user may patch them here (``fastact._config.PARALLEL_THRESHOLD = ...``).
+Measurements behind each value: docs/TUNING.md.
 """
 
 from __future__ import annotations
@@ -55,6 +56,23 @@ TILE_BYTES = 8 * 1024
 STREAM_BYTES = 16 * 1024 * 1024
 # Rows are split across threads when there are fewer than this many rows per thread.
 SPLIT_ROWS_PER_THREAD = 4
+
+# --- linear cross-entropy host side (each call) ------------------------------------------------
+
+# linear_cross_entropy(chunk_size=None) walks the rows in chunks of N // LCE_CHUNK_FRACTION
+# rows (the chunk's logits buffer, rows x V, is 1/10 of the N x V logits: with the O(N + V)
+# rest and BLAS's workspace, under 1/8), at most LCE_CHUNK_BYTES of logits per chunk, at
+# least LCE_MIN_CHUNK_BYTES (tiny problems are not cut into tiny matrix products), rounded
+# down to a multiple of LCE_ROW_MULTIPLE rows. Measured with
+# `python scripts/linear_xent_measure.py --chunks ...` (docs/TUNING.md).
+LCE_CHUNK_FRACTION = 10
+LCE_CHUNK_BYTES = 64 * 1024 * 1024
+LCE_MIN_CHUNK_BYTES = 1024 * 1024
+LCE_ROW_MULTIPLE = 16
+# Accumulate the weight gradient with numpy's own BLAS gemm (beta = 1, fastact._blas)
+# where found; False, or no such BLAS: np.matmul into a scratch of 1/16 of the chunk
+# buffer, then an add.
+LCE_BLAS_ACCUMULATE = True
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """fastact's array functions, assembled: the four functions of every public activation
-(made by the front end from the table) and the softmax family. The package re-exports
-them; the adapters (torch, dask) take them from here. Also the fused ops: every gated unit
-of GATED_UNITS and bias_act.
+(made by the front end from the table), the softmax family, the chunked linear
+cross-entropy and the fused ops (every gated unit of GATED_UNITS, and bias_act). The package
+re-exports them; the adapters (torch, dask) take them from here.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ for _entry in ACTIVATIONS.values():
     if _entry.public:
         FUNCTIONS.update(make_functions(_entry, ACTIVATIONS))
 
-from . import _fused, _softmax  # noqa: E402
+from . import _fused, _linear_xent, _softmax  # noqa: E402
 
 FUNCTIONS.update({name: getattr(_softmax, name) for name in _softmax_all})
+FUNCTIONS.update({name: getattr(_linear_xent, name) for name in _linear_xent.__all__})
 FUNCTIONS.update(_fused.functions())  # gated units (GATED_UNITS) and bias_act
 globals().update(FUNCTIONS)
 

@@ -309,6 +309,100 @@ def _weight(weight: object, c: int, dtype: np.dtype) -> np.ndarray:
     return np.array(w, dtype=dtype, order="C", copy=True)
 
 
+def xent_options(ignore_index: object, reduction: object, label_smoothing: object) -> tuple[str, float, int]:
+    """(reduction, eps, ignore_index) checked as ``softmax_cross_entropy`` takes them."""
+    reduction = choice(reduction, "reduction", _REDUCTIONS)
+    eps = real(label_smoothing, "label_smoothing")
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {eps}")
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}")
+    ignore = operator.index(ignore_index)
+    if not _INT64.min <= ignore <= _INT64.max:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore}")
+    return reduction, eps, ignore
+
+
+def xent_target(target: object, shape: tuple[int, ...], ignore: int, name: str = "logits") -> np.ndarray:
+    """The target checked against logits of ``shape`` ((N, C) or (C,)): class indices as
+    contiguous int64 (N,), or float32/float64 probabilities of ``shape`` as 2-d (N, C)."""
+    single = len(shape) == 1
+    n, c = (1, shape[0]) if single else shape
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t.dtype.kind in "iu":
+        if t.shape != (() if single else (n,)):
+            raise ValueError(
+                f"target has shape {t.shape}, expected {() if single else (n,)} (class indices, one per row)"
+            )
+        return _class_targets(t.reshape(-1), n, c, ignore)
+    if t.dtype in (np.float32, np.float64):
+        if t.shape != shape:
+            raise ValueError(f"target has shape {t.shape}, expected {shape} (probabilities, as {name})")
+        return t.reshape(1, -1) if single else t
+    raise TypeError(
+        f"target must hold integer class indices or float32/float64 probabilities, got dtype {t.dtype}"
+    )
+
+
+def xent_weight(weight: object, c: int, dtype: np.dtype) -> tuple[np.ndarray, float]:
+    """(class weights as a fresh contiguous (c,) array of ``dtype``, their float64 sum)."""
+    w = _weight(weight, c, dtype)
+    return w, float(w.sum(dtype=np.float64))
+
+
+def xent_total_weight(reduction: str, t: np.ndarray, w: np.ndarray, weighted: bool, ignore: int) -> float:
+    """The normaliser of "mean" over all rows (torch: the sum of the targets' weights, or N
+    for probabilities); 1.0 for "sum" and "none"."""
+    if reduction != "mean":
+        return 1.0
+    if t.dtype.kind in "iu":
+        valid = t != ignore
+        return float(w[t[valid]].sum(dtype=np.float64)) if weighted else float(valid.sum())
+    return float(t.shape[0])
+
+
+def xent_scale(total_weight: float) -> float:
+    """The gradient's factor: 1 / the "mean" normaliser (NaN for 0, as torch's 0/0)."""
+    return 1.0 / total_weight if total_weight != 0.0 else float("nan")
+
+
+def xent_rows(
+    read: np.ndarray | None,
+    t: np.ndarray,
+    w: np.ndarray,
+    wsum: float,
+    ignore: int,
+    eps: float,
+    scale: float,
+    grad: np.ndarray,
+    losses: np.ndarray,
+) -> None:
+    """Run the cross-entropy kernel on (rows, C) ``grad``: losses[r] = loss of row r
+    (float64), grad = ``scale`` * dloss/dlogits. ``read`` is the logits, or None when
+    they are in ``grad`` (in place). ``t`` holds the rows' targets (class indices from
+    :func:`xent_target`, or probabilities)."""
+    if not grad.shape[0]:
+        return
+    k = _xk.cross_entropy_kernels()
+    if t.dtype.kind in "iu":
+        args = (read, t, w, wsum, np.int64(ignore), eps, scale, grad, losses)
+        _call(k.cls_parallel, k.cls, grad.size, args)
+    else:
+        _call(k.prob_parallel, k.prob, grad.size, (read, t, w, eps, scale, grad, losses))
+
+
+def xent_reduce(losses: np.ndarray, reduction: str, total_weight: float, dtype: np.dtype, single: bool):
+    """The returned loss from the rows' float64 losses: a Python float for "mean"/"sum",
+    an array of ``dtype`` ((N,), or 0-d for one sample) for "none"."""
+    if reduction == "none":
+        loss = losses.astype(dtype)
+        return loss.reshape(()) if single else loss
+    total = float(losses.sum())
+    if reduction == "mean":
+        total = total / total_weight if total_weight != 0.0 else float("nan")
+    return total
+
+
 def softmax_cross_entropy(
     logits: np.ndarray,
     target: np.ndarray,
@@ -339,15 +433,7 @@ def softmax_cross_entropy(
     """
     if not isinstance(inplace, (bool, np.bool_)):
         raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
-    reduction = choice(reduction, "reduction", _REDUCTIONS)
-    eps = real(label_smoothing, "label_smoothing")
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {eps}")
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}")
-    ignore = operator.index(ignore_index)
-    if not _INT64.min <= ignore <= _INT64.max:
-        raise ValueError(f"ignore_index must fit in int64, got {ignore}")
+    reduction, eps, ignore = xent_options(ignore_index, reduction, label_smoothing)
     x = as_output(logits, "logits") if inplace else as_input(logits, "logits")
     if x.ndim not in (1, 2):
         raise ValueError(f"logits must be (N, C) or (C,), got shape {x.shape}")
@@ -356,55 +442,16 @@ def softmax_cross_entropy(
     n, c = x2.shape
     if c == 0:
         raise ValueError(f"logits has shape {x.shape}: no classes")
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
-    kind = t.dtype.kind
-    if kind in "iu":
-        if t.shape != (() if single else (n,)):
-            raise ValueError(
-                f"target has shape {t.shape}, expected {() if single else (n,)} (class indices, one per row)"
-            )
-        t = _class_targets(t.reshape(-1), n, c, ignore)
-    elif t.dtype in (np.float32, np.float64):
-        if t.shape != x.shape:
-            raise ValueError(f"target has shape {t.shape}, expected {x.shape} (probabilities, as logits)")
-        if inplace and np.may_share_memory(t, x):
-            raise ValueError("target must not share memory with logits when inplace=True")
-        t = t.reshape(1, -1) if single else t
-    else:
-        raise TypeError(
-            f"target must hold integer class indices or float32/float64 probabilities, got dtype {t.dtype}"
-        )
-    w = _weight(weight, c, x.dtype)
-
-    # Normaliser of "mean" (torch: sum of the targets' weights, or N for probabilities).
-    if reduction == "mean":
-        if kind in "iu":
-            valid = t != ignore
-            total_weight = (
-                float(w[t[valid]].sum(dtype=np.float64)) if weight is not None else float(valid.sum())
-            )
-        else:
-            total_weight = float(n)
-        scale = 1.0 / total_weight if total_weight != 0.0 else float("nan")
-    else:
-        scale = 1.0
+    t = xent_target(target, x.shape, ignore)
+    if t.dtype.kind == "f" and inplace and np.may_share_memory(t, x):
+        raise ValueError("target must not share memory with logits when inplace=True")
+    w, wsum = xent_weight(weight, c, x.dtype)
+    total_weight = xent_total_weight(reduction, t, w, weight is not None, ignore)
+    scale = xent_scale(total_weight) if reduction == "mean" else 1.0
 
     grad2 = x2 if inplace else np.empty_like(x2)
     losses = np.empty(n)
-    if n:
-        k = _xk.cross_entropy_kernels()
-        read = None if inplace else x2  # None: read grad2 (see _xent_kernels on in place)
-        if kind in "iu":
-            wsum = float(w.sum(dtype=np.float64))
-            args = (read, t, w, wsum, np.int64(ignore), eps, scale, grad2, losses)
-            _call(k.cls_parallel, k.cls, x2.size, args)
-        else:
-            _call(k.prob_parallel, k.prob, x2.size, (read, t, w, eps, scale, grad2, losses))
+    # read None: the kernel reads grad2 (see _xent_kernels on in place)
+    xent_rows(None if inplace else x2, t, w, wsum, ignore, eps, scale, grad2, losses)
     grad = x if inplace else (grad2.reshape(-1) if single else grad2)
-    if reduction == "none":
-        loss = losses.astype(x.dtype)
-        return (loss.reshape(()) if single else loss), grad
-    total = float(losses.sum())
-    if reduction == "mean":
-        total = total / total_weight if total_weight != 0.0 else float("nan")
-    return total, grad
+    return xent_reduce(losses, reduction, total_weight, x.dtype, single), grad

@@ -9,7 +9,9 @@ the table)::
 plus ``softmax(t, dim=-1)``, ``log_softmax(t, dim=-1)`` (modules ``Softmax``,
 ``LogSoftmax``) and ``cross_entropy(input, target, weight=None, ignore_index=-100,
 reduction="mean", label_smoothing=0.0)`` (module ``CrossEntropyLoss``), whose backward
-is the fused gradient of :func:`fastact.softmax_cross_entropy` times grad_output.
+is the fused gradient of :func:`fastact.softmax_cross_entropy` times grad_output, and
+``linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, ...)`` (module
+``LinearCrossEntropy``), the chunked :func:`fastact.linear_cross_entropy` (CPU only).
 
 Module names are torch's own class names where torch has the activation (``ReLU``,
 ``LeakyReLU``, ``GELU``, ``SiLU``, ``LogSigmoid``, ...; see :data:`MODULE_NAMES`), the
@@ -46,6 +48,7 @@ import numpy as np
 import torch
 
 from fastact import _functions as _fa
+from fastact import _linear_xent as _lxe
 from fastact._cuda_probe import problem as _cuda_problem
 from fastact._fused import resolve as _resolve
 from fastact.definitions import ACTIVATIONS, GATED_UNITS, Activation, GatedUnit
@@ -511,6 +514,154 @@ class BiasAct(torch.nn.Module):
         return ", ".join(items + [f"{k}={v!r}" for k, v in self.params.items()])
 
 
+# --- linear + cross-entropy (chunked) ---------------------------------------------------
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """loss = cross_entropy(input @ W.T + b, target, ...), chunked over rows by
+    :func:`fastact.linear_cross_entropy`.
+
+    "mean"/"sum": the forward computes the loss and the three gradients in one walk and
+    saves the gradients; the backward multiplies them by the scalar grad_output (returns
+    them as they are when it is 1). "none": each row's loss has its own grad_output, and
+    dW = sum_n grad_output[n] g_n^T x_n cannot be had from an unweighted dW, so the forward
+    computes the losses only (one matrix product per chunk) and the backward walks again,
+    weighing row n's gradient by grad_output[n] (as torch's chunked path does).
+    """
+
+    @staticmethod
+    def forward(ctx, input, linear_weight, linear_bias, target, weight, options: dict, grad_enabled: bool):
+        if input.device.type != "cpu":
+            raise RuntimeError(f"fastact.torch.linear_cross_entropy runs on CPU tensors, got {input.device}")
+        for name, t in (("linear_weight", linear_weight), ("linear_bias", linear_bias), ("target", target),
+                        ("weight", weight)):  # fmt: skip
+            if t is not None and t.device != input.device:
+                raise ValueError(f"{name} is on {t.device}, input on {input.device}")
+        problem = _linear_problem(input, linear_weight, linear_bias, target, weight, options)
+        reduction = problem.reduction
+        grads = grad_enabled and any(ctx.needs_input_grad[:3]) and reduction != "none"
+        losses, dx, dw, db = _lxe.walk(problem, grads=grads)
+        ctx.reduction, ctx.options = reduction, options
+        if reduction == "none":  # the backward walks again, from the inputs
+            ctx.save_for_backward(input, linear_weight, linear_bias, target, weight)
+        elif grads:
+            db = None if db is None else torch.from_numpy(db)
+            ctx.save_for_backward(torch.from_numpy(problem.shape_input_grad(dx)), torch.from_numpy(dw), db)
+        return torch.as_tensor(_lxe.reduce_losses(problem, losses), dtype=input.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if ctx.reduction == "none":
+            problem = _linear_problem(*ctx.saved_tensors, ctx.options)
+            scale = grad_output.detach().to(torch.float64).reshape(-1).contiguous().numpy()
+            _, dx, dw, db = _lxe.walk(problem, grads=True, row_scale=scale)
+            dx = torch.from_numpy(problem.shape_input_grad(dx))
+            dw = torch.from_numpy(dw)
+            db = None if db is None else torch.from_numpy(db)
+        else:
+            dx, dw, db = ctx.saved_tensors
+            go = grad_output.detach()
+            if not bool(go == 1):
+                go = go.to(dx.dtype)
+                dx, dw = dx * go, dw * go
+                db = None if db is None else db * go
+        needs = ctx.needs_input_grad
+        grads = (dx if needs[0] else None, dw if needs[1] else None, db if needs[2] else None)
+        return (*grads, None, None, None, None)
+
+
+def _linear_problem(input, linear_weight, linear_bias, target, weight, options):
+    return _lxe.prepare(
+        _np(input),
+        _np(linear_weight),
+        _np(target),
+        linear_bias=None if linear_bias is None else _np(linear_bias),
+        weight=None if weight is None else _np(weight.detach().to(input.dtype)),
+        **options,
+    )
+
+
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``torch.nn.functional.linear_cross_entropy`` (the composition ``cross_entropy(input @
+    linear_weight.T + linear_bias, target, ...)``) by :func:`fastact.linear_cross_entropy`:
+    rows in chunks, the (N, V) logits never held. Differentiable with respect to
+    ``input``, ``linear_weight`` and ``linear_bias`` (first order only; not to probability
+    targets or class weights). CPU tensors, float32 or float64.
+    """
+    _check(input, "input")
+    _check(linear_weight, "linear_weight")
+    if linear_bias is not None:
+        _check(linear_bias, "linear_bias")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if weight is not None and not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    options = {
+        "ignore_index": ignore_index,
+        "reduction": reduction,
+        "label_smoothing": label_smoothing,
+        "chunk_size": chunk_size,
+    }
+    return _LinearCrossEntropy.apply(
+        input, linear_weight, linear_bias, target, weight, options, torch.is_grad_enabled()
+    )
+
+
+class LinearCrossEntropy(torch.nn.Module):
+    """A vocabulary head and its loss in one: ``nn.Linear(in_features, num_classes, bias)``
+    followed by cross-entropy, computed by :func:`linear_cross_entropy` (chunked).
+    ``forward(input, target)`` returns the loss."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        bias: bool = False,
+        *,
+        weight: torch.Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        chunk_size: int | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        linear = torch.nn.Linear(in_features, num_classes, bias=bias, dtype=dtype)
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.register_buffer("class_weight", weight)
+        self.ignore_index, self.reduction = ignore_index, reduction
+        self.label_smoothing, self.chunk_size = label_smoothing, chunk_size
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return linear_cross_entropy(
+            input,
+            self.weight,
+            target,
+            linear_bias=self.bias,
+            weight=self.class_weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            chunk_size=self.chunk_size,
+        )
+
+    def extra_repr(self) -> str:
+        v, h = self.weight.shape
+        return f"in_features={h}, num_classes={v}, bias={self.bias is not None}, reduction={self.reduction!r}"
+
+
 # --- generated names ---------------------------------------------------------------------
 
 _generated: dict[str, object] = {}
@@ -537,4 +688,6 @@ __all__ = [
     "CrossEntropyLoss",
     "bias_act",
     "BiasAct",
+    "linear_cross_entropy",
+    "LinearCrossEntropy",
 ]

@@ -107,6 +107,13 @@ def test_naive_softmax_family():
     onehot = np.eye(7)[target]
     np.testing.assert_allclose(loss, -(np.log(p) * onehot).sum(-1).mean())
     np.testing.assert_allclose(grad, (p - onehot) / 5)
+    w = rng.standard_normal((7, 3))
+    h = rng.standard_normal((5, 3))
+    loss, dx, dw = _baselines.linear_cross_entropy(h, w, target)
+    want_loss, g = _baselines.softmax_cross_entropy(h @ w.T, target)
+    assert loss == want_loss
+    np.testing.assert_allclose(dx, g @ w)
+    np.testing.assert_allclose(dw, g.T @ h)
 
 
 def _peers():
@@ -295,6 +302,9 @@ def _assert_skips_only_missing_api(skipped):
         assert ("softmax", "Softmax") not in skipped, skipped.get(("softmax", "Softmax"))
     if hasattr(fastact, "softmax_cross_entropy") or hasattr(softmax, "softmax_cross_entropy"):
         assert ("cross_entropy", "CrossEntropy") not in skipped
+    if hasattr(fastact, "linear_cross_entropy"):
+        assert ("cross_entropy", "LinearCrossEntropy") not in skipped
+        assert ("cross_entropy", "LinearCrossEntropyMemory") not in skipped
 
 
 def test_fastact_in_place_allocates_nothing_input_sized(suite, monkeypatch):
@@ -446,6 +456,22 @@ def test_bench_cli_crossover(capsys):
     text = capsys.readouterr().out
     assert "suggested PARALLEL_THRESHOLD" in text
     assert sum(line.split()[0] in ("1024", "2048", "4096") for line in text.splitlines() if line.strip()) == 3
+
+
+def test_bench_cli_linear_xent(capsys, tmp_path):
+    out = tmp_path / "lce.json"
+    args = ["--linear-xent", "--quick", "--shape", "64x16x300", "--chunk-size", "16", "--json", str(out)]
+    assert _bench.main([*args, "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "N=64 H=16 V=300" in text
+    names = [line.split("  ")[1].strip() for line in text.splitlines() if line.startswith("  ")]
+    assert names[:3] == ["fastact", "fastact chunk 16", "numpy"], names
+    data = json.loads(out.read_text())
+    assert data["shape"] == [64, 16, 300] and all(t > 0 for t in data["seconds"].values())
+    if "torch" in _bench.available_peers():
+        assert _bench.main(["--linear-xent", "--quick", "--shape", "64x16x300", "--peers"]) == 0
+        assert "torch cross_entropy(x @ W.T)" in capsys.readouterr().out
+    assert _bench.main(["--linear-xent", "--shape", "64x16"]) == 2
 
 
 def test_bench_cli_rejects_bad_arguments(capsys):

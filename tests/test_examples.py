@@ -38,3 +38,15 @@ def test_train_mlp_rejects_unknown_activation():
     train_mlp = load("train_mlp")
     with pytest.raises(SystemExit):
         train_mlp.main(["--activation", "nope"])
+
+
+def test_train_lm_head_learns(capsys):
+    """The language-model head example, small: the loss falls well below the uniform guess."""
+    train = load("train_lm_head")
+    args = ["--vocab", "500", "--hidden", "32", "--batch", "512", "--steps", "40", "--lr", "0.03"]
+    history = train.main([*args, "--chunk-size", "64"])
+    losses = history["loss"]
+    assert len(losses) == 40 and np.isfinite(losses).all()
+    assert losses[0] == pytest.approx(np.log(500), rel=0.05)  # starts near uniform
+    assert np.mean(losses[-5:]) < 0.6 * losses[0]
+    assert "final loss" in capsys.readouterr().out

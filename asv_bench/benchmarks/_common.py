@@ -223,6 +223,33 @@ def _naive_cross_entropy_(logits, target):
     return loss, logits
 
 
+def lce_shape(spec: str) -> tuple[int, int, int]:
+    """'N x H x V' -> (N, H, V), N and V halved (H capped) to CAP elements for the tests."""
+    n, h, v = (int(s) for s in spec.split("x"))
+    while n * v > size(n * v) and (n > 1 or v > 2):
+        n, v = max(1, n // 2), max(2, v // 2)
+    return n, min(h, size(h)), v
+
+
+def linear_cross_entropy_call(dtype: str, spec: str, impl: str):
+    """``linear_cross_entropy(x, W, target)`` -> loss, dinput, dW (mean over class
+    targets), fastact's chunked walk or the naive numpy composition with the whole logits."""
+    if impl == "fastact":
+        fn = optional_function(importlib.import_module("fastact"), "linear_cross_entropy")
+    else:
+        fn = baselines.linear_cross_entropy
+    n, h, v = lce_shape(spec)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((n, h)).astype(dtype)
+    w = (rng.standard_normal((v, h)) * 0.02).astype(dtype)
+    target = rng.integers(0, v, n)
+    key = ("linear_cross_entropy", impl, dtype, spec)
+    if key not in _warmed:
+        fn(x[: max(1, n // 64)], w, target[: max(1, n // 64)])  # compile; a few rows only (peak memory)
+        _warmed.add(key)
+    return lambda: fn(x, w, target)
+
+
 # --- GPU ----------------------------------------------------------------------------
 
 
