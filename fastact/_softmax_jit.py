@@ -108,12 +108,15 @@ class Kernel:
     when every array is C-contiguous (the fast, vectorised code), and a _Generic one for
     the rest (strided code: several times slower per element)."""
 
-    def __init__(self, make, roles: tuple):
+    def __init__(self, make, roles: tuple, loose: tuple[int, ...] = ()):
         self.fast = make()
         self.generic = _Generic(make(), roles)
+        # arguments whose layout does not choose: the fast dispatcher specialises on them
+        self._loose = loose
 
     def __call__(self, *args):
-        for a in args:
-            if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
+        loose = self._loose
+        for i, a in enumerate(args):
+            if isinstance(a, np.ndarray) and not a.flags.c_contiguous and i not in loose:
                 return self.generic(*args)
         return self.fast(*args)
