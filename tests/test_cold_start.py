@@ -271,12 +271,19 @@ with event.install_recorder("numba:compile") as compiles:
             "parallel cols": (rng.standard_normal((64, big // 64)).astype(dtype), 0),
         }
         for x, axis in arrays.values():
-            for op in ("softmax", "log_softmax"):
-                y = getattr(fa, op)(x, axis)
-                getattr(fa, op + "_")(x.copy(), axis)
-                getattr(fa, op + "_backward")(y, y, axis)
-                getattr(fa, op + "_backward_")(y.copy(), y, axis)
-                calls += 4
+            # unmasked; scaled; masked (a mask of x's shape, a causal mask broadcast over
+            # the leading rows, a padding mask broadcast along every other axis)
+            along = tuple(n if d == axis % x.ndim else 1 for d, n in enumerate(x.shape))
+            keywords = [{}, {"scale": 0.125}, {"where": rng.random(x.shape) < 0.5},
+                        {"scale": 0.125, "where": np.tril(np.ones(x.shape[-2:], bool))},
+                        {"scale": 2.0, "where": rng.random(along) < 0.5}]
+            for kw in keywords:
+                for op in ("softmax", "log_softmax"):
+                    y = getattr(fa, op)(x, axis, **kw)
+                    getattr(fa, op + "_")(x.copy(), axis, **kw)
+                    getattr(fa, op + "_backward")(y, y, axis, **kw)
+                    getattr(fa, op + "_backward_")(y.copy(), y, axis, **kw)
+                    calls += 4
         for n in (8, big // 16):
             logits = rng.standard_normal((n, 16)).astype(dtype)
             probs = [np.full(logits.shape, 1 / 16, t) for t in (np.float32, np.float64)]
@@ -292,7 +299,8 @@ print(json.dumps({"calls": calls, "compiles": [str(e.data["dispatcher"]) for e i
 def test_after_warmup_the_softmax_family_compiles_nothing(tmp_path):
     """warmup() compiles the softmax and cross-entropy kernels from the dispatcher's own
     choices: afterwards, every op in every layout and size class (serial, parallel,
-    split rows, streamed stores, cols) compiles nothing."""
+    split rows, streamed stores, cols), unmasked, scaled and masked (masks of x's shape and
+    broadcast ones), compiles nothing."""
     out, _ = run_python(SOFTMAX_AFTER_WARMUP, {"NUMBA_CACHE_DIR": str(tmp_path)})
     result = json.loads(out)
     assert result["calls"] > 100 and result["count"] == 0, result
