@@ -7,10 +7,20 @@
     softmax_backward(g, y)     = y * (g - sum_j g_j y_j)        (y = softmax output)
     log_softmax_backward(g, y) = g - e^y * sum_j g_j            (y = log_softmax output)
 
-Same conventions as the elementwise activations: ``name(x, axis=-1, *, out=None)``
-returns a new array (or ``out``), ``name_(x, axis=-1)`` overwrites ``x`` and returns it;
+Same conventions as the elementwise activations: ``name(x, axis=-1, *, scale=1.0,
+where=None, out=None)`` returns a new array (or ``out``), ``name_(x, axis=-1, *, scale=1.0,
+where=None)`` overwrites ``x`` and returns it;
 float32/float64 only, any number of dimensions and any strides (views are reduced to
 2-d or 3-d views, never copied); arguments are checked before anything is written.
+
+``scale`` and ``where`` (masked, scaled softmax: attention scores, temperature): x is
+replaced by fl(scale * x) (the product rounded once, in x's dtype) and the reductions run
+over the entries where ``where`` (a boolean array broadcastable to x, read in place through
+zero strides, never copied) is True, as ``jax.nn.softmax``'s ``where``. Excluded entries
+get 0 (log_softmax: -inf) and gradient 0; the backwards are scale * (the formulas above)
+with the sums over included entries; a row with no entry included gives zeros (-inf) and
+a zero gradient, never NaN. Separate kernels (``_softmax_kernels.masked_kernels``) run
+these calls: with scale 1 and no mask the kernels are the unmasked ones.
 
 Edge rows follow PyTorch: a -inf entry gets probability 0; a row containing NaN or
 +inf, and a row of only -inf, come out all NaN. A 0-d array is a row of one element
@@ -417,7 +427,7 @@ log_softmax_backward = _make_backward(
     """Gradient of log_softmax: s (grad - e^y * sum(grad)) along ``axis``; y is log_softmax's output.
 
     s = ``scale``, as given to the forward; with ``where``, the sum runs over the included
-    entries and the gradient is 0 at the excluded ones (grad and y there are not read).""",
+    entries and the gradient is 0 at the excluded ones (grad and y there are not used).""",
 )
 log_softmax_backward_ = _make_backward_(
     "log_softmax",
