@@ -53,7 +53,7 @@ from ._kernels import FASTMATH, interleaved
 from ._math import _exp_nonpos
 from ._math import exp as _exp
 from ._row_intrinsics import _maxnum, _prefetch_row, _prefetch_step, _row_max, _store_fence, _stream_scaled
-from ._softmax_jit import Kernel, PrunedPipeline, _flavoured, pin_all
+from ._softmax_jit import Kernel, PrunedPipeline, _flavoured, _Generic, pin_all
 
 # FASTMATH | {"reassoc"} as a dict, not a set: a helper's fastmath option is pickled into
 # the disk-cache key of each kernel that calls it, and a set of two strings pickles in an
@@ -572,7 +572,9 @@ def _sumexp_m_only(a, w, out, r, lo, hi, m, c):
 
 
 def _prefetching_m(sumexp):
-    """As _prefetching, for the masked sum-exp helpers (w and c passed on)."""
+    """As _prefetching, for the masked sum-exp helpers (w and c passed on); the next row
+    of the mask is prefetched too (the mask of one head, re-read for each head, is evicted
+    by the rows streaming through the cache in between)."""
 
     def run(a, w, out, src, r, n, m, c):
         step = _prefetch_step(n, src.itemsize, src.strides[1])
@@ -581,6 +583,8 @@ def _prefetching_m(sumexp):
         while lo < n:
             hi = lo + step if lo + step < n else n
             _prefetch_row(src, r + 1, lo, hi, step)
+            if w is not None:  # and the mask's (a broadcast one: lines already in cache)
+                _prefetch_row(w, r + 1, lo, hi, step)
             s += sumexp(a, w, out, r, lo, hi, m, c)
             lo = hi
         return s
@@ -1096,24 +1100,28 @@ class Kernels:
 
 
 _MASKED_ROLES = ("in", "in", "in", "out", types.float64, types.int64, types.int64)
+# The fast masked kernels: a, b and out C-contiguous, the mask w any layout (its rows
+# are read as fast through a run-time stride: LLVM versions the loops on it).
+_MASKED_FAST_ROLES = ("in C", "in C", "in", "out C", types.float64, types.int64, types.int64)
 
 
 class MaskedKernels:
     """The masked (and scaled) kernels of one op, as Kernels; each takes
-    ``(a, b, w, out, c, ...)``. w, the mask, never sends a call to the generic kernels:
-    a C-contiguous call with a broadcast mask compiles its own specialisation."""
+    ``(a, b, w, out, c, ...)``. The mask's layout never sends a call to the generic
+    kernels, and the fast ones are compiled once per dtype and None pattern (w typed
+    'A', every input read-only): a mask of x's shape, a broadcast one, a writeable x
+    or a read-only one share one compilation."""
 
     def __init__(self, lead, whole, part, combine, finish, tile, stream=None):
         _pin_all()
-        loose = (2,)  # w's layout does not choose the generic kernel
-        self.rows_stream = None if stream is None else _rows_stream_m(stream)
-        self.rows = Kernel(lambda: _rows_m(lead, whole, part, combine, finish, False), _MASKED_ROLES, loose)
-        self.rows_parallel = Kernel(
-            lambda: _rows_m(lead, whole, part, combine, finish, True), _MASKED_ROLES, loose
-        )
-        self.split = Kernel(lambda: _split_m(part, combine, finish), _MASKED_ROLES, loose)
-        self.cols = Kernel(lambda: _cols_m(tile, False), _MASKED_ROLES, loose)
-        self.cols_parallel = Kernel(lambda: _cols_m(tile, True), _MASKED_ROLES, loose)
+        roles, fast = _MASKED_ROLES, _MASKED_FAST_ROLES
+        kw = {"fast_roles": fast, "loose": (2,)}
+        self.rows_stream = None if stream is None else _Generic(_rows_stream_m(stream), fast)
+        self.rows = Kernel(lambda: _rows_m(lead, whole, part, combine, finish, False), roles, **kw)
+        self.rows_parallel = Kernel(lambda: _rows_m(lead, whole, part, combine, finish, True), roles, **kw)
+        self.split = Kernel(lambda: _split_m(part, combine, finish), roles, **kw)
+        self.cols = Kernel(lambda: _cols_m(tile, False), roles, **kw)
+        self.cols_parallel = Kernel(lambda: _cols_m(tile, True), roles, **kw)
 
 
 _built: dict[str, Kernels] = {}
