@@ -52,7 +52,15 @@ from . import _row_intrinsics
 from ._kernels import FASTMATH, interleaved
 from ._math import _exp_nonpos
 from ._math import exp as _exp
-from ._row_intrinsics import _maxnum, _prefetch_row, _prefetch_step, _row_max, _store_fence, _stream_scaled
+from ._row_intrinsics import (
+    PREFETCH_CHUNK,
+    _maxnum,
+    _prefetch_row,
+    _prefetch_step,
+    _row_max,
+    _store_fence,
+    _stream_scaled,
+)
 from ._softmax_jit import Kernel, PrunedPipeline, _flavoured, _Generic, pin_all
 
 # FASTMATH | {"reassoc"} as a dict, not a set: a helper's fastmath option is pickled into
@@ -571,21 +579,62 @@ def _sumexp_m_only(a, w, out, r, lo, hi, m, c):
     return _sumexp_m(_src(a, out), w, r, lo, hi, m, c)
 
 
-def _prefetching_m(sumexp):
+@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
+def _mask_count(w, r, lo, hi):
+    """How many of w[r, lo:hi] are True."""
+    v = w[r, lo:hi]
+    k = 0
+    for j in range(v.shape[0]):
+        k += v[j]
+    return k
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
+def _zero_row(out, r, lo, hi):
+    o = out[r, lo:hi]
+    for j in range(o.shape[0]):
+        o[j] = 0
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
+def _zero_tmp(tmp, r, lo, hi):
+    t = tmp[lo:hi]
+    for j in range(t.shape[0]):
+        t[j] = 0
+
+
+@njit(forceinline=True)
+def _zero_none(out, r, lo, hi):
+    return
+
+
+def _prefetching_m(sumexp, zero):
     """As _prefetching, for the masked sum-exp helpers (w and c passed on); the next row
     of the mask is prefetched too (the mask of one head, re-read for each head, is evicted
-    by the rows streaming through the cache in between)."""
+    by the rows streaming through the cache in between). With a mask, the row goes in
+    PREFETCH_CHUNK segments: one with no entry included only stores 0 (``zero``), one
+    with every entry included runs the loop without the mask; only the others (a causal
+    mask's diagonal) select. A causal mask so computes half the exps of an unmasked row."""
 
     def run(a, w, out, src, r, n, m, c):
         step = _prefetch_step(n, src.itemsize, src.strides[1])
+        chunk = step if w is None else PREFETCH_CHUNK
         s = src.dtype.type(0)
         lo = 0
         while lo < n:
-            hi = lo + step if lo + step < n else n
+            hi = lo + chunk if lo + chunk < n else n
             _prefetch_row(src, r + 1, lo, hi, step)
-            if w is not None:  # and the mask's (a broadcast one: lines already in cache)
-                _prefetch_row(w, r + 1, lo, hi, step)
-            s += sumexp(a, w, out, r, lo, hi, m, c)
+            if w is None:
+                s += sumexp(a, w, out, r, lo, hi, m, c)
+            else:
+                _prefetch_row(w, r + 1, lo, hi, step)  # (a broadcast mask: lines already in cache)
+                k = _mask_count(w, r, lo, hi)
+                if k == 0:
+                    zero(out, r, lo, hi)
+                elif k == hi - lo:
+                    s += sumexp(a, None, out, r, lo, hi, m, c)
+                else:
+                    s += sumexp(a, w, out, r, lo, hi, m, c)
             lo = hi
         return s
 
@@ -593,9 +642,9 @@ def _prefetching_m(sumexp):
     return njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)(run)
 
 
-_sumexp_m_store_prefetching = _prefetching_m(_sumexp_m_store)
-_sumexp_m_into_prefetching = _prefetching_m(_sumexp_m_into)
-_sumexp_m_only_prefetching = _prefetching_m(_sumexp_m_only)
+_sumexp_m_store_prefetching = _prefetching_m(_sumexp_m_store, _zero_row)
+_sumexp_m_into_prefetching = _prefetching_m(_sumexp_m_into, _zero_tmp)
+_sumexp_m_only_prefetching = _prefetching_m(_sumexp_m_only, _zero_none)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
