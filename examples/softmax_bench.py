@@ -21,6 +21,7 @@ import numba
 import numpy as np
 
 import fastact as fa
+from fastact._bench import CAUSAL_SCALE, CAUSAL_SHAPE, causal_softmax
 
 SHAPES = [(4096, 4096), (65536, 128), (64, 32768)]
 
@@ -145,6 +146,12 @@ def main(argv: list[str] | None = None) -> None:
             f" {r['backward_fastact']:6.2f}ms {r['backward_torch']:7.2f}ms"
             f" {r['backward_torch'] / r['backward_fastact']:8.2f}x"
         )
+    causal = causal_softmax()
+    base = causal["fastact unmasked"]
+    print(
+        f"causal softmax(x * {CAUSAL_SCALE}, where=tril) {'x'.join(map(str, CAUSAL_SHAPE))}: "
+        + ", ".join(f"{name} {t * 1e3:.2f} ms ({t / base:.2f}x)" for name, t in causal.items())
+    )
     n, c = XENT
     print(
         f"cross-entropy {n}x{c} forward+backward: fastact {x['fastact']['ms']:.2f} ms (in place), "

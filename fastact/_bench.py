@@ -864,6 +864,62 @@ def _positive(text: str) -> int:
     return value
 
 
+# --- masked (causal) softmax -------------------------------------------------------------
+
+CAUSAL_SHAPE = (16, 2048, 2048)  # heads x queries x keys
+CAUSAL_SCALE = 0.125  # 1 / sqrt(64)
+
+
+def causal_softmax_calls(
+    shape: tuple[int, int, int] = CAUSAL_SHAPE, peers: bool = True
+) -> dict[str, Callable]:
+    """The calls timed by ``--causal-softmax``, on float32 ``shape`` data and a causal
+    (queries x keys) mask broadcast over the heads: fastact with scale and where (into
+    ``out``), the same fastact call without them, and (``peers``, if installed) torch's
+    ``torch.softmax(x.masked_fill(~where, -inf) * scale, -1)``."""
+    _, q, k = shape
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    where = np.tril(np.ones((q, k), bool))
+    out = np.empty_like(x)
+    calls = {
+        "fastact masked": lambda: fastact.softmax(x, scale=CAUSAL_SCALE, where=where, out=out),
+        "fastact unmasked": lambda: fastact.softmax(x, out=out),
+    }
+    if peers and "torch" in available_peers():
+        import torch
+
+        xt, wt = torch.from_numpy(x), torch.from_numpy(where)
+        calls["torch masked_fill"] = lambda: torch.softmax(
+            xt.masked_fill(~wt, float("-inf")) * CAUSAL_SCALE, -1
+        )
+    return calls
+
+
+def causal_softmax(shape: tuple[int, int, int] = CAUSAL_SHAPE, repeats: int = 7) -> dict[str, float]:
+    """Best seconds of each of :func:`causal_softmax_calls`, sampled in turn (min of ``repeats``)."""
+    calls = causal_softmax_calls(shape)
+    for call in calls.values():
+        call()  # compile / load, and fault the pages in
+    return compare({name: (call, None) for name, call in calls.items()}, budget=0.0, repeats=repeats)
+
+
+def _main_causal(args) -> int:
+    side = 1 << max(1, int(math.log2(args.size)) // 2) if args.size else 0
+    shape = CAUSAL_SHAPE if not side else (1, side, side)
+    with _Threads(["torch"] if "torch" in available_peers() else []) as threads:
+        best = causal_softmax(shape, repeats=3 if args.quick else 7)
+    base = best["fastact unmasked"]
+    print(
+        f"softmax(x * {CAUSAL_SCALE}, where=causal) float32 {'x'.join(map(str, shape))}, "
+        f"{threads} threads, best of {3 if args.quick else 7} rounds in turn:"
+    )
+    for name, t in best.items():
+        print(f"  {name:18s} {t * 1e3:9.2f} ms  {t / base:5.2f}x fastact unmasked")
+    if args.json:
+        _write_json(args.json, {"shape": shape, "threads": threads, "seconds": best})
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fastact bench",
@@ -902,6 +958,12 @@ def _parser() -> argparse.ArgumentParser:
         help="compile fastact for this x86 SIMD level and run torch's kernels for it, in a subprocess "
         "(avx2 on an AVX-512 host: what most laptops and desktops run); default: the host's",
     )
+    parser.add_argument(
+        "--causal-softmax",
+        action="store_true",
+        help="softmax with a scale and a causal mask on 16x2048x2048 float32 (--size: one LxL head "
+        "of about that many elements): fastact masked, unmasked, torch's masked_fill composition",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the measurements as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
@@ -924,6 +986,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main_fused(args, show)
     if args.linear_xent:
         return _main_linear_xent(args)
+    if args.causal_softmax:
+        return _main_causal(args)
     n = args.size or (1 << 20 if args.quick else 1 << 22)
     peers = available_peers() if args.peers else []
     budget = 0.02 if args.quick else 0.25

@@ -7,10 +7,20 @@
     softmax_backward(g, y)     = y * (g - sum_j g_j y_j)        (y = softmax output)
     log_softmax_backward(g, y) = g - e^y * sum_j g_j            (y = log_softmax output)
 
-Same conventions as the elementwise activations: ``name(x, axis=-1, *, out=None)``
-returns a new array (or ``out``), ``name_(x, axis=-1)`` overwrites ``x`` and returns it;
+Same conventions as the elementwise activations: ``name(x, axis=-1, *, scale=1.0,
+where=None, out=None)`` returns a new array (or ``out``), ``name_(x, axis=-1, *, scale=1.0,
+where=None)`` overwrites ``x`` and returns it;
 float32/float64 only, any number of dimensions and any strides (views are reduced to
 2-d or 3-d views, never copied); arguments are checked before anything is written.
+
+``scale`` and ``where`` (masked, scaled softmax: attention scores, temperature): x is
+replaced by fl(scale * x) (the product rounded once, in x's dtype) and the reductions run
+over the entries where ``where`` (a boolean array broadcastable to x, read in place through
+zero strides, never copied) is True, as ``jax.nn.softmax``'s ``where``. Excluded entries
+get 0 (log_softmax: -inf) and gradient 0; the backwards are scale * (the formulas above)
+with the sums over included entries; a row with no entry included gives zeros (-inf) and
+a zero gradient, never NaN. Separate kernels (``_softmax_kernels.masked_kernels``) run
+these calls: with scale 1 and no mask the kernels are the unmasked ones.
 
 Edge rows follow PyTorch: a -inf entry gets probability 0; a row containing NaN or
 +inf, and a row of only -inf, come out all NaN. A 0-d array is a row of one element
@@ -23,6 +33,7 @@ and returns the loss and its gradient with respect to the logits from one pass p
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -146,13 +157,25 @@ def _reader(a: np.ndarray, out: np.ndarray) -> np.ndarray | None:
     return None if in_place else a
 
 
-def _run(op: str, a: np.ndarray, b: np.ndarray | None, out: np.ndarray, axis: int) -> np.ndarray:
+def _run(
+    op: str,
+    a: np.ndarray,
+    b: np.ndarray | None,
+    out: np.ndarray,
+    axis: int,
+    scale: float = 1.0,
+    where: np.ndarray | None = None,
+) -> np.ndarray:
     """out = op(a[, b]) along ``axis`` for checked arrays of one shape and dtype.
 
     The kernels get ``a=None`` when a is out (in place) and ``b=None`` for forward ops.
+    With a scale other than 1 or a mask ``where`` (bool, of out's shape: a broadcast
+    view), the masked kernels run instead.
     """
     if out.size == 0:
         return out
+    if scale != 1.0 or where is not None:
+        return _run_masked(op, a, b, out, axis, scale, where)
     a = _reader(a, out)
     if b is not None:
         b = unaliased(b, out)
@@ -185,94 +208,233 @@ def _run(op: str, a: np.ndarray, b: np.ndarray | None, out: np.ndarray, axis: in
     return out
 
 
+def _run_masked(
+    op: str,
+    a: np.ndarray,
+    b: np.ndarray | None,
+    out: np.ndarray,
+    axis: int,
+    scale: float,
+    where: np.ndarray | None,
+) -> np.ndarray:
+    """As _run, with the masked kernels: ``where`` (or None) is one more array of the
+    views, reduced with the others (its zero strides kept: never copied)."""
+    a = _reader(a, out)
+    if b is not None:
+        b = unaliased(b, out)
+    if where is not None:
+        where = unaliased(where, out)
+    read = out if a is None else a
+    arrays = (read, *(() if b is None else (b,)), *(() if where is None else (where,)), out)
+    if axis == out.ndim - 1 and all(x.flags.c_contiguous for x in arrays):
+        n = out.shape[-1]
+        mode, groups = "rows", [tuple(x.reshape(-1, n) for x in arrays)]
+    else:
+        mode, groups = _views(arrays, axis)
+    kernels = _k.masked_kernels(op)
+    itemsize = out.dtype.itemsize
+    size = out.size // len(groups)
+    c = float(scale)
+    for views in groups:
+        w = None if where is None else views[-2]
+        args = (None if a is None else views[0], None if b is None else views[1], w, views[-1], c)
+        if mode == "rows":
+            rows, n = views[-1].shape
+            chunk = config.CHUNK_BYTES // itemsize
+            whole = config.ROW_CACHE_BYTES // itemsize
+            if n >= 4 * chunk and size >= config.PARALLEL_THRESHOLD and _few_rows(rows):
+                _call(kernels.split, kernels.rows, size, (*args, chunk, whole))
+            elif _streams(kernels, a, (views[0], views[-1]), whole):
+                _call(kernels.rows_stream, kernels.rows, size, (*args, chunk, whole))
+            else:
+                _call(kernels.rows_parallel, kernels.rows, size, (*args, chunk, whole))
+        else:
+            n_outer, _, n_inner = views[-1].shape
+            tw, blocks = _tiles(n_outer, n_inner, itemsize, size >= config.PARALLEL_THRESHOLD)
+            _call(kernels.cols_parallel, kernels.cols, size, (*args, tw, blocks))
+    return out
+
+
 # --- public functions -----------------------------------------------------------------
 
 
-def _forward(op: str, x: object, axis: object, out: object) -> np.ndarray:
-    x = as_input(x, "x")
-    ax = _axis(axis, x.ndim)
-    if out is None:
-        out = np.empty_like(x)
-    else:
-        out = as_output(out, "out")
-        same_layout(out, "out", x, "x")
-    return _run(op, x, None, out, ax)
+def _scale(scale: object) -> float:
+    """``scale`` as a Python float: any finite real number (not a bool)."""
+    c = real(scale, "scale")
+    if not math.isfinite(c):
+        raise ValueError(f"scale must be finite, got {c}")
+    return c
 
 
-def _forward_(op: str, x: object, axis: object) -> np.ndarray:
-    x = as_output(x, "x")
-    return _run(op, x, None, x, _axis(axis, x.ndim))
+def _where(where: object, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``where`` as a read-only bool view of ``shape`` (np.broadcast_to: zero strides, no copy)."""
+    if where is None:
+        return None
+    w = where if isinstance(where, np.ndarray) else np.asarray(where)
+    if w.dtype != np.bool_:
+        raise TypeError(f"where must be a boolean array, got dtype {w.dtype}")
+    try:
+        return np.broadcast_to(w, shape)
+    except ValueError:
+        raise ValueError(f"where has shape {w.shape}, which does not broadcast to {shape}") from None
 
 
-def _backward(op: str, grad: object, y: object, axis: object, out: object) -> np.ndarray:
-    grad = as_input(grad, "grad")
-    y = as_input(y, "y")
-    same_layout(y, "y", grad, "grad")
-    ax = _axis(axis, grad.ndim)
-    if out is None:
-        out = np.empty_like(grad)
-    else:
-        out = as_output(out, "out")
-        same_layout(out, "out", grad, "grad")
-    return _run(op, grad, y, out, ax)
+def _checked(scale: object, where: object, shape: tuple[int, ...]) -> tuple[float, np.ndarray | None]:
+    if where is None and type(scale) is float and scale == 1.0:  # the common case, quickly
+        return 1.0, None
+    return _scale(scale), _where(where, shape)
 
 
-def _backward_(op: str, grad: object, y: object, axis: object) -> np.ndarray:
-    grad = as_output(grad, "grad")
-    y = as_input(y, "y")
-    same_layout(y, "y", grad, "grad")
-    return _run(op, grad, y, grad, _axis(axis, grad.ndim))
+def _make_forward(op: str, doc: str):
+    def forward(
+        x: np.ndarray,
+        axis: int = -1,
+        *,
+        scale: float = 1.0,
+        where: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        x = as_input(x, "x")
+        ax = _axis(axis, x.ndim)
+        c, w = _checked(scale, where, x.shape)
+        if out is None:
+            out = np.empty_like(x)
+        else:
+            out = as_output(out, "out")
+            same_layout(out, "out", x, "x")
+        return _run(op, x, None, out, ax, c, w)
+
+    return _named(forward, op, doc)
 
 
-def softmax(x: np.ndarray, axis: int = -1, *, out: np.ndarray | None = None) -> np.ndarray:
+def _make_forward_(op: str, doc: str):
+    def forward_(
+        x: np.ndarray, axis: int = -1, *, scale: float = 1.0, where: np.ndarray | None = None
+    ) -> np.ndarray:
+        x = as_output(x, "x")
+        ax = _axis(axis, x.ndim)
+        c, w = _checked(scale, where, x.shape)
+        return _run(op, x, None, x, ax, c, w)
+
+    return _named(forward_, op + "_", doc)
+
+
+def _make_backward(op: str, doc: str):
+    def backward(
+        grad: np.ndarray,
+        y: np.ndarray,
+        axis: int = -1,
+        *,
+        scale: float = 1.0,
+        where: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        grad = as_input(grad, "grad")
+        y = as_input(y, "y")
+        same_layout(y, "y", grad, "grad")
+        ax = _axis(axis, grad.ndim)
+        c, w = _checked(scale, where, grad.shape)
+        if out is None:
+            out = np.empty_like(grad)
+        else:
+            out = as_output(out, "out")
+            same_layout(out, "out", grad, "grad")
+        return _run(op + "_backward", grad, y, out, ax, c, w)
+
+    return _named(backward, op + "_backward", doc)
+
+
+def _make_backward_(op: str, doc: str):
+    def backward_(
+        grad: np.ndarray,
+        y: np.ndarray,
+        axis: int = -1,
+        *,
+        scale: float = 1.0,
+        where: np.ndarray | None = None,
+    ) -> np.ndarray:
+        grad = as_output(grad, "grad")
+        y = as_input(y, "y")
+        same_layout(y, "y", grad, "grad")
+        ax = _axis(axis, grad.ndim)
+        c, w = _checked(scale, where, grad.shape)
+        return _run(op + "_backward", grad, y, grad, ax, c, w)
+
+    return _named(backward_, op + "_backward_", doc)
+
+
+def _named(function, name: str, doc: str):
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = doc
+    function.__module__ = __name__
+    return function
+
+
+_MASK_DOC = """
+    ``scale`` multiplies x first (the product rounded once per element, in x's dtype);
+    ``where`` (a boolean array broadcastable to x, read in place) excludes the entries
+    where it is False, as ``jax.nn.softmax``'s ``where``: they get {excluded}, and a row
+    with no entry included gives {empty_row}."""
+
+softmax = _make_forward(
+    "softmax",
     """softmax along ``axis`` (new array, or written into ``out``).
 
-    y_i = e^(x_i - m) / sum_j e^(x_j - m), m = max_j x_j. NaN or +inf in a row, or a
-    row of only -inf, gives a NaN row (as PyTorch).
-    """
-    return _forward("softmax", x, axis, out)
+    y_i = e^(s x_i - m) / sum_j e^(s x_j - m), m = max_j s x_j (s = ``scale``). NaN or
+    +inf in a row, or a row of only -inf, gives a NaN row (as PyTorch).
+"""
+    + _MASK_DOC.format(excluded="probability 0", empty_row="all zeros"),
+)
+softmax_ = _make_forward_(
+    "softmax",
+    """softmax along ``axis`` in place: overwrites x and returns it.
 
+    y_i = e^(s x_i - m) / sum_j e^(s x_j - m), m = max_j s x_j (s = ``scale``).
+"""
+    + _MASK_DOC.format(excluded="probability 0", empty_row="all zeros"),
+)
+softmax_backward = _make_backward(
+    "softmax",
+    """Gradient of softmax: s y * (grad - sum(grad * y)) along ``axis``; y is softmax's output.
 
-def softmax_(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """softmax along ``axis`` in place: overwrites x and returns it."""
-    return _forward_("softmax", x, axis)
+    s = ``scale``, as given to the forward; with ``where``, 0 at the excluded entries
+    (and in rows with no entry included).""",
+)
+softmax_backward_ = _make_backward_(
+    "softmax",
+    """Gradient of softmax in place: overwrites grad with s y * (grad - sum(grad * y)).
 
-
-def softmax_backward(
-    grad: np.ndarray, y: np.ndarray, axis: int = -1, *, out: np.ndarray | None = None
-) -> np.ndarray:
-    """Gradient of softmax: y * (grad - sum(grad * y)) along ``axis``; y is softmax's output."""
-    return _backward("softmax_backward", grad, y, axis, out)
-
-
-def softmax_backward_(grad: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Gradient of softmax in place: overwrites grad with y * (grad - sum(grad * y))."""
-    return _backward_("softmax_backward", grad, y, axis)
-
-
-def log_softmax(x: np.ndarray, axis: int = -1, *, out: np.ndarray | None = None) -> np.ndarray:
+    s = ``scale``, as given to the forward; with ``where``, 0 at the excluded entries.""",
+)
+log_softmax = _make_forward(
+    "log_softmax",
     """log_softmax along ``axis`` (new array, or written into ``out``).
 
-    y_i = (x_i - m) - log(sum_j e^(x_j - m)), m = max_j x_j.
-    """
-    return _forward("log_softmax", x, axis, out)
+    y_i = (s x_i - m) - log(sum_j e^(s x_j - m)), m = max_j s x_j (s = ``scale``).
+"""
+    + _MASK_DOC.format(excluded="-inf", empty_row="all -inf"),
+)
+log_softmax_ = _make_forward_(
+    "log_softmax",
+    """log_softmax along ``axis`` in place: overwrites x and returns it.
 
+    y_i = (s x_i - m) - log(sum_j e^(s x_j - m)), m = max_j s x_j (s = ``scale``).
+"""
+    + _MASK_DOC.format(excluded="-inf", empty_row="all -inf"),
+)
+log_softmax_backward = _make_backward(
+    "log_softmax",
+    """Gradient of log_softmax: s (grad - e^y * sum(grad)) along ``axis``; y is log_softmax's output.
 
-def log_softmax_(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """log_softmax along ``axis`` in place: overwrites x and returns it."""
-    return _forward_("log_softmax", x, axis)
+    s = ``scale``, as given to the forward; with ``where``, the sum runs over the included
+    entries and the gradient is 0 at the excluded ones (grad and y there are not used).""",
+)
+log_softmax_backward_ = _make_backward_(
+    "log_softmax",
+    """Gradient of log_softmax in place: overwrites grad with s (grad - e^y * sum(grad)).
 
-
-def log_softmax_backward(
-    grad: np.ndarray, y: np.ndarray, axis: int = -1, *, out: np.ndarray | None = None
-) -> np.ndarray:
-    """Gradient of log_softmax: grad - e^y * sum(grad) along ``axis``; y is log_softmax's output."""
-    return _backward("log_softmax_backward", grad, y, axis, out)
-
-
-def log_softmax_backward_(grad: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Gradient of log_softmax in place: overwrites grad with grad - e^y * sum(grad)."""
-    return _backward_("log_softmax_backward", grad, y, axis)
+    s = ``scale``, as given to the forward; with ``where``, 0 at the excluded entries.""",
+)
 
 
 # --- cross-entropy ----------------------------------------------------------------------

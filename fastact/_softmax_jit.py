@@ -67,7 +67,9 @@ class _Generic:
     or not) to those when compiling is disabled (from the first compilation on), so
     unusual layouts cost one compilation per dtype (and None pattern), not one per
     combination of layouts and flags.
-    ``roles``: per argument, "in" (array or None), "out" (array) or a numba scalar type.
+    ``roles``: per argument, "in" (array or None), "out" (array) or a numba scalar type;
+    "in C" and "out C" compile the array C-contiguous (a dispatcher for C-contiguous
+    calls, typed once whatever their flags).
     """
 
     def __init__(self, dispatcher, roles: tuple):
@@ -89,9 +91,9 @@ class _Generic:
                 if a is None:
                     sig.append(types.none)
                 else:
-                    sig.append(
-                        types.Array(numpy_support.from_dtype(a.dtype), a.ndim, "A", readonly=role == "in")
-                    )
+                    dtype = numpy_support.from_dtype(a.dtype)
+                    layout = "C" if role.endswith(" C") else "A"
+                    sig.append(types.Array(dtype, a.ndim, layout, readonly=role.startswith("in")))
             else:
                 sig.append(role)
         with self._lock:
@@ -108,12 +110,17 @@ class Kernel:
     when every array is C-contiguous (the fast, vectorised code), and a _Generic one for
     the rest (strided code: several times slower per element)."""
 
-    def __init__(self, make, roles: tuple):
-        self.fast = make()
+    def __init__(self, make, roles: tuple, fast_roles: tuple | None = None, loose: tuple[int, ...] = ()):
+        # fast_roles: the fast dispatcher is a _Generic of these too (one signature per
+        # dtype and None pattern), else it specialises on the arguments' types
+        self.fast = make() if fast_roles is None else _Generic(make(), fast_roles)
         self.generic = _Generic(make(), roles)
+        # arguments whose layout does not choose the generic dispatcher
+        self._loose = loose
 
     def __call__(self, *args):
-        for a in args:
-            if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
+        loose = self._loose
+        for i, a in enumerate(args):
+            if isinstance(a, np.ndarray) and not a.flags.c_contiguous and i not in loose:
                 return self.generic(*args)
         return self.fast(*args)

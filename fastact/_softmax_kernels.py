@@ -52,8 +52,16 @@ from . import _row_intrinsics
 from ._kernels import FASTMATH, interleaved
 from ._math import _exp_nonpos
 from ._math import exp as _exp
-from ._row_intrinsics import _maxnum, _prefetch_row, _prefetch_step, _row_max, _store_fence, _stream_scaled
-from ._softmax_jit import Kernel, PrunedPipeline, _flavoured, pin_all
+from ._row_intrinsics import (
+    PREFETCH_CHUNK,
+    _maxnum,
+    _prefetch_row,
+    _prefetch_step,
+    _row_max,
+    _store_fence,
+    _stream_scaled,
+)
+from ._softmax_jit import Kernel, PrunedPipeline, _flavoured, _Generic, pin_all
 
 # FASTMATH | {"reassoc"} as a dict, not a set: a helper's fastmath option is pickled into
 # the disk-cache key of each kernel that calls it, and a set of two strings pickles in an
@@ -214,13 +222,13 @@ class Op(NamedTuple):
 _generated: list[Dispatcher] = []  # every function the op factories made (_pin_all pins them)
 
 
-def _named(prefix: str):
+def _named(prefix: str, fastmath=FASTMATH):
     """njit a factory's function as ``{prefix}_{name}``: its own identity (pin_uuid) and
     the name that numba's messages and profiles show."""
 
     def decorate(func):
         func.__name__ = func.__qualname__ = f"{prefix}_{func.__name__}"
-        dispatcher = njit(fastmath=FASTMATH, error_model="numpy", pipeline_class=PrunedPipeline)(func)
+        dispatcher = njit(fastmath=fastmath, error_model="numpy", pipeline_class=PrunedPipeline)(func)
         _generated.append(dispatcher)
         return dispatcher
 
@@ -475,6 +483,454 @@ _OPS = {
 }
 
 
+# --- masked and scaled ops ----------------------------------------------------------------
+# softmax(c x) over the entries where w is True (w None: every entry; c a float of the
+# arrays' dtype). The product c x is rounded once, in a helper compiled without "contract"
+# (LLVM would otherwise fuse it with the subtraction of the max into one FMA, whose
+# argument at the max entry is a rounding error of either sign, and _exp_nonpos takes
+# x <= 0 only). Excluded entries read -inf into the max and exp, so they store 0 (log:
+# -inf is stored by a select); a row with no entry included sums 0 and its scale pass
+# (rare: any factor that is not finite) writes 0 where w is False and what the factor
+# gives elsewhere. The unmasked ops above are separate functions, untouched: with
+# scale 1 and no mask the wrappers run them.
+
+
+@njit(error_model="numpy")
+def _mul(x, c):
+    """x c rounded once (no fastmath: never fused into a later add)."""
+    return x * c
+
+
+@njit(fastmath=REDUCE, error_model="numpy")
+def _max_m(a, w, r, lo, hi, c):
+    """max_j (c a[r, j] where w[r, j], else -inf) over [lo, hi); NaN ignored."""
+    x = a[r, lo:hi]
+    ninf = a.dtype.type(-np.inf)
+    m = ninf
+    if w is None:
+        for j in range(x.shape[0]):
+            m = _maxnum(m, _mul(x[j], c))
+    else:
+        v = w[r, lo:hi]
+        for j in range(x.shape[0]):
+            t = _mul(x[j], c)
+            m = _maxnum(m, t if v[j] else ninf)
+    return m
+
+
+@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
+def _sumexp_m(a, w, r, lo, hi, m, c):
+    x = a[r, lo:hi]
+    s = a.dtype.type(0)
+    if w is None:
+        for j in range(x.shape[0]):
+            s += _exp_nonpos(_mul(x[j], c) - m)
+    else:
+        v = w[r, lo:hi]
+        for j in range(x.shape[0]):
+            t = _mul(x[j], c) - m
+            s += _exp_nonpos(t if v[j] else a.dtype.type(-np.inf))
+    return s
+
+
+@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
+def _sumexp_m_store(a, w, out, r, lo, hi, m, c):
+    o = out[r, lo:hi]
+    x = _seg(a, o, r, lo, hi)
+    s = out.dtype.type(0)
+    if w is None:
+        for j in range(o.shape[0]):
+            e = _exp_nonpos(_mul(x[j], c) - m)
+            o[j] = e
+            s += e
+    else:
+        v = w[r, lo:hi]
+        for j in range(o.shape[0]):
+            t = _mul(x[j], c) - m
+            e = _exp_nonpos(t if v[j] else out.dtype.type(-np.inf))
+            o[j] = e
+            s += e
+    return s
+
+
+@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
+def _sumexp_m_into(a, w, tmp, r, lo, hi, m, c):
+    """As _sumexp_m_store, into tmp[lo:hi], a 1-D scratch row."""
+    x = a[r, lo:hi]
+    t = tmp[lo:hi]
+    s = a.dtype.type(0)
+    if w is None:
+        for j in range(x.shape[0]):
+            e = _exp_nonpos(_mul(x[j], c) - m)
+            t[j] = e
+            s += e
+    else:
+        v = w[r, lo:hi]
+        for j in range(x.shape[0]):
+            u = _mul(x[j], c) - m
+            e = _exp_nonpos(u if v[j] else a.dtype.type(-np.inf))
+            t[j] = e
+            s += e
+    return s
+
+
+@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
+def _sumexp_m_only(a, w, out, r, lo, hi, m, c):
+    return _sumexp_m(_src(a, out), w, r, lo, hi, m, c)
+
+
+@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
+def _mask_count(w, r, lo, hi):
+    """How many of w[r, lo:hi] are True."""
+    v = w[r, lo:hi]
+    k = 0
+    for j in range(v.shape[0]):
+        k += v[j]
+    return k
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
+def _zero_row(out, r, lo, hi):
+    o = out[r, lo:hi]
+    for j in range(o.shape[0]):
+        o[j] = 0
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
+def _zero_tmp(tmp, r, lo, hi):
+    t = tmp[lo:hi]
+    for j in range(t.shape[0]):
+        t[j] = 0
+
+
+@njit(forceinline=True)
+def _zero_none(out, r, lo, hi):
+    return
+
+
+def _prefetching_m(sumexp, zero):
+    """As _prefetching, for the masked sum-exp helpers (w and c passed on); the next row
+    of the mask is prefetched too (the mask of one head, re-read for each head, is evicted
+    by the rows streaming through the cache in between). With a mask, the row goes in
+    PREFETCH_CHUNK segments: one with no entry included only stores 0 (``zero``), one
+    with every entry included runs the loop without the mask; only the others (a causal
+    mask's diagonal) select. A causal mask so computes half the exps of an unmasked row."""
+
+    def run(a, w, out, src, r, n, m, c):
+        step = _prefetch_step(n, src.itemsize, src.strides[1])
+        chunk = step if w is None else PREFETCH_CHUNK
+        s = src.dtype.type(0)
+        lo = 0
+        while lo < n:
+            hi = lo + chunk if lo + chunk < n else n
+            _prefetch_row(src, r + 1, lo, hi, step)
+            if w is None:
+                s += sumexp(a, w, out, r, lo, hi, m, c)
+            else:
+                _prefetch_row(w, r + 1, lo, hi, step)  # (a broadcast mask: lines already in cache)
+                k = _mask_count(w, r, lo, hi)
+                if k == 0:
+                    zero(out, r, lo, hi)
+                elif k == hi - lo:
+                    s += sumexp(a, None, out, r, lo, hi, m, c)
+                else:
+                    s += sumexp(a, w, out, r, lo, hi, m, c)
+            lo = hi
+        return s
+
+    run.__qualname__ = f"{sumexp.py_func.__name__}_prefetching"
+    return njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)(run)
+
+
+_sumexp_m_store_prefetching = _prefetching_m(_sumexp_m_store, _zero_row)
+_sumexp_m_into_prefetching = _prefetching_m(_sumexp_m_into, _zero_tmp)
+_sumexp_m_only_prefetching = _prefetching_m(_sumexp_m_only, _zero_none)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _scale_m(w, out, r, lo, hi, q):
+    """out[r, lo:hi] *= q; where q is not finite (a row of only -inf, NaN or nothing
+    included), 0 where w is False."""
+    o = out[r, lo:hi]
+    if w is None or (q == q and q < np.inf):
+        for j in range(o.shape[0]):
+            o[j] *= q
+    else:
+        v = w[r, lo:hi]
+        for j in range(o.shape[0]):
+            o[j] = o[j] * q if v[j] else out.dtype.type(0)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_store_m(a, w, out, r, lo, hi, m, ls, c):
+    """out = (c x - m) - ls, -inf where w is False."""
+    o = out[r, lo:hi]
+    x = _seg(a, o, r, lo, hi)
+    if w is None:
+        for j in range(o.shape[0]):
+            o[j] = (_mul(x[j], c) - m) - ls
+    else:
+        v = w[r, lo:hi]
+        for j in range(o.shape[0]):
+            t = (_mul(x[j], c) - m) - ls
+            o[j] = t if v[j] else out.dtype.type(-np.inf)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
+def _softmax_stream_m(a, b, w, out, r, n, tmp, c):
+    """As _softmax_stream, masked and scaled; a row whose 1 / S is not finite is written
+    with ordinary stores (see _scale_m)."""
+    cc = out.dtype.type(c)
+    m = _shift(out, _max_m(a, w, r, 0, n, cc))
+    s = _sumexp_m_into_prefetching(a, w, tmp, a, r, n, m, cc)
+    q = out.dtype.type(1) / s
+    if w is None or (q == q and q < np.inf):
+        _stream_scaled(out[r], tmp, q)
+    else:
+        _copy_scaled_m(w, out, r, tmp, q)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _copy_scaled_m(w, out, r, tmp, q):
+    """out[r] = tmp q where w[r], else 0 (a row whose 1 / S is not finite)."""
+    o = out[r]
+    v = w[r]
+    for j in range(o.shape[0]):
+        o[j] = tmp[j] * q if v[j] else out.dtype.type(0)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _tile_max_m(a, w, o, i0, i1, m, c):
+    wd = i1 - i0
+    ninf = a.dtype.type(-np.inf)
+    for i in range(wd):
+        m[i] = ninf
+    for k in range(a.shape[1]):
+        x = a[o, k, i0:i1]
+        if w is None:
+            for i in range(wd):
+                m[i] = _maxnum(m[i], _mul(x[i], c))
+        else:
+            v = w[o, k, i0:i1]
+            for i in range(wd):
+                t = _mul(x[i], c)
+                m[i] = _maxnum(m[i], t if v[i] else ninf)
+    for i in range(wd):
+        m[i] = _shift(a, m[i])
+
+
+class MaskedOp(NamedTuple):
+    """The functions of one masked (and scaled) op: as Op, each taking w (the mask, or
+    None) after b and c (the scale) last."""
+
+    lead: Dispatcher
+    whole: Dispatcher
+    part: Dispatcher
+    combine: Dispatcher
+    finish: Dispatcher
+    tile: Dispatcher
+    stream: Dispatcher | None = None
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _forward_lead_m(a, b, w, out, r, n, c):
+    return 0
+
+
+def _masked_forward(log: bool) -> MaskedOp:
+    """softmax(c x) (log False) or log_softmax(c x) over the entries where w is True."""
+    named = _named("_log_softmax_masked" if log else "_softmax_masked")
+
+    @named
+    def whole(a, b, w, out, r, n, carry, nxt, c):
+        src = _src(a, out)
+        cc = out.dtype.type(c)
+        m = _shift(out, _max_m(src, w, r, 0, n, cc))
+        if log:
+            s = _sumexp_m_only_prefetching(a, w, out, src, r, n, m, cc)
+            _log_store_m(a, w, out, r, 0, n, m, out.dtype.type(math.log(s)), cc)
+        else:
+            s = _sumexp_m_store_prefetching(a, w, out, src, r, n, m, cc)
+            _scale_m(w, out, r, 0, n, out.dtype.type(1) / s)
+        return 0
+
+    @named
+    def part(a, b, w, out, r, lo, hi, c):
+        x = _src(a, out)
+        cc = out.dtype.type(c)
+        m = _max_m(x, w, r, lo, hi, cc)
+        if log:
+            s = _sumexp_m(x, w, r, lo, hi, _shift(out, m), cc)
+        else:
+            s = _sumexp_m_store(a, w, out, r, lo, hi, _shift(out, m), cc)
+        return np.float64(m), np.float64(s)
+
+    @named
+    def finish(a, b, w, out, r, lo, hi, m, s, big, q, c):
+        if log:
+            _log_store_m(a, w, out, r, lo, hi, out.dtype.type(big), out.dtype.type(q), out.dtype.type(c))
+        else:
+            _scale_m(w, out, r, lo, hi, out.dtype.type(math.exp(m - big) * q))
+
+    @named
+    def tile(a, b, w, out, o, i0, i1, m, s, c):
+        src = _src(a, out)
+        cc = out.dtype.type(c)
+        n = out.shape[1]
+        wd = i1 - i0
+        _tile_max_m(src, w, o, i0, i1, m, cc)
+        s[:wd] = 0.0
+        for k in range(n):
+            y = out[o, k, i0:i1]
+            x = _tseg(a, y, o, k, i0, i1)
+            if w is None:
+                for i in range(wd):
+                    e = _exp_nonpos(_mul(x[i], cc) - m[i])
+                    if not log:
+                        y[i] = e
+                    s[i] += e
+            else:
+                v = w[o, k, i0:i1]
+                for i in range(wd):
+                    t = _mul(x[i], cc) - m[i]
+                    e = _exp_nonpos(t if v[i] else out.dtype.type(-np.inf))
+                    if not log:
+                        y[i] = e
+                    s[i] += e
+        for i in range(wd):
+            if log:
+                s[i] = math.log(s[i])
+            else:
+                s[i] = 1.0 / s[i]
+        for k in range(n):
+            y = out[o, k, i0:i1]
+            if log:
+                x = _tseg(a, y, o, k, i0, i1)
+                if w is None:
+                    for i in range(wd):
+                        y[i] = (_mul(x[i], cc) - m[i]) - out.dtype.type(s[i])
+                else:
+                    v = w[o, k, i0:i1]
+                    for i in range(wd):
+                        t = (_mul(x[i], cc) - m[i]) - out.dtype.type(s[i])
+                        y[i] = t if v[i] else out.dtype.type(-np.inf)
+            elif w is None:
+                for i in range(wd):
+                    y[i] *= out.dtype.type(s[i])
+            else:
+                # 0 where excluded: the rows whose 1 / S is not finite need it
+                v = w[o, k, i0:i1]
+                for i in range(wd):
+                    t = y[i] * out.dtype.type(s[i])
+                    y[i] = t if v[i] else out.dtype.type(0)
+
+    combine = _OPS["log_softmax" if log else "softmax"].combine
+    return MaskedOp(_forward_lead_m, whole, part, combine, finish, tile, None if log else _softmax_stream_m)
+
+
+def _masked_backward(log: bool) -> MaskedOp:
+    """c y (g - D), D = sum g y (softmax), or c (g - e^y D), D = sum g (log_softmax), over
+    the entries where w is True; 0 elsewhere (g and y there are not used)."""
+    prefix = "_log_softmax_backward_masked" if log else "_softmax_backward_masked"
+    named = _named(prefix)
+
+    @_named(prefix, REDUCE)  # it sums: reassociated, to vectorise
+    def reduce(g, y, w, r, lo, hi):
+        x = g[r, lo:hi]
+        p = y[r, lo:hi]
+        s = g.dtype.type(0)
+        if w is None:
+            for j in range(x.shape[0]):
+                s += x[j] if log else x[j] * p[j]
+        else:
+            v = w[r, lo:hi]
+            for j in range(x.shape[0]):
+                t = x[j] if log else x[j] * p[j]
+                s += t if v[j] else g.dtype.type(0)
+        return s
+
+    @named
+    def grad(g, y, w, out, r, lo, hi, d, c):
+        o = out[r, lo:hi]
+        x = _seg(g, o, r, lo, hi)
+        p = y[r, lo:hi]
+        if w is None:
+            for j in range(o.shape[0]):
+                o[j] = (x[j] - _exp(p[j]) * d) * c if log else p[j] * (x[j] - d) * c
+        else:
+            v = w[r, lo:hi]
+            for j in range(o.shape[0]):
+                t = (x[j] - _exp(p[j]) * d) * c if log else p[j] * (x[j] - d) * c
+                o[j] = t if v[j] else out.dtype.type(0)
+
+    @named
+    def lead(g, y, w, out, r, n, c):
+        return reduce(_src(g, out), y, w, r, 0, n)
+
+    @named
+    def whole(g, y, w, out, r, n, d, nxt, c):
+        src = _src(g, out)
+        cc = out.dtype.type(c)
+        dn = out.dtype.type(0)
+        for lo in range(0, n, AHEAD):
+            hi = min(lo + AHEAD, n)
+            if nxt >= 0:
+                dn += reduce(src, y, w, nxt, lo, hi)
+            grad(g, y, w, out, r, lo, hi, d, cc)
+        return dn
+
+    @named
+    def part(g, y, w, out, r, lo, hi, c):
+        return np.float64(reduce(_src(g, out), y, w, r, lo, hi)), 0.0
+
+    @named
+    def finish(g, y, w, out, r, lo, hi, p, q, total, _, c):
+        grad(g, y, w, out, r, lo, hi, out.dtype.type(total), out.dtype.type(c))
+
+    @named
+    def tile(g, y, w, out, o, i0, i1, m, s, c):
+        src = _src(g, out)
+        cc = out.dtype.type(c)
+        n = out.shape[1]
+        wd = i1 - i0
+        s[:wd] = 0.0
+        for k in range(n):
+            x = src[o, k, i0:i1]
+            p = y[o, k, i0:i1]
+            if w is None:
+                for i in range(wd):
+                    s[i] += x[i] if log else x[i] * p[i]
+            else:
+                v = w[o, k, i0:i1]
+                for i in range(wd):
+                    t = x[i] if log else x[i] * p[i]
+                    s[i] += t if v[i] else out.dtype.type(0)
+        for i in range(wd):
+            m[i] = s[i]
+        for k in range(n):
+            z = out[o, k, i0:i1]
+            x = _tseg(g, z, o, k, i0, i1)
+            p = y[o, k, i0:i1]
+            if w is None:
+                for i in range(wd):
+                    z[i] = (x[i] - _exp(p[i]) * m[i]) * cc if log else p[i] * (x[i] - m[i]) * cc
+            else:
+                v = w[o, k, i0:i1]
+                for i in range(wd):
+                    t = (x[i] - _exp(p[i]) * m[i]) * cc if log else p[i] * (x[i] - m[i]) * cc
+                    z[i] = t if v[i] else out.dtype.type(0)
+
+    return MaskedOp(lead, whole, part, _combine_sum, finish, tile)
+
+
+_MASKED_OPS = {
+    "softmax": _masked_forward(log=False),
+    "log_softmax": _masked_forward(log=True),
+    "softmax_backward": _masked_backward(log=False),
+    "log_softmax_backward": _masked_backward(log=True),
+}
+
+
 # --- kernels ----------------------------------------------------------------------------
 
 
@@ -575,6 +1031,97 @@ def _cols(tile, parallel):
     return kernel
 
 
+# The masked (and scaled) kernels: the loops above with w (the mask, or None) after b and
+# c (the scale, float64) after out.
+
+
+def _rows_m(lead, whole, part, combine, finish, parallel):
+    max_blocks = ROW_BLOCKS if parallel else 1
+
+    @_flavoured(parallel)
+    def kernel_masked(a, b, w, out, c, chunk, whole_max):
+        n_rows, n = out.shape
+        if n <= whole_max and n_rows > 0:
+            n_blocks = min(n_rows, max_blocks)
+            for blk in prange(n_blocks):
+                r0 = blk * n_rows // n_blocks
+                r1 = (blk + 1) * n_rows // n_blocks
+                carry = lead(a, b, w, out, r0, n, c)
+                for r in range(r0, r1):
+                    carry = whole(a, b, w, out, r, n, carry, r + 1 if r + 1 < r1 else -1, c)
+            return
+        n_chunks = (n + chunk - 1) // chunk
+        for r in prange(n_rows):
+            ps = np.empty(n_chunks)
+            qs = np.empty(n_chunks)
+            for k in range(n_chunks):
+                lo = k * chunk
+                ps[k], qs[k] = part(a, b, w, out, r, lo, min(lo + chunk, n), c)
+            p, q = combine(ps, qs)
+            for k in range(n_chunks):
+                lo = k * chunk
+                finish(a, b, w, out, r, lo, min(lo + chunk, n), ps[k], qs[k], p, q, c)
+
+    return kernel_masked
+
+
+def _rows_stream_m(stream):
+    @_flavoured(True)
+    def kernel_masked(a, b, w, out, c, chunk, whole_max):
+        n_rows, n = out.shape
+        n_blocks = min(n_rows, ROW_BLOCKS)
+        for blk in prange(n_blocks):
+            tmp = np.empty(n, out.dtype)
+            for r in range(blk * n_rows // n_blocks, (blk + 1) * n_rows // n_blocks):
+                stream(a, b, w, out, r, n, tmp, c)
+            _store_fence()
+
+    return kernel_masked
+
+
+def _split_m(part, combine, finish):
+    @interleaved
+    @njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+    def kernel_masked(a, b, w, out, c, chunk, whole_max):
+        n_rows, n = out.shape
+        n_chunks = (n + chunk - 1) // chunk
+        ps = np.empty((n_rows, n_chunks))
+        qs = np.empty((n_rows, n_chunks))
+        for t in prange(n_rows * n_chunks):
+            r = t // n_chunks
+            k = t - r * n_chunks
+            lo = k * chunk
+            ps[r, k], qs[r, k] = part(a, b, w, out, r, lo, min(lo + chunk, n), c)
+        big = np.empty(n_rows)
+        small = np.empty(n_rows)
+        for r in range(n_rows):
+            big[r], small[r] = combine(ps[r], qs[r])
+        for t in prange(n_rows * n_chunks):
+            r = t // n_chunks
+            k = t - r * n_chunks
+            lo = k * chunk
+            finish(a, b, w, out, r, lo, min(lo + chunk, n), ps[r, k], qs[r, k], big[r], small[r], c)
+
+    return kernel_masked
+
+
+def _cols_m(tile, parallel):
+    @_flavoured(parallel)
+    def kernel_masked(a, b, w, out, c, tw, n_blocks):
+        n_outer, _, n_inner = out.shape
+        n_tiles = (n_inner + tw - 1) // tw
+        n_tasks = n_outer * n_tiles
+        for block in prange(n_blocks):
+            m = np.empty(tw, out.dtype)
+            s = np.empty(tw)
+            for t in range(block * n_tasks // n_blocks, (block + 1) * n_tasks // n_blocks):
+                o = t // n_tiles
+                i0 = (t - o * n_tiles) * tw
+                tile(a, b, w, out, o, i0, min(i0 + tw, n_inner), m, s, c)
+
+    return kernel_masked
+
+
 def _pin_all() -> None:
     """pin_all for what the kernels here reach: the globals of this module and of
     _row_intrinsics (whose helpers call intrinsics imported there only, such as
@@ -601,6 +1148,31 @@ class Kernels:
         self.cols_parallel = Kernel(lambda: _cols(tile, True), _ROLES)
 
 
+_MASKED_ROLES = ("in", "in", "in", "out", types.float64, types.int64, types.int64)
+# The fast masked kernels: a, b and out C-contiguous, the mask w any layout (its rows
+# are read as fast through a run-time stride: LLVM versions the loops on it).
+_MASKED_FAST_ROLES = ("in C", "in C", "in", "out C", types.float64, types.int64, types.int64)
+
+
+class MaskedKernels:
+    """The masked (and scaled) kernels of one op, as Kernels; each takes
+    ``(a, b, w, out, c, ...)``. The mask's layout never sends a call to the generic
+    kernels, and the fast ones are compiled once per dtype and None pattern (w typed
+    'A', every input read-only): a mask of x's shape, a broadcast one, a writeable x
+    or a read-only one share one compilation."""
+
+    def __init__(self, lead, whole, part, combine, finish, tile, stream=None):
+        _pin_all()
+        roles, fast = _MASKED_ROLES, _MASKED_FAST_ROLES
+        kw = {"fast_roles": fast, "loose": (2,)}
+        self.rows_stream = None if stream is None else _Generic(_rows_stream_m(stream), fast)
+        self.rows = Kernel(lambda: _rows_m(lead, whole, part, combine, finish, False), roles, **kw)
+        self.rows_parallel = Kernel(lambda: _rows_m(lead, whole, part, combine, finish, True), roles, **kw)
+        self.split = Kernel(lambda: _split_m(part, combine, finish), roles, **kw)
+        self.cols = Kernel(lambda: _cols_m(tile, False), roles, **kw)
+        self.cols_parallel = Kernel(lambda: _cols_m(tile, True), roles, **kw)
+
+
 _built: dict[str, Kernels] = {}
 
 
@@ -609,4 +1181,15 @@ def kernels(op: str) -> Kernels:
     k = _built.get(op)
     if k is None:
         k = _built[op] = Kernels(*_OPS[op])
+    return k
+
+
+_built_masked: dict[str, MaskedKernels] = {}
+
+
+def masked_kernels(op: str) -> MaskedKernels:
+    """The masked and scaled kernels of ``op`` (a key of _MASKED_OPS), built on first use."""
+    k = _built_masked.get(op)
+    if k is None:
+        k = _built_masked[op] = MaskedKernels(*_MASKED_OPS[op])
     return k

@@ -139,6 +139,19 @@ def _softmax_layouts(dtype: np.dtype) -> list[tuple[str, np.ndarray, int]]:
     ]
 
 
+def _softmax_keywords(x: np.ndarray, axis: int) -> list[dict]:
+    """The keywords that select each kernel set and mask layout: none (the unmasked
+    kernels), a scale alone (the masked kernels without a mask), a mask of x's shape (its
+    views C-contiguous) and one broadcast along every other axis (zero strides)."""
+    along = tuple(n if d == axis % x.ndim else 1 for d, n in enumerate(x.shape))
+    return [
+        {},
+        {"scale": 0.5},
+        {"where": np.ones(x.shape, bool)},
+        {"scale": 0.5, "where": np.ones(along, bool)},
+    ]
+
+
 def _softmax_tasks() -> list[tuple[str, object]]:
     """Run each softmax-family kernel once on tiny arrays, in every layout and variant the
     host side dispatches to (the signatures it compiles are the ones real calls use)."""
@@ -152,11 +165,12 @@ def _softmax_tasks() -> list[tuple[str, object]]:
 
                     def task(op=op, x=x, axis=axis, tunables=tunables) -> int:
                         with _config.overridden(**tunables):
-                            y = getattr(_softmax, op)(x, axis)
-                            getattr(_softmax, op + "_")(x.copy(), axis)
-                            getattr(_softmax, op + "_backward")(y, y, axis)
-                            getattr(_softmax, op + "_backward_")(y.copy(), y, axis)
-                        return 4
+                            for kw in _softmax_keywords(x, axis):
+                                y = getattr(_softmax, op)(x, axis, **kw)
+                                getattr(_softmax, op + "_")(x.copy(), axis, **kw)
+                                getattr(_softmax, op + "_backward")(y, y, axis, **kw)
+                                getattr(_softmax, op + "_backward_")(y.copy(), y, axis, **kw)
+                        return 4 * len(_softmax_keywords(x, axis))
 
                     tasks.append((f"{op} {dtype.name} {layout} {variant}", task))
             logits = np.linspace(-2, 2, 64).astype(dtype).reshape(4, 16)

@@ -5,7 +5,9 @@ For every public activation ``name`` (generated from :data:`fastact.ACTIVATIONS`
     fastact.dask.name(x, *params)                    -> lazy dask array, y = name(x)
     fastact.dask.name_backward(grad, saved, *params) -> lazy dask array, dL/dx
 
-plus ``softmax``/``log_softmax(x, axis=-1)``, their backwards ``(grad, y, axis=-1)``, and
+plus ``softmax``/``log_softmax(x, axis=-1, *, scale=1.0, where=None)``, their backwards
+``(grad, y, axis=-1, *, scale=1.0, where=None)`` (``where``: a bool dask or numpy array
+broadcast to x and chunked as x), and
 ``softmax_cross_entropy(logits, target, ...) -> (loss, grad)``. Out of place only (dask
 arrays are immutable). Each block runs fastact's CPU kernels through a module-level
 function that looks the kernel up by name, so the task graph pickles and runs on
@@ -45,6 +47,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from fastact import _functions as _fa
+from fastact import _softmax as _fa_softmax
 from fastact.definitions import ACTIVATIONS, GATED_UNITS, Activation, GatedUnit
 
 try:
@@ -74,6 +77,14 @@ def _apply(*blocks: np.ndarray, fname: str, params: tuple) -> np.ndarray:
 
 def _apply_softmax(*blocks: np.ndarray, fname: str, axis: int) -> np.ndarray:
     return getattr(_fa, fname)(*blocks, axis)
+
+
+def _apply_masked_softmax(
+    *blocks: np.ndarray, fname: str, axis: int, scale: float, masked: bool
+) -> np.ndarray:
+    """As _apply_softmax with scale= and, if ``masked``, the last block as where=."""
+    where = blocks[-1] if masked else None
+    return getattr(_fa, fname)(*(blocks[:-1] if masked else blocks), axis, scale=scale, where=where)
 
 
 def _xent_block(logits, target, weight, ignore_index, reduction, label_smoothing):
@@ -163,47 +174,84 @@ def _whole_axis(x: da.Array, axis: int, what: str) -> tuple[da.Array, int]:
     return x, axis
 
 
-def _softmax_forward(op: str, x: da.Array, axis: int) -> da.Array:
+def _where(where: object, x: da.Array) -> da.Array | None:
+    """``where`` (a bool dask or numpy array) broadcast to x's shape and chunked as x."""
+    if where is None:
+        return None
+    w = where if isinstance(where, da.Array) else da.asarray(np.asarray(where))
+    if w.dtype != np.bool_:
+        raise TypeError(f"where must be a boolean array, got dtype {w.dtype}")
+    try:
+        w = da.broadcast_to(w, x.shape)
+    except ValueError:
+        raise ValueError(f"where has shape {w.shape}, which does not broadcast to {x.shape}") from None
+    return w.rechunk(x.chunks)
+
+
+def _run_softmax(fname: str, arrays: list[da.Array], axis: int, scale: object, where: object) -> da.Array:
+    """map_blocks of fastact.<fname> over ``arrays`` (chunked alike), with scale= and where=
+    when they are not the defaults (then checked here, where the graph is built)."""
+    first = arrays[0]
+    token = f"fastact-{fname}"
+    if where is None and type(scale) is float and scale == 1.0:
+        return da.map_blocks(_apply_softmax, *arrays, fname=fname, axis=axis, dtype=first.dtype, token=token)
+    c = _fa_softmax._scale(scale)
+    w = _where(where, first)
+    blocks = [*arrays, w] if w is not None else arrays
+    return da.map_blocks(
+        _apply_masked_softmax,
+        *blocks,
+        fname=fname,
+        axis=axis,
+        scale=c,
+        masked=w is not None,
+        dtype=first.dtype,
+        token=token + "-masked",
+    )
+
+
+def _softmax_forward(op: str, x: da.Array, axis: int, scale: object, where: object) -> da.Array:
     x, axis = _whole_axis(_as_dask(x, "x"), axis, op)
-    return da.map_blocks(_apply_softmax, x, fname=op, axis=axis, dtype=x.dtype, token=f"fastact-{op}")
+    return _run_softmax(op, [x], axis, scale, where)
 
 
-def _softmax_backward(op: str, grad: da.Array, y: da.Array, axis: int) -> da.Array:
+def _softmax_backward(
+    op: str, grad: da.Array, y: da.Array, axis: int, scale: object, where: object
+) -> da.Array:
     grad = _as_dask(grad, "grad")
     y = _as_dask(y, "y")
     if grad.shape != y.shape or grad.dtype != y.dtype:
         raise ValueError(f"y has shape/dtype {y.shape}/{y.dtype}, grad {grad.shape}/{grad.dtype}")
     grad, axis = _whole_axis(grad, axis, op + "_backward")
     y = y.rechunk(grad.chunks)
-    return da.map_blocks(
-        _apply_softmax,
-        grad,
-        y,
-        fname=op + "_backward",
-        axis=axis,
-        dtype=grad.dtype,
-        token=f"fastact-{op}_backward",
-    )
+    return _run_softmax(op + "_backward", [grad, y], axis, scale, where)
 
 
-def softmax(x: da.Array, axis: int = -1) -> da.Array:
-    """softmax(x)_i = e^(x_i - m) / sum_j e^(x_j - m) along ``axis``, lazily."""
-    return _softmax_forward("softmax", x, axis)
+def softmax(x: da.Array, axis: int = -1, *, scale: float = 1.0, where: object = None) -> da.Array:
+    """softmax(s x)_i = e^(s x_i - m) / sum_j e^(s x_j - m) along ``axis``, lazily; over the
+    entries where ``where`` (a bool dask or numpy array broadcastable to x) is True, the
+    others 0 (see :func:`fastact.softmax`)."""
+    return _softmax_forward("softmax", x, axis, scale, where)
 
 
-def log_softmax(x: da.Array, axis: int = -1) -> da.Array:
-    """log_softmax(x)_i = (x_i - m) - log sum_j e^(x_j - m) along ``axis``, lazily."""
-    return _softmax_forward("log_softmax", x, axis)
+def log_softmax(x: da.Array, axis: int = -1, *, scale: float = 1.0, where: object = None) -> da.Array:
+    """log_softmax(s x)_i = (s x_i - m) - log sum_j e^(s x_j - m) along ``axis``, lazily;
+    -inf where ``where`` is False."""
+    return _softmax_forward("log_softmax", x, axis, scale, where)
 
 
-def softmax_backward(grad: da.Array, y: da.Array, axis: int = -1) -> da.Array:
-    """y * (g - sum_j g_j y_j), y = softmax output, lazily."""
-    return _softmax_backward("softmax", grad, y, axis)
+def softmax_backward(
+    grad: da.Array, y: da.Array, axis: int = -1, *, scale: float = 1.0, where: object = None
+) -> da.Array:
+    """s y * (g - sum_j g_j y_j), y = softmax output, lazily; 0 where ``where`` is False."""
+    return _softmax_backward("softmax", grad, y, axis, scale, where)
 
 
-def log_softmax_backward(grad: da.Array, y: da.Array, axis: int = -1) -> da.Array:
-    """g - e^y * sum_j g_j, y = log_softmax output, lazily."""
-    return _softmax_backward("log_softmax", grad, y, axis)
+def log_softmax_backward(
+    grad: da.Array, y: da.Array, axis: int = -1, *, scale: float = 1.0, where: object = None
+) -> da.Array:
+    """s (g - e^y * sum_j g_j), y = log_softmax output, lazily; 0 where ``where`` is False."""
+    return _softmax_backward("log_softmax", grad, y, axis, scale, where)
 
 
 # --- cross-entropy ------------------------------------------------------------------------

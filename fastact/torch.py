@@ -6,9 +6,10 @@ the table)::
     fastact.torch.name(t, *params, inplace=False)   # differentiable function
     fastact.torch.<Module>(*params, inplace=False)   # nn.Module calling it
 
-plus ``softmax(t, dim=-1)``, ``log_softmax(t, dim=-1)`` (modules ``Softmax``,
-``LogSoftmax``) and ``cross_entropy(input, target, weight=None, ignore_index=-100,
-reduction="mean", label_smoothing=0.0)`` (module ``CrossEntropyLoss``), whose backward
+plus ``softmax(t, dim=-1, *, scale=1.0, where=None)``, ``log_softmax(...)`` (the
+same; modules ``Softmax(dim, scale)`` and ``LogSoftmax``, called with ``where=``) and
+``cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+label_smoothing=0.0)`` (module ``CrossEntropyLoss``), whose backward
 is the fused gradient of :func:`fastact.softmax_cross_entropy` times grad_output, and
 ``linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, ...)`` (module
 ``LinearCrossEntropy``), the chunked :func:`fastact.linear_cross_entropy` (CPU only).
@@ -218,52 +219,97 @@ def _make_module(entry: Activation, function: Callable) -> type:
 
 class _Softmax(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, op: str, dim: int):
-        lib, arr = _lib(x)
+    def forward(ctx, x, op: str, dim: int, scale: float, where: torch.Tensor | None):
+        lib, arr = _lib(x) if where is None else _lib(x, where)
+        kw = _softmax_keywords(arr, scale, where)
         y = torch.empty_like(x)
-        getattr(lib, op)(arr(x), dim, out=arr(y))
-        ctx.op, ctx.dim = op, dim
-        ctx.save_for_backward(y)
+        getattr(lib, op)(arr(x), dim, out=arr(y), **kw)
+        ctx.op, ctx.dim, ctx.scale = op, dim, scale
+        ctx.save_for_backward(y, where)
         return y
 
     @staticmethod
     def backward(ctx, grad_output):
-        (y,) = ctx.saved_tensors
+        y, where = ctx.saved_tensors
         lib, arr = _lib(grad_output, y)
+        kw = _softmax_keywords(arr, ctx.scale, where)
         grad = torch.empty_like(y)
-        getattr(lib, ctx.op + "_backward")(arr(grad_output.to(y.dtype)), arr(y), ctx.dim, out=arr(grad))
-        return grad, None, None
+        getattr(lib, ctx.op + "_backward")(arr(grad_output.to(y.dtype)), arr(y), ctx.dim, out=arr(grad), **kw)
+        return grad, None, None, None, None
 
 
-def softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """softmax(x)_i = e^(x_i - m) / sum_j e^(x_j - m) along ``dim``; differentiable."""
-    return _Softmax.apply(_check(input, "input"), "softmax", dim)
+def _softmax_keywords(arr, scale: float, where: torch.Tensor | None) -> dict:
+    """scale= and where= for the array function, only where they are not the defaults."""
+    kw = {} if scale == 1.0 else {"scale": scale}
+    if where is not None:
+        kw["where"] = arr(where)
+    return kw
 
 
-def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """log_softmax(x)_i = (x_i - m) - log sum_j e^(x_j - m) along ``dim``; differentiable."""
-    return _Softmax.apply(_check(input, "input"), "log_softmax", dim)
+def _check_where(where: object, input: torch.Tensor) -> torch.Tensor | None:
+    if where is None:
+        return None
+    if not isinstance(where, torch.Tensor):
+        raise TypeError(f"where must be a torch.Tensor of dtype torch.bool, got {type(where).__name__}")
+    if where.dtype != torch.bool:
+        raise TypeError(f"where must be a boolean tensor, got {where.dtype}")
+    try:
+        return where.expand(input.shape)  # a view with zero strides, as the array functions take it
+    except RuntimeError:
+        raise ValueError(
+            f"where has shape {tuple(where.shape)}, which does not broadcast to {tuple(input.shape)}"
+        ) from None
+
+
+def _check_scale(scale: object) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
+    scale = float(scale)
+    if scale != scale or scale in (float("inf"), float("-inf")):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return scale
+
+
+def softmax(
+    input: torch.Tensor, dim: int = -1, *, scale: float = 1.0, where: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(s x)_i = e^(s x_i - m) / sum_j e^(s x_j - m) along ``dim`` (s = ``scale``), over
+    the entries where ``where`` (a bool tensor broadcastable to input) is True: the others
+    get 0, a row with none gets zeros; differentiable."""
+    input = _check(input, "input")
+    return _Softmax.apply(input, "softmax", dim, _check_scale(scale), _check_where(where, input))
+
+
+def log_softmax(
+    input: torch.Tensor, dim: int = -1, *, scale: float = 1.0, where: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log_softmax(s x)_i = (s x_i - m) - log sum_j e^(s x_j - m) along ``dim`` (s = ``scale``),
+    over the entries where ``where`` is True: the others (and rows with none) get -inf;
+    differentiable."""
+    input = _check(input, "input")
+    return _Softmax.apply(input, "log_softmax", dim, _check_scale(scale), _check_where(where, input))
 
 
 class Softmax(torch.nn.Module):
-    """Module form of :func:`softmax`."""
+    """Module form of :func:`softmax`: ``Softmax(dim=-1, scale=1.0)(input, where=None)``."""
 
-    def __init__(self, dim: int = -1) -> None:
+    def __init__(self, dim: int = -1, scale: float = 1.0) -> None:
         super().__init__()
         self.dim = dim
+        self.scale = _check_scale(scale)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return softmax(input, self.dim)
+    def forward(self, input: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        return softmax(input, self.dim, scale=self.scale, where=where)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}"
+        return f"dim={self.dim}" + ("" if self.scale == 1.0 else f", scale={self.scale}")
 
 
 class LogSoftmax(Softmax):
-    """Module form of :func:`log_softmax`."""
+    """Module form of :func:`log_softmax`: ``LogSoftmax(dim=-1, scale=1.0)(input, where=None)``."""
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return log_softmax(input, self.dim)
+    def forward(self, input: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        return log_softmax(input, self.dim, scale=self.scale, where=where)
 
 
 # --- cross-entropy -------------------------------------------------------------------

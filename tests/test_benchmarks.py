@@ -474,6 +474,17 @@ def test_bench_cli_linear_xent(capsys, tmp_path):
     assert _bench.main(["--linear-xent", "--shape", "64x16"]) == 2
 
 
+def test_bench_cli_causal_softmax(capsys, tmp_path):
+    """--causal-softmax times fastact masked and unmasked (and torch's masked_fill
+    composition when torch is installed) on one head of about --size elements."""
+    out = tmp_path / "causal.json"
+    assert _bench.main(["--causal-softmax", "--quick", "--size", "4096", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1x64x64" in printed and "fastact masked" in printed and "fastact unmasked" in printed
+    seconds = json.loads(out.read_text())["seconds"]
+    assert all(t > 0 for t in seconds.values()) and "fastact masked" in seconds
+
+
 def test_bench_cli_rejects_bad_arguments(capsys):
     assert _bench.main(["--activation", "nope"]) == 2
     assert "invalid choice" in capsys.readouterr().err

@@ -25,20 +25,29 @@ TIMEOUT = 600
 PACKAGE = Path(fastact.__file__).parent
 
 
-def run_python(code: str, env: dict[str, str] | None = None, drop: tuple[str, ...] = (), prefix=(), cwd=None):
-    """Run ``code`` in a fresh interpreter; return (stdout, stderr); fail on error or timeout."""
+def run_python(
+    code: str,
+    env: dict[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+    prefix=(),
+    cwd=None,
+    timeout=None,
+):
+    """Run ``code`` in a fresh interpreter; return (stdout, stderr); fail on error or timeout
+    (``timeout`` seconds, TIMEOUT by default)."""
+    timeout = TIMEOUT if timeout is None else timeout
     full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in drop}
     try:
         proc = subprocess.run(
             [*prefix, sys.executable, "-c", textwrap.dedent(code)],
             capture_output=True,
             text=True,
-            timeout=TIMEOUT,
+            timeout=timeout,
             env=full_env,
             cwd=cwd,
         )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"timed out after {TIMEOUT} s\nstdout:\n{exc.stdout}\nstderr:\n{exc.stderr}")
+        pytest.fail(f"timed out after {timeout} s\nstdout:\n{exc.stdout}\nstderr:\n{exc.stderr}")
     if proc.returncode != 0:
         pytest.fail(f"exit status {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc.stdout, proc.stderr
@@ -271,12 +280,19 @@ with event.install_recorder("numba:compile") as compiles:
             "parallel cols": (rng.standard_normal((64, big // 64)).astype(dtype), 0),
         }
         for x, axis in arrays.values():
-            for op in ("softmax", "log_softmax"):
-                y = getattr(fa, op)(x, axis)
-                getattr(fa, op + "_")(x.copy(), axis)
-                getattr(fa, op + "_backward")(y, y, axis)
-                getattr(fa, op + "_backward_")(y.copy(), y, axis)
-                calls += 4
+            # unmasked; scaled; masked (a mask of x's shape, a causal mask broadcast over
+            # the leading rows, a padding mask broadcast along every other axis)
+            along = tuple(n if d == axis % x.ndim else 1 for d, n in enumerate(x.shape))
+            keywords = [{}, {"scale": 0.125}, {"where": rng.random(x.shape) < 0.5},
+                        {"scale": 0.125, "where": np.tril(np.ones(x.shape[-2:], bool))},
+                        {"scale": 2.0, "where": rng.random(along) < 0.5}]
+            for kw in keywords:
+                for op in ("softmax", "log_softmax"):
+                    y = getattr(fa, op)(x, axis, **kw)
+                    getattr(fa, op + "_")(x.copy(), axis, **kw)
+                    getattr(fa, op + "_backward")(y, y, axis, **kw)
+                    getattr(fa, op + "_backward_")(y.copy(), y, axis, **kw)
+                    calls += 4
         for n in (8, big // 16):
             logits = rng.standard_normal((n, 16)).astype(dtype)
             probs = [np.full(logits.shape, 1 / 16, t) for t in (np.float32, np.float64)]
@@ -292,7 +308,9 @@ print(json.dumps({"calls": calls, "compiles": [str(e.data["dispatcher"]) for e i
 def test_after_warmup_the_softmax_family_compiles_nothing(tmp_path):
     """warmup() compiles the softmax and cross-entropy kernels from the dispatcher's own
     choices: afterwards, every op in every layout and size class (serial, parallel,
-    split rows, streamed stores, cols) compiles nothing."""
-    out, _ = run_python(SOFTMAX_AFTER_WARMUP, {"NUMBA_CACHE_DIR": str(tmp_path)})
+    split rows, streamed stores, cols), unmasked, scaled and masked (masks of x's shape and
+    broadcast ones), compiles nothing."""
+    # every kernel of the family compiled from scratch, unmasked and masked: minutes on 2 cores
+    out, _ = run_python(SOFTMAX_AFTER_WARMUP, {"NUMBA_CACHE_DIR": str(tmp_path)}, timeout=3 * TIMEOUT)
     result = json.loads(out)
     assert result["calls"] > 100 and result["count"] == 0, result

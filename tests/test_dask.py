@@ -116,6 +116,38 @@ def test_softmax_on_distributed(client, op):
     np.testing.assert_array_equal(got[2], getattr(S, op + "_backward")(gn, yn1, 1))
 
 
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_masked_softmax_on_distributed(client, op):
+    """scale= and where= (numpy or dask, broadcast to x and chunked as x); the checks run
+    when the graph is built."""
+    rng = np.random.default_rng(3)
+    xn = rng.standard_normal((6, 50, 9)) * 5
+    gn = rng.standard_normal(xn.shape)
+    x = da.from_array(xn, chunks=(2, 25, 9))
+    g = da.from_array(gn, chunks=(3, 25, 9))
+    causal = np.tril(np.ones((50, 9), bool))  # broadcast over axis 0
+    pad = da.from_array(rng.random((6, 1, 9)) < 0.6, chunks=(4, 1, 9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = getattr(fd, op)(x, -1, scale=0.5, where=causal)
+        yp = getattr(fd, op)(x, -1, where=pad)
+        b = getattr(fd, op + "_backward")(g.rechunk(x.chunks), y, -1, scale=0.5, where=causal)
+    with pytest.warns(da.PerformanceWarning, match="rechunking"):
+        y1 = getattr(fd, op)(x, 1, scale=2.0, where=pad)
+    got = client.gather(client.compute([y, yp, b, y1]))
+    yn = getattr(S, op)(xn, -1, scale=0.5, where=causal)
+    np.testing.assert_array_equal(got[0], yn)
+    np.testing.assert_array_equal(got[1], getattr(S, op)(xn, -1, where=pad.compute()))
+    np.testing.assert_array_equal(got[2], getattr(S, op + "_backward")(gn, yn, -1, scale=0.5, where=causal))
+    np.testing.assert_array_equal(got[3], getattr(S, op)(xn, 1, scale=2.0, where=pad.compute()))
+    with pytest.raises(TypeError, match="where"):
+        getattr(fd, op)(x, where=np.ones(9))
+    with pytest.raises(ValueError, match="where"):
+        getattr(fd, op)(x, where=np.ones(8, bool))
+    with pytest.raises(ValueError, match="scale"):
+        getattr(fd, op)(x, scale=np.inf)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("kind", ["class", "class-weighted-ignored", "probs", "all-ignored-block"])
 def test_cross_entropy_on_distributed(client, reduction, kind):

@@ -253,3 +253,39 @@ def test_modules_in_sequential_train_like_torch():
     for p1, p2 in zip(ours.parameters(), theirs.parameters()):
         torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=1e-6)
     assert "negative_slope=0.1" in repr(ours)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_masked_scaled_softmax_gradcheck_and_torch(op):
+    """scale= and where= (a causal mask broadcast over the batch): gradcheck in float64,
+    and torch's masked_fill composition on rows with an entry included (grad_output 0 at
+    the excluded entries: torch's log_softmax backward sums it over every entry)."""
+    where = torch.tril(torch.ones(6, 6, dtype=torch.bool))
+    where[0, 0] = False  # row 0: nothing included
+    x = torch.randn(2, 6, 6, dtype=torch.float64).requires_grad_()
+    # log_softmax's excluded outputs are -inf, whose finite differences are NaN: compared at 0
+    masked = lambda t: getattr(ft, op)(t, -1, scale=0.7, where=where).masked_fill(~where, 0)
+    assert torch.autograd.gradcheck(masked, (x,))
+    assert torch.autograd.gradcheck(lambda t: getattr(ft, op)(t, 1, scale=-2.0), (x,))
+    x32 = (torch.randn(3, 6, 6) * 4).requires_grad_()
+    x32b = x32.detach().clone().requires_grad_()
+    y1 = getattr(ft, op)(x32, scale=0.25, where=where)
+    y2 = getattr(torch, op)((x32b * 0.25).masked_fill(~where, float("-inf")), -1)
+    g = torch.randn_like(y1).masked_fill(~where, 0)
+    y1.backward(g)
+    y2.backward(g)
+    rows = where.any(-1)
+    torch.testing.assert_close(y1[:, rows], y2[:, rows], rtol=16 * 2.0**-23, atol=1e-6)
+    torch.testing.assert_close(x32.grad[:, rows], x32b.grad[:, rows], rtol=16 * 2.0**-23, atol=1e-5)
+    assert (y1[:, 0] == (0.0 if op == "softmax" else float("-inf"))).all() and (x32.grad[:, 0] == 0).all()
+    module = (ft.Softmax if op == "softmax" else ft.LogSoftmax)(dim=-1, scale=0.25)
+    torch.testing.assert_close(module(x32, where=where), y1)
+    assert "scale=0.25" in repr(module)
+    with pytest.raises(TypeError, match="where"):
+        getattr(ft, op)(x32, where=where.float())
+    with pytest.raises(ValueError, match="where"):
+        getattr(ft, op)(x32, where=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="scale"):
+        getattr(ft, op)(x32, scale=float("nan"))
+    with pytest.raises(TypeError, match="scale"):
+        getattr(ft, op)(x32, scale=True)

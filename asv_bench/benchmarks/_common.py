@@ -184,6 +184,26 @@ def softmax_call(
     return lambda: fn(*args)
 
 
+def causal_softmax_call(impl: str):
+    """One of fastact._bench.causal_softmax_calls (16 x 2048 x 2048, fewer heads and a
+    shorter L under CAP), warmed; NotImplementedError (asv: skip) without torch or the API."""
+    heads, length, _ = _bench.CAUSAL_SHAPE
+    while heads * length * length > size(heads * length * length) and (heads > 1 or length > 2):
+        if heads > 1:
+            heads //= 2
+        else:
+            length //= 2
+    calls = _bench.causal_softmax_calls((heads, length, length))
+    if impl not in calls:
+        raise NotImplementedError(f"{impl} is not available (torch is not installed)")
+    call = calls[impl]
+    try:
+        call()
+    except TypeError as exc:  # a fastact.softmax without scale= / where=
+        raise NotImplementedError(f"fastact.softmax(scale=, where=) is not available: {exc}") from None
+    return call
+
+
 def _inplace(fn):
     """``a[...] = fn(a, *rest)``: what a numpy user writes for an in-place update."""
 

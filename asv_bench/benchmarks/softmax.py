@@ -63,3 +63,20 @@ class SoftmaxMemory:
 
     def peakmem_forward(self, function, inplace, impl):
         self.call()
+
+
+class SoftmaxCausal:
+    """Seconds per forward call, float32 heads x L x L (16 x 2048 x 2048, smaller under the
+    tests' cap), scale 1/8 and a causal L x L mask broadcast over the heads (read in place):
+    fastact with scale and where, the same fastact call without them, and torch's
+    ``torch.softmax(x.masked_fill(~where, -inf) * scale, -1)``."""
+
+    params = (["fastact masked", "fastact unmasked", "torch masked_fill"],)
+    param_names = ("impl",)
+    repeat = (3, 10, 1.0)
+
+    def setup(self, impl):
+        self.call = c.causal_softmax_call(impl)
+
+    def time_forward(self, impl):
+        self.call()

@@ -119,6 +119,7 @@ def _library(obj) -> str:
 
 
 _KINDS = {
+    "bool": ("a boolean", {"torch.bool": np.dtype(np.bool_)}),
     "float": ("a float32 or float64", _TORCH_DTYPES),
     "int": ("an int32 or int64", _TORCH_INTS),
     "any": ("an int32, int64, float32 or float64", {**_TORCH_DTYPES, **_TORCH_INTS}),

@@ -1,12 +1,13 @@
 """softmax / log_softmax along any axis and their backwards, for CUDA arrays.
 
-Same API, formulas and edge rows as :func:`fastact.softmax` (see :mod:`fastact._softmax`), plus
-``stream=``::
+Same API, formulas and edge rows as :func:`fastact.softmax` (see :mod:`fastact._softmax`),
+``scale=`` and ``where=`` (a bool device array broadcastable to x, read in place) included,
+plus ``stream=``::
 
-    softmax(x, axis=-1, *, out=None, stream=None)
-    softmax_(x, axis=-1, *, stream=None)
-    softmax_backward(grad, y, axis=-1, *, out=None, stream=None)
-    softmax_backward_(grad, y, axis=-1, *, stream=None)
+    softmax(x, axis=-1, *, scale=1.0, where=None, out=None, stream=None)
+    softmax_(x, axis=-1, *, scale=1.0, where=None, stream=None)
+    softmax_backward(grad, y, axis=-1, *, scale=1.0, where=None, out=None, stream=None)
+    softmax_backward_(grad, y, axis=-1, *, scale=1.0, where=None, stream=None)
 
 and the same four for ``log_softmax``. Any strides: arrays are reduced to 3-d views
 (outer, n, inner) without copying (axes that cannot be merged are looped over) and
@@ -17,6 +18,7 @@ run through the ``rows``, ``split`` or ``cols`` kernels of
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import operator
 from collections.abc import Callable
@@ -43,7 +45,14 @@ def axis_index(axis: object, ndim: int) -> int:
     return normalize_axis_index(operator.index(axis), max(ndim, 1), "axis")
 
 
-_KIND = {"a": "{t}[:, :, :]", "w": "{t}[:, :, ::1]", "i": "int64", "b": "boolean"}
+_KIND = {
+    "a": "{t}[:, :, :]",
+    "w": "{t}[:, :, ::1]",
+    "i": "int64",
+    "b": "boolean",
+    "m": "boolean[:, :, :]",  # the mask of the masked kernels
+    "s": "{t}",  # their scale, in the data's dtype
+}
 
 
 @functools.cache
@@ -89,17 +98,37 @@ def row_views(arrays: tuple[DArray, ...], axis: int) -> tuple[str, list[tuple]]:
     return mode, groups
 
 
-def run(op: str, a: DArray, b: DArray | None, out: DArray, axis: int, stream) -> None:
-    """out = op(a[, b]) along ``axis``; op is "forward" or "backward", log or not."""
+def run(
+    op: str,
+    a: DArray,
+    b: DArray | None,
+    out: DArray,
+    axis: int,
+    stream,
+    scale: float = 1.0,
+    where: DArray | None = None,
+) -> None:
+    """out = op(a[, b]) along ``axis``; op is "forward" or "backward", log or not. With a
+    scale other than 1 or a mask ``where`` (bool, broadcast to out's shape), the masked
+    kernels (a scale alone: with a mask of one True broadcast)."""
     if out.size == 0:
         return
     backward, log = op.endswith("backward"), op.startswith("log")
+    masked = scale != 1.0 or where is not None
     a = unaliased(a, out, stream)
     arrays = (a, unaliased(b, out, stream), out) if backward else (a, out)
+    if masked:
+        w = where if where is not None else _all_true(out.shape)
+        arrays = (*arrays[:-1], w, arrays[-1])
     dtype, tpb = out.dtype.name, settings.threads
     direction = "backward" if backward else "forward"
+    c = out.dtype.type(scale)
     mode, groups = row_views(arrays, axis)
     for views in groups:
+        if masked:  # (a[, b], w, out) -> kernel arguments (a, b, w, out) and the scale
+            views = views if backward else (views[0], *views)
+            run_masked(mode, views, c, direction, dtype, tpb, stream, log)
+            continue
         views = views if backward else (views[0], *views)  # the kernels take (a, b, out): x, x, out
         outer, n, inner = views[0].shape
         rows = outer * inner
@@ -125,10 +154,66 @@ def run(op: str, a: DArray, b: DArray | None, out: DArray, axis: int, stream) ->
         launch(finish, grid, tpb, stream, (*views, work, chunks, log))
 
 
+def run_masked(mode: str, views: tuple, c, direction: str, dtype: str, tpb: int, stream, log: bool) -> None:
+    """One group of views (a, b, w, out) through the masked kernels (see run)."""
+    backward = direction == "backward"
+    outer, n, inner = views[0].shape
+    rows = outer * inner
+    if mode == "cols":
+        launch(compiled(f"cols_{direction}_masked", dtype, tpb), blocks(rows), tpb, stream, (*views, c, log))
+        return
+    group = group_size(n)
+    chunks = 1
+    if group == tpb and n >= settings.split_min and rows < max_blocks():
+        chunks = min(tpb, -(-max_blocks() // rows), -(-n // (tpb * settings.per_thread)))
+    if chunks < 2:
+        kernel = compiled(f"rows_{direction}_masked", dtype, tpb)
+        launch(kernel, blocks(rows, tpb // group), tpb, stream, (*views, group, c, log))
+        return
+    grid = min(rows * chunks, max_blocks())
+    work = _numba_empty((1 if backward else 2, rows, chunks), np.dtype(dtype), "C", stream)
+    work = view(work, work.shape, work.strides)
+    partial = compiled(f"split_{direction}_partial_masked", dtype, tpb)
+    finish = compiled(f"split_{direction}_finish_masked", dtype, tpb)
+    launch(partial, grid, tpb, stream, (*views, work, chunks, c, log))
+    launch(finish, grid, tpb, stream, (*views, work, chunks, c, log))
+
+
+_TRUE: list = []
+
+
+def _all_true(shape: tuple[int, ...]) -> DArray:
+    """One True on the device, broadcast to ``shape`` (the mask of a scale alone)."""
+    if not _TRUE:
+        from numba import cuda
+
+        d = cuda.to_device(np.ones(1, np.bool_))
+        _TRUE.append(as_device(d, "where", "softmax", kind="bool"))
+    return broadcast(_TRUE[0], shape)
+
+
+def broadcast(w: DArray, shape: tuple[int, ...]) -> DArray:
+    """``w`` as a view of ``shape`` with zero strides (numpy's broadcasting rules)."""
+    if len(w.shape) > len(shape) or any(m != 1 and m != n for m, n in zip(w.shape[::-1], shape[::-1])):
+        raise ValueError(f"where has shape {w.shape}, which does not broadcast to {shape}")
+    pad = len(shape) - len(w.shape)
+    strides = [0] * pad + [0 if m == 1 else s for m, s in zip(w.shape, w.strides)]
+    return DArray(w.obj, w.lib, w.ptr, shape, strides, w.dtype, True, w.stream)
+
+
+def _scale(scale: object) -> float:
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number, got {type(scale).__name__}")
+    c = float(scale)
+    if not math.isfinite(c):
+        raise ValueError(f"scale must be finite, got {c}")
+    return c
+
+
 # --- public functions -----------------------------------------------------------------
 
 
-def apply(op: str, func: str, a, b, axis, out, stream, inplace: bool):
+def apply(op: str, func: str, a, b, axis, out, stream, inplace: bool, scale=1.0, where=None):
     """The public function ``func``: its arguments checked, ``op`` run into ``out``, a new
     array or (``inplace``) the first argument, which is returned. ``b`` is None for the
     forwards (a = x), the saved output y for the backwards (a = grad)."""
@@ -138,6 +223,9 @@ def apply(op: str, func: str, a, b, axis, out, stream, inplace: bool):
         b = as_device(b, "y", func)
         same_layout(b, "y", a, first)
     ax = axis_index(axis, a.ndim)
+    c = _scale(scale)
+    if where is not None:
+        where = broadcast(as_device(where, "where", func, kind="bool"), a.shape)
     check_stream(stream)
     if inplace:
         out = a
@@ -147,7 +235,7 @@ def apply(op: str, func: str, a, b, axis, out, stream, inplace: bool):
     s = resolve_stream(stream, a)
     if out is None:
         out = empty_like(a, s)
-    run(op, a, b, out, ax, s)
+    run(op, a, b, out, ax, s, c, where)
     return out.obj
 
 
@@ -155,17 +243,17 @@ def make_functions(op: str, docs: tuple[str, str, str, str]) -> tuple[Callable, 
     """op, op_, op_backward, op_backward_ for op "softmax" or "log_softmax", with ``docs``."""
     back = op + "_backward"
 
-    def forward(x, axis: int = -1, *, out=None, stream=None):
-        return apply(op, op, x, None, axis, out, stream, False)
+    def forward(x, axis: int = -1, *, scale: float = 1.0, where=None, out=None, stream=None):
+        return apply(op, op, x, None, axis, out, stream, False, scale, where)
 
-    def forward_(x, axis: int = -1, *, stream=None):
-        return apply(op, op + "_", x, None, axis, None, stream, True)
+    def forward_(x, axis: int = -1, *, scale: float = 1.0, where=None, stream=None):
+        return apply(op, op + "_", x, None, axis, None, stream, True, scale, where)
 
-    def backward(grad, y, axis: int = -1, *, out=None, stream=None):
-        return apply(back, back, grad, y, axis, out, stream, False)
+    def backward(grad, y, axis: int = -1, *, scale: float = 1.0, where=None, out=None, stream=None):
+        return apply(back, back, grad, y, axis, out, stream, False, scale, where)
 
-    def backward_(grad, y, axis: int = -1, *, stream=None):
-        return apply(back, back + "_", grad, y, axis, None, stream, True)
+    def backward_(grad, y, axis: int = -1, *, scale: float = 1.0, where=None, stream=None):
+        return apply(back, back + "_", grad, y, axis, None, stream, True, scale, where)
 
     functions = (forward, forward_, backward, backward_)
     for function, name, doc in zip(functions, (op, op + "_", back, back + "_"), docs):

@@ -199,3 +199,140 @@ KERNELS = {
     "cols_forward": (cols, {"backward": False}, "aaab"),
     "cols_backward": (cols, {"backward": True}, "aaab"),
 }
+
+
+# --- masked and scaled: softmax(c x) over the entries where w (a bool view) is True ------
+# Separate kernels (the ones above are untouched): each takes w after b and c, the scale in
+# the data's dtype, before log. Excluded entries are skipped by the reductions and written
+# 0 (log: -inf); a row with none included reduces to (-inf, 0) and is written all 0 / -inf.
+
+
+@device
+def reduce_forward_m(x, w, o, k, start, stop, step, c):
+    m = -math.inf
+    s = 0.0
+    for j in range(start, stop, step):
+        if w[o, j, k]:
+            m, s = push(m, s, x[o, j, k] * c)
+    return m, s
+
+
+@device
+def write_forward_m(x, w, out, o, k, start, stop, step, m, s, c, log):
+    if m == math.inf:
+        s = math.nan
+    if log:
+        lc = math.log(s)
+        for j in range(start, stop, step):
+            out[o, j, k] = ((x[o, j, k] * c - m) - lc) if w[o, j, k] else -math.inf
+    else:
+        for j in range(start, stop, step):
+            out[o, j, k] = (math.exp(x[o, j, k] * c - m) / s) if w[o, j, k] else 0.0
+
+
+@device
+def reduce_backward_m(g, y, w, o, k, start, stop, step, log):
+    s = 0.0
+    for j in range(start, stop, step):
+        if w[o, j, k]:
+            s += g[o, j, k] if log else g[o, j, k] * y[o, j, k]
+    return s
+
+
+@device
+def write_backward_m(g, y, w, out, o, k, start, stop, step, s, c, log):
+    for j in range(start, stop, step):
+        if not w[o, j, k]:
+            out[o, j, k] = 0.0
+        elif log:
+            out[o, j, k] = (g[o, j, k] - math.exp(y[o, j, k]) * s) * c
+        else:
+            out[o, j, k] = y[o, j, k] * (g[o, j, k] - s) * c
+
+
+@device
+def reduce_part_m(a, b, w, o, k, start, stop, step, c, backward, log):
+    if backward:
+        return -math.inf, reduce_backward_m(a, b, w, o, k, start, stop, step, log)
+    return reduce_forward_m(a, w, o, k, start, stop, step, c)
+
+
+@device
+def write_m(a, b, w, out, o, k, start, stop, step, m, s, c, backward, log):
+    if backward:
+        write_backward_m(a, b, w, out, o, k, start, stop, step, s, c, log)
+    else:
+        write_forward_m(a, w, out, o, k, start, stop, step, m, s, c, log)
+
+
+def rows_masked(tpb, dt, backward):
+    def kernel(a, b, w, out, group, c, log):
+        sm = cuda.shared.array(tpb, dt)
+        ss = cuda.shared.array(tpb, dt)
+        outer, n, inner = a.shape
+        n_rows = outer * inner
+        lane, start, stop, step = group_rows(n_rows, tpb, group)
+        for row in range(start, stop, step):
+            o, k = row_at(row, inner)
+            m = -math.inf
+            s = 0.0
+            if row < n_rows:
+                m, s = reduce_part_m(a, b, w, o, k, lane, n, group, c, backward, log)
+            m, s = reduce_group(sm, ss, m, s, lane, group, backward)
+            if row < n_rows:
+                write_m(a, b, w, out, o, k, lane, n, group, m, s, c, backward, log)
+
+    return kernel
+
+
+def split_masked(tpb, dt, backward, finish):
+    def kernel(a, b, w, out, ws, chunks, c, log):
+        sm = cuda.shared.array(tpb, dt)
+        ss = cuda.shared.array(tpb, dt)
+        tid = cuda.threadIdx.x
+        outer, n, inner = a.shape
+        span = (n + chunks - 1) // chunks
+        for task in range(cuda.blockIdx.x, outer * inner * chunks, cuda.gridDim.x):
+            row = task // chunks
+            ch = task - row * chunks
+            o, k = row_at(row, inner)
+            lo = ch * span
+            if finish:
+                m, s = reduce_chunks(ws, row, tid, chunks, tpb, backward)
+            else:
+                m, s = reduce_part_m(a, b, w, o, k, lo + tid, min(n, lo + span), tpb, c, backward, log)
+            m, s = reduce_group(sm, ss, m, s, tid, tpb, backward)
+            if finish:
+                write_m(a, b, w, out, o, k, lo + tid, min(n, lo + span), tpb, m, s, c, backward, log)
+            elif tid == 0:
+                ws[0, row, ch] = s
+                if not backward:
+                    ws[1, row, ch] = m
+
+    return kernel
+
+
+def cols_masked(tpb, dt, backward):
+    def kernel(a, b, w, out, c, log):
+        outer, n, inner = a.shape
+        for row in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+            o, k = row_at(row, inner)
+            m, s = reduce_part_m(a, b, w, o, k, 0, n, 1, c, backward, log)
+            write_m(a, b, w, out, o, k, 0, n, 1, m, s, c, backward, log)
+
+    return kernel
+
+
+# "m": the 3-d bool mask view, "s": the scale, a scalar of the data's dtype
+KERNELS.update(
+    {
+        "rows_forward_masked": (rows_masked, {"backward": False}, "aaamisb"),
+        "rows_backward_masked": (rows_masked, {"backward": True}, "aaamisb"),
+        "split_forward_partial_masked": (split_masked, {"backward": False, "finish": False}, "aaamwisb"),
+        "split_forward_finish_masked": (split_masked, {"backward": False, "finish": True}, "aaamwisb"),
+        "split_backward_partial_masked": (split_masked, {"backward": True, "finish": False}, "aaamwisb"),
+        "split_backward_finish_masked": (split_masked, {"backward": True, "finish": True}, "aaamwisb"),
+        "cols_forward_masked": (cols_masked, {"backward": False}, "aaamsb"),
+        "cols_backward_masked": (cols_masked, {"backward": True}, "aaamsb"),
+    }
+)
