@@ -128,9 +128,13 @@ def test_every_op_has_its_functions_and_adapters(op):
     for name in op.functions:
         assert callable(getattr(fastact, name)), name
     assert op.name in README or (op.activation is not None and not op.public)
-    torch_adapter = require("fastact.torch")
     if op.public:
-        assert issubclass(getattr(torch_adapter, op.module_name), require("torch").nn.Module)
-    dask_adapter = require("fastact.dask")
-    if op.public:
-        assert callable(getattr(dask_adapter, op.name)), op.name
+        torch = require("torch")
+        torch_adapter = require("fastact.torch")
+        assert issubclass(getattr(torch_adapter, op.module_name), torch.nn.Module)
+
+
+@pytest.mark.parametrize("op", [op for op in OPS.values() if op.public], ids=lambda op: op.name)
+def test_every_op_has_its_dask_wrapper(op):
+    require("dask")
+    assert callable(getattr(require("fastact.dask"), op.name)), op.name
