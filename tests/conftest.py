@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import os
 import re
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -63,3 +64,17 @@ def entry(request) -> Activation:
 @pytest.fixture(params=DTYPES, ids=lambda d: np.dtype(d).name)
 def dtype(request):
     return request.param
+
+
+def peak_bytes(call) -> int:
+    """Peak traced memory above the starting level while ``call()`` runs (the first call,
+    which compiles or loads the kernel, is outside the measurement)."""
+    call()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        call()
+        return tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()

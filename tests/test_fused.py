@@ -9,12 +9,10 @@ errors (raised before anything is written) and allocations (tracemalloc).
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numba
 import numpy as np
 import pytest
-from conftest import require
+from conftest import peak_bytes, require
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -541,18 +539,6 @@ N = 4 * _config.PARALLEL_THRESHOLD  # float64: 1 MiB per array, parallel kernels
 SLACK = 16 * 1024
 
 
-def _peak(call) -> int:
-    call()
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        start = tracemalloc.get_traced_memory()[0]
-        call()
-        return tracemalloc.get_traced_memory()[1] - start
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("layout", ["contiguous", "rows", "strided"])
 def test_in_place_forms_allocate_nothing_input_sized(layout):
     rng = np.random.default_rng(0)
@@ -569,15 +555,15 @@ def test_in_place_forms_allocate_nothing_input_sized(layout):
     bias = rng.standard_normal(512)
     for unit, _, kw in VARIANTS:
         forward, backward = fn(unit, "_"), fn(unit, "_backward_")
-        assert _peak(lambda f=forward, kw=kw: f(a, b, **kw)) < SLACK, unit.name
-        assert _peak(lambda f=backward, kw=kw: f(g, a, b, **kw)) < SLACK, unit.name
+        assert peak_bytes(lambda f=forward, kw=kw: f(a, b, **kw)) < SLACK, unit.name
+        assert peak_bytes(lambda f=backward, kw=kw: f(g, a, b, **kw)) < SLACK, unit.name
     partial = chunks(a.shape[0]) * 512 * 8  # dbias's float64 partial sums
     for name in ("gelu", "relu", "sigmoid"):
-        assert _peak(lambda name=name: fa.bias_act_(a, bias, name)) < SLACK, name
-        assert _peak(lambda name=name: fa.bias_act_backward_(g, a, bias, name)) < partial + SLACK, name
+        assert peak_bytes(lambda name=name: fa.bias_act_(a, bias, name)) < SLACK, name
+        assert peak_bytes(lambda name=name: fa.bias_act_backward_(g, a, bias, name)) < partial + SLACK, name
     assert partial <= a.size * 4 / 8  # at most 1/8 of a float32 input
     # the out-of-place forms allocate their results
-    assert _peak(lambda: fa.swiglu_backward(g, a, b)) >= 2 * a.size * 8
+    assert peak_bytes(lambda: fa.swiglu_backward(g, a, b)) >= 2 * a.size * 8
 
 
 # --- ufuncs --------------------------------------------------------------------------------------

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import peak_bytes, require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -387,18 +386,6 @@ def test_errors_leave_buffers_unchanged():
 
 
 # --- memory: no temporary of x's size --------------------------------------------------------
-
-
-def peak_bytes(call) -> int:
-    call()
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        start = tracemalloc.get_traced_memory()[0]
-        call()
-        return tracemalloc.get_traced_memory()[1] - start
-    finally:
-        tracemalloc.stop()
 
 
 @pytest.mark.parametrize("op", OPS)

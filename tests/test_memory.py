@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import functools
 import os
-import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import peak_bytes
 
 import fastact
 from fastact._config import PARALLEL_THRESHOLD
@@ -38,19 +38,6 @@ def layouts(seed: int) -> dict[str, np.ndarray]:
         "contiguous": rng.standard_normal(N),
         "strided": rng.standard_normal((N // 128, 256))[:, ::2],
     }
-
-
-def peak_bytes(call) -> int:
-    """Peak traced memory above the starting level while ``call()`` runs."""
-    call()  # compile / load the kernel outside the measurement
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        start = tracemalloc.get_traced_memory()[0]
-        call()
-        return tracemalloc.get_traced_memory()[1] - start
-    finally:
-        tracemalloc.stop()
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "strided"])
