@@ -28,8 +28,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from ._ops import OPS, ops_of_kind
 from .definitions import ACTIVATION_LIST, ACTIVATIONS, GELU_TANH_C, SELU_ALPHA, SELU_SCALE, Naive
 
@@ -47,15 +45,7 @@ NAIVE_SOFTMAX: dict[str, tuple[Callable, Callable]] = {
     op.name: (op.naive, op.naive_backward) for op in ops_of_kind("row")
 }
 softmax_cross_entropy = OPS["softmax_cross_entropy"].naive
-
-
-def linear_cross_entropy(
-    x: np.ndarray, w: np.ndarray, target: np.ndarray
-) -> tuple[np.floating, np.ndarray, np.ndarray]:
-    """Mean cross-entropy of ``x @ w.T`` and its gradients wrt x and w, with the whole
-    N x V logits (and their gradient) in memory, as a numpy user writes it."""
-    loss, g = softmax_cross_entropy(x @ w.T, target)
-    return loss, g @ w, g.T @ x
+linear_cross_entropy = OPS["linear_cross_entropy"].naive
 
 
 # --- peers ------------------------------------------------------------------------------

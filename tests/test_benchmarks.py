@@ -38,6 +38,17 @@ ASV_DIR = ROOT / "asv_bench"
 PREFIXES = ("time_", "mem_", "peakmem_", "track_", "timeraw_")
 HOOKS = {"setup", "teardown", "setup_cache"}
 SUFFIXES = ("", "_", "_backward", "_backward_")
+# The entry points of each kind of op the asv suite must time: every one of the activations
+# and the softmax family; the fused ops' forward and in-place backward (glu has no in-place
+# forms); a loss's one call.
+BENCHMARKED = {
+    "elementwise": SUFFIXES,
+    "row": SUFFIXES,
+    "gated": ("", "_backward_"),
+    "bias": ("", "_backward_"),
+    "halves": ("", "_backward"),
+    "loss": ("",),
+}
 # Modules whose benchmarks may be skipped: the API or the GPU they need is missing (fused:
 # torch, the peer of its torch rows).
 OPTIONAL = {"softmax", "cross_entropy", "cuda", "fused"}
@@ -278,7 +289,7 @@ def test_every_benchmark_runs_and_covers_every_entry_point(suite, monkeypatch):
     skipped = {}
     raw = _run_all(modules, lambda *key: skipped.setdefault(key[:2], key[-1]))
 
-    expected = {(op.name, s) for op in OPS.values() for s in (("",) if op.kind == "loss" else SUFFIXES)}
+    expected = {(op.name, s) for op in OPS.values() for s in BENCHMARKED[op.kind]}
     missing = expected - called
     assert not missing, f"ops / entry points without a benchmark: {sorted(missing)}"
     assert {m for m, _ in skipped} <= OPTIONAL, f"skipped outside the optional modules: {skipped}"
