@@ -170,55 +170,12 @@ def _run(
 
     The kernels get ``a=None`` when a is out (in place) and ``b=None`` for forward ops.
     With a scale other than 1 or a mask ``where`` (bool, of out's shape: a broadcast
-    view), the masked kernels run instead.
+    view), the masked kernels run instead, ``where`` (or None) one more array of the
+    views, reduced with the others (its zero strides kept: never copied).
     """
     if out.size == 0:
         return out
-    if scale != 1.0 or where is not None:
-        return _run_masked(op, a, b, out, axis, scale, where)
-    a = _reader(a, out)
-    if b is not None:
-        b = unaliased(b, out)
-    read = out if a is None else a
-    arrays = (read, out) if b is None else (read, b, out)
-    if axis == out.ndim - 1 and all(x.flags.c_contiguous for x in arrays):  # the common case, quickly
-        n = out.shape[-1]
-        mode, groups = "rows", [tuple(x.reshape(-1, n) for x in arrays)]
-    else:
-        mode, groups = _views(arrays, axis)
-    kernels = _k.kernels(op)
-    itemsize = out.dtype.itemsize
-    size = out.size // len(groups)
-    for views in groups:
-        args = (None if a is None else views[0], None if b is None else views[1], views[-1])
-        if mode == "rows":
-            rows, n = views[-1].shape
-            chunk = config.CHUNK_BYTES // itemsize
-            whole = config.ROW_CACHE_BYTES // itemsize
-            if n >= 4 * chunk and size >= config.PARALLEL_THRESHOLD and _few_rows(rows):
-                _call(kernels.split, kernels.rows, size, (*args, chunk, whole))
-            elif _streams(kernels, a, views, whole):
-                _call(kernels.rows_stream, kernels.rows, size, (*args, chunk, whole))
-            else:
-                _call(kernels.rows_parallel, kernels.rows, size, (*args, chunk, whole))
-        else:
-            n_outer, _, n_inner = views[-1].shape
-            tw, blocks = _tiles(n_outer, n_inner, itemsize, size >= config.PARALLEL_THRESHOLD)
-            _call(kernels.cols_parallel, kernels.cols, size, (*args, tw, blocks))
-    return out
-
-
-def _run_masked(
-    op: str,
-    a: np.ndarray,
-    b: np.ndarray | None,
-    out: np.ndarray,
-    axis: int,
-    scale: float,
-    where: np.ndarray | None,
-) -> np.ndarray:
-    """As _run, with the masked kernels: ``where`` (or None) is one more array of the
-    views, reduced with the others (its zero strides kept: never copied)."""
+    masked = scale != 1.0 or where is not None
     a = _reader(a, out)
     if b is not None:
         b = unaliased(b, out)
@@ -226,25 +183,27 @@ def _run_masked(
         where = unaliased(where, out)
     read = out if a is None else a
     arrays = (read, *(() if b is None else (b,)), *(() if where is None else (where,)), out)
-    if axis == out.ndim - 1 and all(x.flags.c_contiguous for x in arrays):
+    if axis == out.ndim - 1 and all(x.flags.c_contiguous for x in arrays):  # the common case, quickly
         n = out.shape[-1]
         mode, groups = "rows", [tuple(x.reshape(-1, n) for x in arrays)]
     else:
         mode, groups = _views(arrays, axis)
-    kernels = _k.masked_kernels(op)
+    kernels = _k.masked_kernels(op) if masked else _k.kernels(op)
     itemsize = out.dtype.itemsize
     size = out.size // len(groups)
-    c = float(scale)
     for views in groups:
-        w = None if where is None else views[-2]
-        args = (None if a is None else views[0], None if b is None else views[1], w, views[-1], c)
+        args = (None if a is None else views[0], None if b is None else views[1])
+        if masked:
+            args = (*args, None if where is None else views[-2], views[-1], float(scale))
+        else:
+            args = (*args, views[-1])
         if mode == "rows":
             rows, n = views[-1].shape
             chunk = config.CHUNK_BYTES // itemsize
             whole = config.ROW_CACHE_BYTES // itemsize
             if n >= 4 * chunk and size >= config.PARALLEL_THRESHOLD and _few_rows(rows):
                 _call(kernels.split, kernels.rows, size, (*args, chunk, whole))
-            elif _streams(kernels, a, (views[0], views[-1]), whole):
+            elif _streams(kernels, a, views if where is None else (*views[:-2], views[-1]), whole):
                 _call(kernels.rows_stream, kernels.rows, size, (*args, chunk, whole))
             else:
                 _call(kernels.rows_parallel, kernels.rows, size, (*args, chunk, whole))
@@ -285,80 +244,58 @@ def _checked(scale: object, where: object, shape: tuple[int, ...]) -> tuple[floa
     return _scale(scale), _where(where, shape)
 
 
+def _checked_run(kname: str, first, name: str, y, axis, scale, where, out, in_place: bool) -> np.ndarray:
+    """Check every argument, then run ``kname`` on ``first`` (x or grad) and ``y`` (the
+    backward's saved output, or None) into ``out`` (``first`` itself when ``in_place``)."""
+    first = as_output(first, name) if in_place else as_input(first, name)
+    if y is not None:
+        y = as_input(y, "y")
+        same_layout(y, "y", first, name)
+    ax = _axis(axis, first.ndim)
+    c, w = _checked(scale, where, first.shape)
+    if in_place:
+        out = first
+    elif out is None:
+        out = np.empty_like(first)
+    else:
+        out = as_output(out, "out")
+        same_layout(out, "out", first, name)
+    return _run(kname, first, y, out, ax, c, w)
+
+
+# The signatures' types, short enough for one line of parameters each
+Array = np.ndarray
+Maybe = np.ndarray | None
+
+
 def _make_forward(op: str, doc: str):
     def forward(
-        x: np.ndarray,
-        axis: int = -1,
-        *,
-        scale: float = 1.0,
-        where: np.ndarray | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
-        x = as_input(x, "x")
-        ax = _axis(axis, x.ndim)
-        c, w = _checked(scale, where, x.shape)
-        if out is None:
-            out = np.empty_like(x)
-        else:
-            out = as_output(out, "out")
-            same_layout(out, "out", x, "x")
-        return _run(op, x, None, out, ax, c, w)
+        x: Array, axis: int = -1, *, scale: float = 1.0, where: Maybe = None, out: Maybe = None
+    ) -> Array:
+        return _checked_run(op, x, "x", None, axis, scale, where, out, False)
 
     return _named(forward, op, doc)
 
 
 def _make_forward_(op: str, doc: str):
-    def forward_(
-        x: np.ndarray, axis: int = -1, *, scale: float = 1.0, where: np.ndarray | None = None
-    ) -> np.ndarray:
-        x = as_output(x, "x")
-        ax = _axis(axis, x.ndim)
-        c, w = _checked(scale, where, x.shape)
-        return _run(op, x, None, x, ax, c, w)
+    def forward_(x: Array, axis: int = -1, *, scale: float = 1.0, where: Maybe = None) -> Array:
+        return _checked_run(op, x, "x", None, axis, scale, where, None, True)
 
     return _named(forward_, op + "_", doc)
 
 
 def _make_backward(op: str, doc: str):
     def backward(
-        grad: np.ndarray,
-        y: np.ndarray,
-        axis: int = -1,
-        *,
-        scale: float = 1.0,
-        where: np.ndarray | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
-        grad = as_input(grad, "grad")
-        y = as_input(y, "y")
-        same_layout(y, "y", grad, "grad")
-        ax = _axis(axis, grad.ndim)
-        c, w = _checked(scale, where, grad.shape)
-        if out is None:
-            out = np.empty_like(grad)
-        else:
-            out = as_output(out, "out")
-            same_layout(out, "out", grad, "grad")
-        return _run(op + "_backward", grad, y, out, ax, c, w)
+        grad: Array, y: Array, axis: int = -1, *, scale: float = 1.0, where: Maybe = None, out: Maybe = None
+    ) -> Array:
+        return _checked_run(op + "_backward", grad, "grad", y, axis, scale, where, out, False)
 
     return _named(backward, op + "_backward", doc)
 
 
 def _make_backward_(op: str, doc: str):
-    def backward_(
-        grad: np.ndarray,
-        y: np.ndarray,
-        axis: int = -1,
-        *,
-        scale: float = 1.0,
-        where: np.ndarray | None = None,
-    ) -> np.ndarray:
-        grad = as_output(grad, "grad")
-        y = as_input(y, "y")
-        same_layout(y, "y", grad, "grad")
-        ax = _axis(axis, grad.ndim)
-        c, w = _checked(scale, where, grad.shape)
-        return _run(op + "_backward", grad, y, grad, ax, c, w)
+    def backward_(grad: Array, y: Array, axis: int = -1, *, scale: float = 1.0, where: Maybe = None) -> Array:
+        return _checked_run(op + "_backward", grad, "grad", y, axis, scale, where, None, True)
 
     return _named(backward_, op + "_backward_", doc)
 
