@@ -202,12 +202,7 @@ def resolve(activation: object, params: dict) -> tuple[Activation, tuple]:
 
 def _bias(bias, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     bias = v.as_input(bias, "bias")
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension (the bias is added along its last axis)")
-    if bias.shape != (x.shape[-1],):
-        raise ValueError(f"bias has shape {bias.shape}, expected {(x.shape[-1],)} (x's last axis)")
-    if bias.dtype != x.dtype:
-        raise TypeError(f"bias has dtype {bias.dtype}, expected {x.dtype} (the dtype of x)")
+    v.bias_along_last_axis(bias, x)
     if out is not None and np.may_share_memory(bias, out):
         bias = bias.copy()  # written while read otherwise (and a broadcast copy would be input-sized)
     return bias

@@ -17,6 +17,7 @@ the references: they take the kernel parameters only.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -381,49 +382,37 @@ _AXIS = Param("axis", -1)
 # y = softmax(scale * x) over the entries where ``where`` (broadcastable to x) is True
 _SOFTMAX_PARAMS = (_AXIS, Param("scale", 1.0), Param("where", None))
 
+
+def _softmax_op(log: bool) -> Op:
+    """softmax or log_softmax: one definition, as the kernels have."""
+    return Op(
+        name="log_softmax" if log else "softmax",
+        kind="row",
+        formula=(
+            "y_i = (x_i - m) - log sum_j e^(x_j - m), m = max_j x_j"
+            if log
+            else "y_i = e^(x_i - m) / sum_j e^(x_j - m), m = max_j x_j"
+        ),
+        derivative="dx = grad - e^y * sum_j grad_j" if log else "dx = y * (grad - sum_j grad_j y_j)",
+        reads=("x",),
+        writes=("y",),
+        saves=("y",),
+        reduces="axis",
+        params=_SOFTMAX_PARAMS,
+        reference=functools.partial(_reference_softmax, log=log),
+        reference_backward=functools.partial(_reference_softmax_backward, log=log),
+        naive=naive_log_softmax if log else naive_softmax,
+        naive_backward=naive_log_softmax_backward if log else naive_softmax_backward,
+        torch=lambda torch, F, x, axis=-1: (torch.log_softmax if log else torch.softmax)(x, axis),
+        ulp=8,
+        module_name="LogSoftmax" if log else "Softmax",
+        example=_normal((4, 7), 3.0),
+    )
+
+
 _ROW_OPS = (
-    Op(
-        name="softmax",
-        kind="row",
-        formula="y_i = e^(x_i - m) / sum_j e^(x_j - m), m = max_j x_j",
-        derivative="dx = y * (grad - sum_j grad_j y_j)",
-        reads=("x",),
-        writes=("y",),
-        saves=("y",),
-        reduces="axis",
-        params=_SOFTMAX_PARAMS,
-        reference=_reference_softmax,
-        reference_backward=_reference_softmax_backward,
-        naive=naive_softmax,
-        naive_backward=naive_softmax_backward,
-        torch=lambda torch, F, x, axis=-1: torch.softmax(x, axis),
-        ulp=8,
-        module_name="Softmax",
-        example=_normal((4, 7), 3.0),
-    ),
-    Op(
-        name="log_softmax",
-        kind="row",
-        formula="y_i = (x_i - m) - log sum_j e^(x_j - m), m = max_j x_j",
-        derivative="dx = grad - e^y * sum_j grad_j",
-        reads=("x",),
-        writes=("y",),
-        saves=("y",),
-        reduces="axis",
-        params=_SOFTMAX_PARAMS,
-        reference=lambda x, axis=-1, scale=1.0, where=None: _reference_softmax(
-            x, axis, scale, where, log=True
-        ),
-        reference_backward=lambda g, x, axis=-1, scale=1.0, where=None: _reference_softmax_backward(
-            g, x, axis, scale, where, log=True
-        ),
-        naive=naive_log_softmax,
-        naive_backward=naive_log_softmax_backward,
-        torch=lambda torch, F, x, axis=-1: torch.log_softmax(x, axis),
-        ulp=8,
-        module_name="LogSoftmax",
-        example=_normal((4, 7), 3.0),
-    ),
+    _softmax_op(log=False),
+    _softmax_op(log=True),
     Op(
         name="softmax_cross_entropy",
         kind="loss",

@@ -87,3 +87,14 @@ def choice(value: object, name: str, choices: dict[str, str]) -> str:
         allowed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return choices[value]
+
+
+def bias_along_last_axis(bias, x) -> None:
+    """``bias`` (any array with .shape and .dtype: numpy or device) is added along x's
+    last axis: shape (x.shape[-1],), x's dtype."""
+    if x.ndim == 0:
+        raise ValueError("x must have at least one dimension (the bias is added along its last axis)")
+    if bias.shape != (x.shape[-1],):
+        raise ValueError(f"bias has shape {bias.shape}, expected {(x.shape[-1],)} (x's last axis)")
+    if bias.dtype != x.dtype:
+        raise TypeError(f"bias has dtype {bias.dtype}, expected {x.dtype} (the dtype of x)")

@@ -118,6 +118,15 @@ def _item(parts: tuple, i: int) -> np.ndarray:
 # --- elementwise activations ---------------------------------------------------------
 
 
+def _named(name: str, forward: Callable, forward_doc: str, backward: Callable, backward_doc: str) -> dict:
+    """{name: forward, name_backward: backward}, each named and documented as public."""
+    for f, n, doc in ((forward, name, forward_doc), (backward, name + "_backward", backward_doc)):
+        f.__name__ = f.__qualname__ = n
+        f.__module__ = __name__
+        f.__doc__ = doc
+    return {name: forward, name + "_backward": backward}
+
+
 def _make(entry: Activation) -> dict[str, Callable]:
     name = entry.name
 
@@ -142,15 +151,14 @@ def _make(entry: Activation) -> dict[str, Callable]:
 
     saved = "output y" if entry.saves == "output" else "input x"
     sig = "".join(f", {p.name}" + ("" if p.default is None else f"={p.default!r}") for p in entry.params)
-    forward.__doc__ = f"{name}(x{sig}) of a dask array, lazily: y = {entry.formula}."
-    backward.__doc__ = (
+    return _named(
+        name,
+        forward,
+        f"{name}(x{sig}) of a dask array, lazily: y = {entry.formula}.",
+        backward,
         f"{name}_backward(grad, saved{sig}) of dask arrays, lazily: grad * ({entry.derivative}); "
-        f"saved is the forward {saved}."
+        f"saved is the forward {saved}.",
     )
-    for f, n in ((forward, name), (backward, name + "_backward")):
-        f.__name__ = f.__qualname__ = n
-        f.__module__ = __name__
-    return {name: forward, name + "_backward": backward}
 
 
 # --- softmax ---------------------------------------------------------------------------
@@ -396,12 +404,13 @@ def _make_gated(unit: GatedUnit) -> dict[str, Callable]:
         )  # fmt: skip
         return both[0], both[1]
 
-    forward.__doc__ = f"{name}(a, b) of dask arrays, lazily: y = {unit.formula}."
-    backward.__doc__ = f"{name}_backward(grad, a, b) of dask arrays, lazily: (da, db); {unit.derivative}."
-    for f, n in ((forward, name), (backward, name + "_backward")):
-        f.__name__ = f.__qualname__ = n
-        f.__module__ = __name__
-    return {name: forward, name + "_backward": backward}
+    return _named(
+        name,
+        forward,
+        f"{name}(a, b) of dask arrays, lazily: y = {unit.formula}.",
+        backward,
+        f"{name}_backward(grad, a, b) of dask arrays, lazily: (da, db); {unit.derivative}.",
+    )
 
 
 def _make_halves(unit: GatedUnit) -> dict[str, Callable]:
@@ -437,12 +446,13 @@ def _make_halves(unit: GatedUnit) -> dict[str, Callable]:
             kw={"axis": axis}, dtype=x.dtype, token=f"fastact-{name}_backward",
         )  # fmt: skip
 
-    forward.__doc__ = f"{name}(x, axis=-1) of a dask array, lazily: {unit.formula} (as {unit.torch})."
-    backward.__doc__ = f"{name}_backward(grad, x, axis=-1) of dask arrays, lazily: dx ({unit.derivative})."
-    for f, n in ((forward, name), (backward, name + "_backward")):
-        f.__name__ = f.__qualname__ = n
-        f.__module__ = __name__
-    return {name: forward, name + "_backward": backward}
+    return _named(
+        name,
+        forward,
+        f"{name}(x, axis=-1) of a dask array, lazily: {unit.formula} (as {unit.torch}).",
+        backward,
+        f"{name}_backward(grad, x, axis=-1) of dask arrays, lazily: dx ({unit.derivative}).",
+    )
 
 
 def _bias_args(x: da.Array, bias, activation: str, params: dict) -> da.Array:

@@ -16,6 +16,7 @@ import numpy as np
 from .. import _fused
 from .._fused_kernels import chunks
 from .._layout import collapse_axes, overlap, pad_axes
+from .._validate import bias_along_last_axis
 from ..definitions import ACTIVATIONS, GATED_UNITS
 from ._api import dtype_params
 from ._arrays import DArray, _numba_empty, as_device, empty, empty_like, resolve_stream, view
@@ -155,12 +156,7 @@ def halves_backward(kname: str, grad, x, axis):
 
 def _bias(bias, x: DArray, fname: str) -> DArray:
     bias = as_device(bias, "bias", fname)
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension (the bias is added along its last axis)")
-    if bias.shape != (x.shape[-1],):
-        raise ValueError(f"bias has shape {bias.shape}, expected {(x.shape[-1],)} (x's last axis)")
-    if bias.dtype != x.dtype:
-        raise TypeError(f"bias has dtype {bias.dtype}, expected {x.dtype} (the dtype of x)")
+    bias_along_last_axis(bias, x)
     return bias
 
 
