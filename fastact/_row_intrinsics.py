@@ -1,9 +1,10 @@
 """LLVM-level building blocks of the softmax and cross-entropy row kernels.
 
-``_maxnum`` (llvm.maxnum), ``_row_max`` (a row's max, vectorised by hand), ``_stream_scaled``
-and ``_store_fence`` (non-temporal stores of a scaled row) and the software prefetch of the
-next row (``_prefetch_step``, ``_prefetch_row``). :mod:`fastact._softmax_kernels` builds on
-them, and :mod:`fastact._xent_kernels` on both; this module imports neither.
+``_maxnum`` (llvm.maxnum); ``_row_max`` and ``_row_max_masked`` (a row's max, vectorised by
+hand) and ``_count_true`` (a mask row's count); ``_stream_scaled`` and ``_store_fence``
+(non-temporal stores of a scaled row); the software prefetch of the next row
+(``_prefetch_step``, ``_prefetch_row``). :mod:`fastact._softmax_kernels` builds on them, and
+:mod:`fastact._xent_kernels` on both; this module imports neither.
 """
 
 from __future__ import annotations
@@ -42,13 +43,10 @@ MAX_VECTOR_BYTES = 32  # one AVX vector; other targets split it
 MAX_ACCUMULATORS = 4  # independent chains per iteration (max latency 3-4 cycles)
 
 
-@intrinsic
-def _row_max(typingctx, x):
-    """max(x) of a 1-D array, NaN entries ignored, -inf when empty or all NaN. Contiguous
-    rows in vectors (MAX_ACCUMULATORS of MAX_VECTOR_BYTES per iteration, then single
-    vectors, then scalars); strided ones element by element."""
-    if not isinstance(x, types.Array) or x.ndim != 1 or x.dtype not in (types.float32, types.float64):
-        return None
+def _max_codegen(masked: bool):
+    """The codegen of a row max: of x, or (``masked``) of c x where the bool row w is True
+    (-inf elsewhere). Contiguous rows in vectors (MAX_ACCUMULATORS of MAX_VECTOR_BYTES per
+    iteration, then single vectors, then scalars); strided ones element by element."""
 
     def codegen(context, builder, sig, args):
         arr = context.make_array(sig.args[0])(context, builder, args[0])
@@ -56,36 +54,53 @@ def _row_max(typingctx, x):
         size = context.get_abi_sizeof(fty)
         width = MAX_VECTOR_BYTES // size
         vty = ir.VectorType(fty, width)
-        i64 = ir.IntType(64)
+        i8, i64 = ir.IntType(8), ir.IntType(64)
         n = builder.extract_value(arr.shape, 0)
         stride = builder.extract_value(arr.strides, 0)
         base = builder.ptrtoint(arr.data, i64)
         neg_inf = ir.Constant(fty, float("-inf"))
+        neg_infs = ir.Constant(vty, [neg_inf] * width)
+        contiguous = builder.icmp_signed("==", stride, ir.Constant(i64, size))
+        if masked:
+            warr = context.make_array(sig.args[1])(context, builder, args[1])
+            wstride = builder.extract_value(warr.strides, 0)
+            wbase = builder.ptrtoint(warr.data, i64)
+            c = args[2]
+            cs = builder.insert_element(ir.Constant(vty, ir.Undefined), c, ir.Constant(ir.IntType(32), 0))
+            cs = builder.shuffle_vector(
+                cs,
+                ir.Constant(vty, ir.Undefined),
+                ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width),
+            )
+            contiguous = builder.and_(contiguous, builder.icmp_signed("==", wstride, ir.Constant(i64, 1)))
 
         def bigger(v, m):  # v > m ? v : m (a NaN v keeps m)
             return builder.select(builder.fcmp_ordered(">", v, m), v, m)
 
-        def at(i, ty, step):  # pointer to element i
-            addr = builder.add(base, builder.mul(i, step))
-            return builder.inttoptr(addr, ty.as_pointer())
+        def at(start, i, ty, step):  # pointer to element i
+            return builder.inttoptr(builder.add(start, builder.mul(i, step)), ty.as_pointer())
+
+        def value(i, lanes: bool, step, wstep):  # the element(s) at i, scaled and masked
+            v = builder.load(at(base, i, vty if lanes else fty, step), align=size)
+            if not masked:
+                return v
+            v = builder.fmul(v, cs if lanes else c)  # rounded once, as the other passes
+            keep = builder.load(at(wbase, i, ir.VectorType(i8, width) if lanes else i8, wstep), align=1)
+            zero = ir.Constant(keep.type, None)
+            return builder.select(builder.icmp_unsigned("!=", keep, zero), v, neg_infs if lanes else neg_inf)
 
         result = cgutils.alloca_once_value(builder, neg_inf)
-        contiguous = builder.icmp_signed("==", stride, ir.Constant(i64, size))
         with builder.if_else(contiguous) as (vec, strided):
             with vec:
-                accs = [
-                    cgutils.alloca_once_value(builder, ir.Constant(vty, [neg_inf] * width))
-                    for _ in range(MAX_ACCUMULATORS)
-                ]
+                step, wstep = ir.Constant(i64, size), ir.Constant(i64, 1)
+                accs = [cgutils.alloca_once_value(builder, neg_infs) for _ in range(MAX_ACCUMULATORS)]
                 block = width * MAX_ACCUMULATORS
                 n_blocks = builder.sdiv(n, ir.Constant(i64, block))
-                step = ir.Constant(i64, size)
                 with cgutils.for_range(builder, n_blocks) as loop:
                     first = builder.mul(loop.index, ir.Constant(i64, block))
                     for k, acc in enumerate(accs):
                         i = builder.add(first, ir.Constant(i64, k * width))
-                        v = builder.load(at(i, vty, step), align=size)
-                        builder.store(bigger(v, builder.load(acc)), acc)
+                        builder.store(bigger(value(i, True, step, wstep), builder.load(acc)), acc)
                 acc = accs[0]
                 for other in accs[1:]:
                     builder.store(bigger(builder.load(other), builder.load(acc)), acc)
@@ -93,8 +108,7 @@ def _row_max(typingctx, x):
                 n_vec = builder.sdiv(builder.sub(n, done), ir.Constant(i64, width))
                 with cgutils.for_range(builder, n_vec) as loop:
                     i = builder.add(done, builder.mul(loop.index, ir.Constant(i64, width)))
-                    v = builder.load(at(i, vty, step), align=size)
-                    builder.store(bigger(v, builder.load(acc)), acc)
+                    builder.store(bigger(value(i, True, step, wstep), builder.load(acc)), acc)
                 vacc = builder.load(acc)
                 m = builder.extract_element(vacc, ir.Constant(ir.IntType(32), 0))
                 for k in range(1, width):
@@ -102,15 +116,87 @@ def _row_max(typingctx, x):
                 builder.store(m, result)
                 tail = builder.add(done, builder.mul(n_vec, ir.Constant(i64, width)))
                 with cgutils.for_range_slice(builder, tail, n, ir.Constant(i64, 1)) as (i, _):
-                    v = builder.load(at(i, fty, step), align=size)
-                    builder.store(bigger(v, builder.load(result)), result)
+                    builder.store(bigger(value(i, False, step, wstep), builder.load(result)), result)
             with strided:
                 with cgutils.for_range(builder, n) as loop:
-                    v = builder.load(at(loop.index, fty, stride), align=size)
+                    v = value(loop.index, False, stride, wstride if masked else None)
                     builder.store(bigger(v, builder.load(result)), result)
         return builder.load(result)
 
-    return x.dtype(x), codegen
+    return codegen
+
+
+def _float_row(x) -> bool:
+    return isinstance(x, types.Array) and x.ndim == 1 and x.dtype in (types.float32, types.float64)
+
+
+@intrinsic
+def _row_max(typingctx, x):
+    """max(x) of a 1-D array, NaN entries ignored, -inf when empty or all NaN."""
+    if not _float_row(x):
+        return None
+    return x.dtype(x), _max_codegen(masked=False)
+
+
+@intrinsic
+def _row_max_masked(typingctx, x, w, c):
+    """max_j (c x[j] where w[j], else -inf) of a 1-D array x and a bool row w of its
+    length (any stride: a broadcast mask row too), c x rounded once; NaN ignored, -inf
+    when empty or nothing is included."""
+    ok = _float_row(x) and isinstance(w, types.Array) and w.ndim == 1 and w.dtype == types.boolean
+    if not ok or c != x.dtype:
+        return None
+    return x.dtype(x, w, c), _max_codegen(masked=True)
+
+
+COUNT_VECTOR_BYTES = 32  # mask bytes tested at once: one AVX2 compare and movemask, or an AVX-512 test
+
+
+@intrinsic
+def _count_true(typingctx, w):
+    """How many entries of the 1-D bool array ``w`` are True. Contiguous ones
+    COUNT_VECTOR_BYTES at a time (a compare, a bitcast of the lanes to an integer and a
+    popcount: LLVM's own vectorisation widens every byte to a 64-bit lane first, 4x
+    slower); strided ones (a broadcast row) one by one."""
+    if not (isinstance(w, types.Array) and w.ndim == 1 and w.dtype == types.boolean):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        i8, i64 = ir.IntType(8), ir.IntType(64)
+        lanes = COUNT_VECTOR_BYTES
+        vty = ir.VectorType(i8, lanes)
+        n = builder.extract_value(arr.shape, 0)
+        stride = builder.extract_value(arr.strides, 0)
+        base = builder.ptrtoint(arr.data, i64)
+        ity = ir.IntType(lanes)
+        popcount = builder.module.declare_intrinsic("llvm.ctpop", [ity], ir.FunctionType(ity, [ity]))
+        total = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+
+        def add(count):
+            builder.store(builder.add(builder.load(total), count), total)
+
+        def byte(i, step):
+            b = builder.load(builder.inttoptr(builder.add(base, builder.mul(i, step)), i8.as_pointer()))
+            return builder.zext(builder.icmp_unsigned("!=", b, ir.Constant(i8, 0)), i64)
+
+        with builder.if_else(builder.icmp_signed("==", stride, ir.Constant(i64, 1))) as (vec, strided):
+            with vec:
+                n_vec = builder.sdiv(n, ir.Constant(i64, lanes))
+                with cgutils.for_range(builder, n_vec) as loop:
+                    at = builder.add(base, builder.mul(loop.index, ir.Constant(i64, lanes)))
+                    v = builder.load(builder.inttoptr(at, vty.as_pointer()), align=1)
+                    bits = builder.bitcast(builder.icmp_unsigned("!=", v, ir.Constant(vty, None)), ity)
+                    add(builder.zext(builder.call(popcount, [bits]), i64))
+                done = builder.mul(n_vec, ir.Constant(i64, lanes))
+                with cgutils.for_range_slice(builder, done, n, ir.Constant(i64, 1)) as (i, _):
+                    add(byte(i, ir.Constant(i64, 1)))
+            with strided:
+                with cgutils.for_range(builder, n) as loop:
+                    add(byte(loop.index, stride))
+        return builder.load(total)
+
+    return types.int64(w), codegen
 
 
 # --- streaming (non-temporal) stores ----------------------------------------------------

@@ -263,22 +263,24 @@ def _checked_run(kname: str, first, name: str, y, axis, scale, where, out, in_pl
     return _run(kname, first, y, out, ax, c, w)
 
 
-# The signatures' types, short enough for one line of parameters each
-Array = np.ndarray
-Maybe = np.ndarray | None
-
-
 def _make_forward(op: str, doc: str):
     def forward(
-        x: Array, axis: int = -1, *, scale: float = 1.0, where: Maybe = None, out: Maybe = None
-    ) -> Array:
+        x: np.ndarray,
+        axis: int = -1,
+        *,
+        scale: float = 1.0,
+        where: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         return _checked_run(op, x, "x", None, axis, scale, where, out, False)
 
     return _named(forward, op, doc)
 
 
 def _make_forward_(op: str, doc: str):
-    def forward_(x: Array, axis: int = -1, *, scale: float = 1.0, where: Maybe = None) -> Array:
+    def forward_(
+        x: np.ndarray, axis: int = -1, *, scale: float = 1.0, where: np.ndarray | None = None
+    ) -> np.ndarray:
         return _checked_run(op, x, "x", None, axis, scale, where, None, True)
 
     return _named(forward_, op + "_", doc)
@@ -286,15 +288,28 @@ def _make_forward_(op: str, doc: str):
 
 def _make_backward(op: str, doc: str):
     def backward(
-        grad: Array, y: Array, axis: int = -1, *, scale: float = 1.0, where: Maybe = None, out: Maybe = None
-    ) -> Array:
+        grad: np.ndarray,
+        y: np.ndarray,
+        axis: int = -1,
+        *,
+        scale: float = 1.0,
+        where: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         return _checked_run(op + "_backward", grad, "grad", y, axis, scale, where, out, False)
 
     return _named(backward, op + "_backward", doc)
 
 
 def _make_backward_(op: str, doc: str):
-    def backward_(grad: Array, y: Array, axis: int = -1, *, scale: float = 1.0, where: Maybe = None) -> Array:
+    def backward_(
+        grad: np.ndarray,
+        y: np.ndarray,
+        axis: int = -1,
+        *,
+        scale: float = 1.0,
+        where: np.ndarray | None = None,
+    ) -> np.ndarray:
         return _checked_run(op + "_backward", grad, "grad", y, axis, scale, where, None, True)
 
     return _named(backward_, op + "_backward_", doc)

@@ -54,10 +54,12 @@ from ._math import _exp_nonpos
 from ._math import exp as _exp
 from ._row_intrinsics import (
     PREFETCH_CHUNK,
+    _count_true,
     _maxnum,
     _prefetch_row,
     _prefetch_step,
     _row_max,
+    _row_max_masked,
     _store_fence,
     _stream_scaled,
 )
@@ -505,16 +507,11 @@ def _mul(x, c):
 def _max_m(a, w, r, lo, hi, c):
     """max_j (c a[r, j] where w[r, j], else -inf) over [lo, hi); NaN ignored."""
     x = a[r, lo:hi]
-    ninf = a.dtype.type(-np.inf)
-    m = ninf
-    if w is None:
-        for j in range(x.shape[0]):
-            m = _maxnum(m, _mul(x[j], c))
-    else:
-        v = w[r, lo:hi]
-        for j in range(x.shape[0]):
-            t = _mul(x[j], c)
-            m = _maxnum(m, t if v[j] else ninf)
+    if w is not None:
+        return _row_max_masked(x, w[r, lo:hi], c)  # vectorised by hand, as _row_max
+    m = a.dtype.type(-np.inf)
+    for j in range(x.shape[0]):
+        m = _maxnum(m, _mul(x[j], c))
     return m
 
 
@@ -582,11 +579,7 @@ def _sumexp_m_only(a, w, out, r, lo, hi, m, c):
 @njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
 def _mask_count(w, r, lo, hi):
     """How many of w[r, lo:hi] are True."""
-    v = w[r, lo:hi]
-    k = 0
-    for j in range(v.shape[0]):
-        k += v[j]
-    return k
+    return _count_true(w[r, lo:hi])
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)

@@ -563,3 +563,30 @@ def test_row_max(dtype):
                 assert row_max(y) == np.inf
             assert row_max(np.full(n, np.nan, dtype)) == -np.inf
             assert row_max(np.full(n, -np.inf, dtype)) == -np.inf
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_row_max_and_mask_count(dtype):
+    """The masked row max (max of c x where w, -inf elsewhere, NaN ignored) and the mask
+    count, against numpy: every length around their vector blocks, contiguous, strided,
+    reversed and broadcast (zero-stride) rows."""
+    from numba import njit
+
+    row_max = njit(lambda x, w, c: RI._row_max_masked(x, w, c))
+    count = njit(lambda w: RI._count_true(w))
+    rng = np.random.default_rng(2)
+    block = RI.MAX_VECTOR_BYTES // np.dtype(dtype).itemsize * RI.MAX_ACCUMULATORS
+    for n in [*range(2 * max(block, RI.COUNT_VECTOR_BYTES) + 10), 1000]:
+        x = rng.standard_normal(n).astype(dtype)
+        if n > 2:
+            x[n // 2] = np.nan
+        masks = [rng.random(n) < 0.5, np.ones(n, bool), np.zeros(n, bool), (rng.random(2 * n) < 0.5)[::2]]
+        masks += [np.broadcast_to(np.array(b), (n,)) for b in (True, False)]
+        for w in masks:
+            assert count(w) == np.count_nonzero(w) and count(w[::-1]) == np.count_nonzero(w)
+            for c in (1.0, 0.125, -2.0):
+                for xs, ws in ((x, w), (x[::-1], w[::-1]), (np.repeat(x, 2)[::2], w)):
+                    with np.errstate(invalid="ignore"):
+                        kept = np.where(ws, xs * dtype(c), -np.inf)
+                    want = np.nanmax(kept) if n and not np.isnan(kept).all() else -np.inf
+                    assert row_max(xs, ws, dtype(c)) == want, (n, c)
