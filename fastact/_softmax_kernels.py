@@ -509,6 +509,8 @@ def _max_m(a, w, r, lo, hi, c):
     x = a[r, lo:hi]
     if w is not None:
         return _row_max_masked(x, w[r, lo:hi], c)  # vectorised by hand, as _row_max
+    if c > 0:  # rounding is monotonic: max_j fl(c x_j) = fl(c max_j x_j)
+        return _mul(_row_max(x), c)
     m = a.dtype.type(-np.inf)
     for j in range(x.shape[0]):
         m = _maxnum(m, _mul(x[j], c))
