@@ -44,6 +44,15 @@ BIAS_GRAD_COLUMN_BYTES = 16 * 1024
 # Below this many elements the serial kernel wins: `python -m fastact bench --crossover`.
 PARALLEL_THRESHOLD = 1 << 15
 
+# --- fastact.torch (each call) -------------------------------------------------------------
+
+# fastact.torch calls torch's own op (the table's ``torch`` field) on a CPU tensor of fewer
+# than TORCH_CROSSOVER[op][dtype] elements, where forward + backward through autograd is
+# faster in torch (its C++ autograd node against a Python autograd.Function); an op or
+# dtype not listed always runs fastact's kernels. In-place calls always run fastact's.
+# `python -m fastact bench --torch-crossover` measures it (docs/TORCH.md).
+TORCH_CROSSOVER: dict[str, dict[str, int]] = {}
+
 # --- softmax host side (each call) ------------------------------------------------------------
 
 # A row up to ROW_CACHE_BYTES is done in cache (max, exp + sum, scale); longer rows go in

@@ -23,11 +23,12 @@ import sys
 import threading
 import warnings
 
+import numba
 from numba.core import config
 
 from . import _numba_compat as compat
 
-__all__ = ["gate", "threading_layer"]
+__all__ = ["follow_threads", "gate", "threading_layer"]
 
 _TBB_LIBRARY = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}.get(sys.platform)
 
@@ -131,3 +132,13 @@ def threading_layer() -> str:
     """
     gate()
     return compat.started_threading_layer() or "none"
+
+
+def follow_threads(n: int) -> None:
+    """Run the calling thread's parallel kernels on ``n`` threads (at most numba's pool,
+    ``NUMBA_NUM_THREADS``): the torch adapter passes ``torch.get_num_threads()``, so that
+    a program that limits torch's threads limits fastact's alike. Changes numba's count
+    (a per-thread setting) only where it differs."""
+    n = max(1, min(n, config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)

@@ -1,0 +1,108 @@
+"""fastact.torch's dispatch: torch's own op below the measured crossover, fastact's kernels
+from it, in place always fastact's; numba's threads follow torch's. What is chosen, never
+how fast (the measurements: docs/TORCH.md)."""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import pytest
+from conftest import require
+
+torch = require("torch")
+ft = require("fastact.torch")
+F = torch.nn.functional
+
+from fastact import _config  # noqa: E402
+from fastact._bench_torch import calls, ops_with_torch  # noqa: E402
+from fastact._ops import OPS  # noqa: E402
+
+
+def _fastact_ran(t: torch.Tensor) -> bool:
+    """Whether fastact's autograd.Function made ``t`` (else torch's own op did)."""
+    return type(t.grad_fn).__name__ in ("_ElementwiseBackward", "_SoftmaxBackward", "_CrossEntropyBackward")
+
+
+def test_default_crossovers_name_ops_with_a_torch_op_and_both_dtypes():
+    assert set(_config.TORCH_CROSSOVER) <= set(ops_with_torch())
+    for op, by in _config.TORCH_CROSSOVER.items():
+        assert set(by) <= {"float32", "float64"}, op
+        assert all(isinstance(n, int) and n >= 0 for n in by.values()), op
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_elementwise_below_the_crossover_is_torchs_op(dtype):
+    x = torch.randn(4, 25, dtype=dtype, requires_grad=True)  # 100 elements
+    name = "float32" if dtype == torch.float32 else "float64"
+    with _config.overridden(TORCH_CROSSOVER={"relu": {name: 101}, "gelu_tanh": {name: 101}}):
+        assert not _fastact_ran(ft.relu(x))
+        assert type(ft.relu(x).grad_fn).__name__.startswith("Relu")
+        assert type(ft.gelu(x, approximate="tanh").grad_fn).__name__.startswith("Gelu")
+        assert _fastact_ran(ft.gelu(x))  # "gelu" (erf) is not listed
+        assert _fastact_ran(ft.ReLU()(torch.randn(101, dtype=dtype, requires_grad=True)))
+        assert _fastact_ran(ft.ReLU(inplace=True)(x * 1.0))  # in place: fastact's kernels at any size
+    with _config.overridden(TORCH_CROSSOVER={"relu": {"float32" if name == "float64" else "float64": 10**6}}):
+        assert _fastact_ran(ft.relu(x))  # the other dtype's crossover
+
+
+def test_softmax_and_cross_entropy_below_the_crossover_are_torchs():
+    x = torch.randn(8, 16, requires_grad=True)
+    target = torch.randint(0, 16, (8,))
+    small = {op: {"float32": 1000} for op in ("softmax", "log_softmax", "softmax_cross_entropy")}
+    with _config.overridden(TORCH_CROSSOVER=small):
+        assert not _fastact_ran(ft.softmax(x))
+        assert not _fastact_ran(ft.LogSoftmax()(x))
+        assert not _fastact_ran(ft.cross_entropy(x, target, label_smoothing=0.1))
+        assert _fastact_ran(ft.softmax(x, scale=0.5))  # torch has no scale= (nor where=): fastact's
+    with _config.overridden(TORCH_CROSSOVER={}):
+        assert _fastact_ran(ft.softmax(x)) and _fastact_ran(ft.cross_entropy(x, target))
+
+
+@pytest.mark.parametrize("op", ["relu", "gelu", "silu", "sigmoid", "softmax", "softmax_cross_entropy"])
+def test_both_paths_give_the_same_values_and_gradients(op):
+    """The same call on both sides of the crossover: within the op's stated bound."""
+    ours, _ = calls(op, "float32", (16, 64), seed=1)
+    with _config.overridden(TORCH_CROSSOVER={}):
+        fastact_grad = ours()
+    with _config.overridden(TORCH_CROSSOVER={op: {"float32": 1 << 30}}):
+        torch_grad = ours()
+    bound = OPS[op].ulp * 2.0**-23
+    torch.testing.assert_close(fastact_grad, torch_grad, rtol=bound, atol=bound)
+
+
+def test_bad_arguments_raise_on_both_paths():
+    x = torch.randn(10)
+    for table in ({}, {"gelu": {"float32": 100}, "elu": {"float32": 100}}):
+        with _config.overridden(TORCH_CROSSOVER=table):
+            with pytest.raises(ValueError, match="approximate"):
+                ft.gelu(x, approximate="fast")
+            with pytest.raises(TypeError, match="alpha"):
+                ft.elu(x, "one")
+            with pytest.raises(TypeError, match="inplace"):
+                ft.elu(x, inplace=1)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs a pool of 2 threads or more")
+def test_parallel_kernels_follow_torchs_thread_count():
+    """A kernel big enough to run in parallel runs on torch.get_num_threads() threads."""
+    x = torch.randn(_config.PARALLEL_THRESHOLD, requires_grad=True)
+    saved = torch.get_num_threads()
+    seen = []
+
+    def body():
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        torch.set_num_threads(1)
+        y = ft.silu(x)
+        seen.append(numba.get_num_threads())
+        torch.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        y.backward(torch.ones_like(y))
+        seen.append(numba.get_num_threads())
+
+    try:
+        thread = threading.Thread(target=body)  # numba's count is per thread: leave this one's
+        thread.start()
+        thread.join()
+    finally:
+        torch.set_num_threads(saved)
+    assert seen == [1, numba.config.NUMBA_NUM_THREADS]
