@@ -139,6 +139,7 @@ def follow_threads(n: int) -> None:
     ``NUMBA_NUM_THREADS``): the torch adapter passes ``torch.get_num_threads()``, so that
     a program that limits torch's threads limits fastact's alike. Changes numba's count
     (a per-thread setting) only where it differs."""
+    gate()  # fastact's layer first (numba's thread count would start numba's default one)
     n = max(1, min(n, config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)
