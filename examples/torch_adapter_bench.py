@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -48,7 +47,7 @@ def per_call(n_rounds: int) -> list[dict]:
             path = "torch's op" if n < _config.TORCH_CROSSOVER.get(op, {}).get("float32", 0) else "fastact"
             rows.append({"op": op, "shape": shape, "path": path, "shipped": shipped, "kernels": kernels})
             print(
-                f"{op:22s} {str(shape):13s} as shipped ({path:10s}) {shipped[2]:5.2f}x "
+                f"{op:22s} {shape!s:13s} as shipped ({path:10s}) {shipped[2]:5.2f}x "
                 f"[{shipped[0] * 1e6:9.1f} vs {shipped[1] * 1e6:9.1f} us]   kernels {kernels[2]:5.2f}x",
                 flush=True,
             )
@@ -158,7 +157,7 @@ def heavy(batch: int, width: int, n_rounds: int) -> list[dict]:
         ours, theirs = VARIANTS[ours_name](width), VARIANTS[theirs_name](width)
         x = torch.randn(batch, NARROW)
 
-        def timed(model):
+        def timed(model, x=x):
             t0 = time.perf_counter()
             _step(model, x)
             return time.perf_counter() - t0
