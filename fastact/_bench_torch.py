@@ -24,7 +24,7 @@ from .testing import default_params
 
 COLUMNS = 1024
 SIZES = tuple(1 << k for k in range(10, 23, 2))  # 1K .. 4M elements
-NEVER = 1 << 62  # a crossover meaning "torch at every size": fastact was never faster
+NEVER = _config.ALWAYS_TORCH  # fastact was never faster: torch at every size
 
 
 def ops_with_torch() -> list[str]:
@@ -157,7 +157,7 @@ def format_result(result: dict, threads: int) -> str:
                 + f"  {_label(at)} ({_label(now)})"
             )
     lines.append("suggested fastact._config.TORCH_CROSSOVER:")
-    lines.append(repr(suggestion(result)).replace(repr(NEVER), "NEVER"))
+    lines.append(repr(suggestion(result)).replace(repr(NEVER), "ALWAYS_TORCH"))
     return "\n".join(lines)
 
 

@@ -46,12 +46,39 @@ PARALLEL_THRESHOLD = 1 << 15
 
 # --- fastact.torch (each call) -------------------------------------------------------------
 
-# fastact.torch calls torch's own op (the table's ``torch`` field) on a CPU tensor of fewer
+# fastact.torch calls torch's own op (the op table's ``torch`` field) on a CPU tensor of fewer
 # than TORCH_CROSSOVER[op][dtype] elements, where forward + backward through autograd is
-# faster in torch (its C++ autograd node against a Python autograd.Function); an op or
-# dtype not listed always runs fastact's kernels. In-place calls always run fastact's.
-# `python -m fastact bench --torch-crossover` measures it (docs/TORCH.md).
-TORCH_CROSSOVER: dict[str, dict[str, int]] = {}
+# faster in torch (its C++ autograd node against a Python autograd.Function: ~15-20 us a call
+# more); an op or dtype not listed always runs fastact's kernels, ALWAYS_TORCH never does.
+# In-place calls and softmax with scale= or where= always run fastact's. Each value is the
+# larger of two runs of `python -m fastact bench --torch-crossover` (2 threads, AMD Zen 4
+# AVX-512, 2 cores shared with other jobs: docs/TORCH.md); re-measure on the target machine.
+ALWAYS_TORCH = 1 << 62
+TORCH_CROSSOVER: dict[str, dict[str, int]] = {
+    "linear": {"float32": ALWAYS_TORCH, "float64": 4_194_304},
+    "sigmoid": {"float32": ALWAYS_TORCH, "float64": 4_194_304},
+    "tanh": {"float32": 1_048_576, "float64": 4_194_304},
+    "relu": {"float32": ALWAYS_TORCH, "float64": 4_194_304},
+    "relu6": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "leaky_relu": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "elu": {"float32": 262_144, "float64": 4_194_304},
+    "selu": {"float32": 262_144, "float64": 16_384},
+    "celu": {"float32": 262_144, "float64": 4_194_304},
+    "gelu": {"float32": ALWAYS_TORCH, "float64": 1_048_576},
+    "gelu_tanh": {"float32": 4_194_304, "float64": 1_048_576},
+    "silu": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "mish": {"float32": 16_384, "float64": 262_144},
+    "softplus": {"float32": 262_144, "float64": 16_384},
+    "softsign": {"float32": 16_384, "float64": 1_024},
+    "hardsigmoid": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "hardswish": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "hardtanh": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "log_sigmoid": {"float32": 4_194_304, "float64": 4_194_304},
+    "threshold": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "softmax": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "log_softmax": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "softmax_cross_entropy": {"float32": 262_144, "float64": 262_144},
+}
 
 # --- softmax host side (each call) ------------------------------------------------------------
 

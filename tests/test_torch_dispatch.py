@@ -100,9 +100,29 @@ def test_parallel_kernels_follow_torchs_thread_count():
         seen.append(numba.get_num_threads())
 
     try:
-        thread = threading.Thread(target=body)  # numba's count is per thread: leave this one's
-        thread.start()
-        thread.join()
+        with _config.overridden(TORCH_CROSSOVER={}):
+            thread = threading.Thread(target=body)  # numba's count is per thread: leave this one's
+            thread.start()
+            thread.join()
     finally:
         torch.set_num_threads(saved)
     assert seen == [1, numba.config.NUMBA_NUM_THREADS]
+
+
+def test_the_adapter_starts_fastacts_threading_layer():
+    """The first parallel kernel of fastact.torch starts the layer fastact picks (TBB where
+    it loads), not numba's default (setting numba's thread count first would)."""
+    import subprocess
+    import sys
+
+    alone = "import fastact._threading as t; print(t.threading_layer())"
+    through_torch = (
+        "import torch, fastact.torch as ft, fastact._config as c, fastact._threading as t; "
+        "c.TORCH_CROSSOVER = {}; "
+        "ft.silu(torch.ones(c.PARALLEL_THRESHOLD, requires_grad=True)); print(t.threading_layer())"
+    )
+    layers = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for code in (alone, through_torch)
+    ]
+    assert layers[0] == layers[1]
