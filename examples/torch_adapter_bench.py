@@ -8,7 +8,8 @@
 3. Activation-heavy steps, batch x width activations (default 8192 x 4096) between two narrow
    Linear layers: time per step and the step's peak memory (RSS growth over the process after a
    warm-up step on a small batch, one fresh process per variant): GELU, GELU in place, SiLU, and a
-   SwiGLU block (fastact's fused SwiGLU against ``F.silu(a) * b``).
+   SwiGLU block (fastact's fused SwiGLU against ``F.silu(a) * b``); fastact's kernels here (the
+   shipped crossover calls torch's GELU and SiLU in float32).
 
 Every time is a ratio measured in one process with the two sides in alternating rounds (medians).
 Run: python examples/torch_adapter_bench.py [--rounds 7] [--batch 8192] [--width 4096] [--skip-calls]
@@ -61,7 +62,13 @@ def mlp_step(n_rounds: int) -> list[dict]:
     x = torch.randn(512, 256)
     target = torch.randint(0, 10, (512,))
     rows = []
-    for label, ours_act, theirs_act in (("GELU", ft.GELU, torch.nn.GELU), ("SiLU", ft.SiLU, torch.nn.SiLU)):
+    for label, ours_act, theirs_act, table in (
+        ("GELU", ft.GELU, torch.nn.GELU, _config.TORCH_CROSSOVER),
+        ("SiLU", ft.SiLU, torch.nn.SiLU, _config.TORCH_CROSSOVER),
+        ("GELU kernels", ft.GELU, torch.nn.GELU, {}),
+        ("SiLU kernels", ft.SiLU, torch.nn.SiLU, {}),
+    ):
+        saved, _config.TORCH_CROSSOVER = _config.TORCH_CROSSOVER, table
         ours = (mb.mlp(ours_act, 1024), ft.CrossEntropyLoss())
         theirs = (mb.mlp(theirs_act, 1024), torch.nn.CrossEntropyLoss())
         samples = []
@@ -70,6 +77,7 @@ def mlp_step(n_rounds: int) -> list[dict]:
             pair = (ours, theirs) if r % 2 == 0 else (theirs, ours)
             t = [mb.step_ms(*m, x, target, steps=3) for m in pair]
             samples.append(tuple(t) if r % 2 == 0 else (t[1], t[0]))
+        _config.TORCH_CROSSOVER = saved
         a, b, ratio = summary(samples)
         rows.append({"act": label, "fastact_ms": a, "torch_ms": b, "ratio": ratio})
         print(f"MLP 256-1024-1024-10 batch 512 {label}: fastact {a:.2f} ms  torch {b:.2f} ms  {ratio:.2f}x")
@@ -129,6 +137,7 @@ def _status(field: str) -> int:
 def peak_child(name: str, batch: int, width: int) -> None:
     """In a fresh process: the step's peak RSS over the RSS before it (after a small step).
     Linux: writing 5 to /proc/self/clear_refs resets the peak (VmHWM) to the current RSS."""
+    _config.TORCH_CROSSOVER = {}  # as heavy(): fastact's kernels
     torch.manual_seed(0)
     model = VARIANTS[name](width)
     _step(model, torch.randn(64, NARROW))  # libraries and kernels loaded, parameters' grads exist
@@ -142,6 +151,9 @@ def peak_child(name: str, batch: int, width: int) -> None:
 
 
 def heavy(batch: int, width: int, n_rounds: int) -> list[dict]:
+    """fastact's kernels (no crossover: the shipped defaults call torch's GELU and SiLU in
+    float32 at every size) against torch's modules."""
+    _config.TORCH_CROSSOVER = {}
     peaks = {}
     for name in VARIANTS:
         out = subprocess.run(

@@ -54,6 +54,12 @@ PARALLEL_THRESHOLD = 1 << 15
 # larger of two runs of `python -m fastact bench --torch-crossover` (2 threads, AMD Zen 4
 # AVX-512, 2 cores shared with other jobs: docs/TORCH.md); re-measure on the target machine.
 ALWAYS_TORCH = 1 << 62
+# Inside fastact.torch, fastact's kernels on fewer than TORCH_PARALLEL_THRESHOLD elements run
+# on one thread, larger ones on torch.get_num_threads() threads: numba's pool then stays
+# asleep beside torch's (whose OpenMP threads spin after each of torch's ops). The MLP step
+# of examples/torch_mlp_bench.py --kernels (512 x 1024 activations) under load took 0.77-0.78
+# of torch's time with serial kernels, 0.78-1.04 with both pools at 2 threads (docs/TORCH.md).
+TORCH_PARALLEL_THRESHOLD = 1 << 20
 TORCH_CROSSOVER: dict[str, dict[str, int]] = {
     "linear": {"float32": ALWAYS_TORCH, "float64": 4_194_304},
     "sigmoid": {"float32": ALWAYS_TORCH, "float64": 4_194_304},

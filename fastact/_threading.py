@@ -22,13 +22,15 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numba
 from numba.core import config
 
 from . import _numba_compat as compat
 
-__all__ = ["follow_threads", "gate", "threading_layer"]
+__all__ = ["gate", "threading_layer", "threads"]
 
 _TBB_LIBRARY = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}.get(sys.platform)
 
@@ -134,12 +136,19 @@ def threading_layer() -> str:
     return compat.started_threading_layer() or "none"
 
 
-def follow_threads(n: int) -> None:
+@contextmanager
+def threads(n: int) -> Iterator[None]:
     """Run the calling thread's parallel kernels on ``n`` threads (at most numba's pool,
-    ``NUMBA_NUM_THREADS``): the torch adapter passes ``torch.get_num_threads()``, so that
-    a program that limits torch's threads limits fastact's alike. Changes numba's count
-    (a per-thread setting) only where it differs."""
+    ``NUMBA_NUM_THREADS``) inside the block, then restore its count (numba's count is a
+    per-thread setting; only changed where it differs)."""
     gate()  # fastact's layer first (numba's thread count would start numba's default one)
     n = max(1, min(n, config.NUMBA_NUM_THREADS))
-    if numba.get_num_threads() != n:
-        numba.set_num_threads(n)
+    before = numba.get_num_threads()
+    if before == n:
+        yield
+        return
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

@@ -41,6 +41,7 @@ Their backwards are fastact's fused ones: (da, db) from one pass; dx and dbias f
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import types
 from collections.abc import Callable
@@ -59,7 +60,7 @@ from fastact._fused import resolve as _resolve
 from fastact._kernels import backward_kernels as _backward_kernels
 from fastact._kernels import forward_kernels as _forward_kernels
 from fastact._ops import OPS as _OPS
-from fastact._threading import follow_threads as _follow_threads
+from fastact._threading import threads as _thread_count
 from fastact._validate import choice as _choice
 from fastact.definitions import ACTIVATIONS, GATED_UNITS, Activation, GatedUnit
 
@@ -132,11 +133,14 @@ def _torch_runs(op: str, t: torch.Tensor) -> bool:
     return limits is not None and t.is_cpu and t.numel() < limits.get(_DTYPE_NAMES[t.dtype], 0)
 
 
-def _cpu_kernels(n: int) -> None:
-    """Before fastact's CPU kernels run on ``n`` elements inside a torch program: a
-    parallel kernel's numba threads follow torch's thread count (docs/TORCH.md)."""
-    if n >= _config.PARALLEL_THRESHOLD:
-        _follow_threads(torch.get_num_threads())
+def _threads(n: int):
+    """The thread count of fastact's kernels on ``n`` elements inside a torch program (a
+    context): serial below :data:`fastact._config.TORCH_PARALLEL_THRESHOLD`, so that numba's
+    pool does not wake to fight torch's for the cores; from it, torch's count,
+    ``torch.get_num_threads()`` (docs/TORCH.md)."""
+    if n < _config.PARALLEL_THRESHOLD:
+        return contextlib.nullcontext()  # a serial kernel whatever the count
+    return _thread_count(torch.get_num_threads() if n >= _config.TORCH_PARALLEL_THRESHOLD else 1)
 
 
 # --- elementwise activations ---------------------------------------------------------
@@ -156,18 +160,18 @@ class _Elementwise(torch.autograd.Function):
         entry, params = call
         keep_input = entry.saves == "input" and ctx.needs_input_grad[0]
         if x.is_cpu:
-            n = x.numel()
-            _cpu_kernels(n)
             xa = _np(x)
             if inplace:
                 x_saved = x.detach().clone() if keep_input else None
-                _run(_forward_kernels(entry.name), (xa,), xa, params)
+                with _threads(x.numel()):
+                    _run(_forward_kernels(entry.name), (xa,), xa, params)
                 ctx.mark_dirty(x)
                 y = x
             else:
                 x_saved = x
                 y = torch.empty_like(x)
-                _run(_forward_kernels(entry.name), (xa,), _np(y), params, fresh=True)
+                with _threads(x.numel()):
+                    _run(_forward_kernels(entry.name), (xa,), _np(y), params, fresh=True)
         else:
             lib, arr = _lib(x)
             if inplace:
@@ -191,8 +195,14 @@ class _Elementwise(torch.autograd.Function):
             grad_output = grad_output.to(saved.dtype)
         grad = torch.empty_like(saved)
         if saved.is_cpu and grad_output.is_cpu:
-            _cpu_kernels(grad.numel())
-            _run(_backward_kernels(entry.name), (_np(grad_output), _np(saved)), _np(grad), params, fresh=True)
+            with _threads(grad.numel()):
+                _run(
+                    _backward_kernels(entry.name),
+                    (_np(grad_output), _np(saved)),
+                    _np(grad),
+                    params,
+                    fresh=True,
+                )
         else:
             lib, arr = _lib(grad_output, saved)
             getattr(lib, entry.name + "_backward")(arr(grad_output), arr(saved), *params, out=arr(grad))

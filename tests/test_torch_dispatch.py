@@ -4,8 +4,6 @@ how fast (the measurements: docs/TORCH.md)."""
 
 from __future__ import annotations
 
-import threading
-
 import numba
 import pytest
 from conftest import require
@@ -84,29 +82,34 @@ def test_bad_arguments_raise_on_both_paths():
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs a pool of 2 threads or more")
-def test_parallel_kernels_follow_torchs_thread_count():
-    """A kernel big enough to run in parallel runs on torch.get_num_threads() threads."""
-    x = torch.randn(_config.PARALLEL_THRESHOLD, requires_grad=True)
-    saved = torch.get_num_threads()
+def test_kernels_run_serial_below_the_threshold_and_on_torchs_threads_from_it(monkeypatch):
+    """The thread count fastact's kernels see inside the adapter (recorded at the kernel
+    call), and the caller's numba count restored after."""
+    import fastact.torch as adapter
+
     seen = []
+    original = adapter._run
 
-    def body():
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        torch.set_num_threads(1)
-        y = ft.silu(x)
+    def recording(*args, **kwargs):
         seen.append(numba.get_num_threads())
-        torch.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        y.backward(torch.ones_like(y))
-        seen.append(numba.get_num_threads())
+        return original(*args, **kwargs)
 
+    monkeypatch.setattr(adapter, "_run", recording)
+    pool = numba.config.NUMBA_NUM_THREADS
+    small, large = _config.PARALLEL_THRESHOLD, 2 * _config.PARALLEL_THRESHOLD
+    saved_torch = torch.get_num_threads()
+    numba.set_num_threads(pool)
     try:
-        with _config.overridden(TORCH_CROSSOVER={}):
-            thread = threading.Thread(target=body)  # numba's count is per thread: leave this one's
-            thread.start()
-            thread.join()
+        with _config.overridden(TORCH_CROSSOVER={}, TORCH_PARALLEL_THRESHOLD=large):
+            for torch_threads, n, expected in ((pool, small, 1), (pool, large, pool), (1, large, 1)):
+                torch.set_num_threads(torch_threads)
+                seen.clear()
+                x = torch.randn(n, requires_grad=True)
+                ft.silu(x).backward(torch.ones(n))  # forward and backward
+                assert seen == [expected, expected], (torch_threads, n)
+                assert numba.get_num_threads() == pool
     finally:
-        torch.set_num_threads(saved)
-    assert seen == [1, numba.config.NUMBA_NUM_THREADS]
+        torch.set_num_threads(saved_torch)
 
 
 def test_the_adapter_starts_fastacts_threading_layer():
