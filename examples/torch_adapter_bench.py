@@ -11,7 +11,7 @@
    SwiGLU block (fastact's fused SwiGLU against ``F.silu(a) * b``); fastact's kernels here (the
    shipped crossover calls torch's GELU and SiLU in float32).
 
-Every time is a ratio measured in one process with the two sides in alternating rounds (medians).
+Every time is a ratio measured in one process with the two sides in alternating rounds (best of each side).
 Run: python examples/torch_adapter_bench.py [--rounds 7] [--batch 8192] [--width 4096] [--skip-calls]
 """
 

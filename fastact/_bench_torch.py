@@ -4,8 +4,8 @@ For each op with a torch counterpart, dtype and size n (a tensor of shape (n // 
 the forward and backward as a training step runs them, ``torch.autograd.grad(f(x), x, g)``:
 fastact.torch with its kernels (no crossover) against torch's own op (the op table's
 ``torch`` field), in alternating rounds in one process (each round times both, in turn
-first), so that load elsewhere hits both alike. A round's ratio is torch's time over
-fastact's; a size's ratio is the median over the rounds. The crossover is the smallest
+first), so that load elsewhere hits both alike; a size's ratio is torch's best time over
+fastact's best (see :func:`summary`). The crossover is the smallest
 measured size from which fastact is at least as fast at every larger measured size:
 :data:`fastact._config.TORCH_CROSSOVER` holds it per op and dtype, and fastact.torch calls
 torch's op below it.
@@ -14,7 +14,6 @@ torch's op below it.
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -74,7 +73,7 @@ def calls(name: str, dtype: str, shape: tuple[int, int], seed: int = 0) -> tuple
 
 
 def rounds(
-    first: Callable, second: Callable, n_rounds: int = 7, sample_seconds: float = 0.002
+    first: Callable, second: Callable, n_rounds: int = 7, sample_seconds: float = 0.01
 ) -> list[tuple[float, float]]:
     """Seconds per call of ``first`` and ``second`` in each of ``n_rounds`` rounds (each
     round times both, alternating which goes first), after a warm-up call of each; calls
@@ -96,12 +95,11 @@ def rounds(
 
 
 def summary(samples: list[tuple[float, float]]) -> tuple[float, float, float]:
-    """(median fastact s, median torch s, median of the rounds' torch/fastact ratios)."""
-    return (
-        statistics.median(a for a, _ in samples),
-        statistics.median(b for _, b in samples),
-        statistics.median(b / a for a, b in samples),
-    )
+    """(fastact's best s, torch's best s, torch's best / fastact's best): on a shared machine
+    a sample is as often slowed by other work as not, and the best of each side is the
+    steadiest estimate of its own cost (the medians moved 0.3-3x between runs there)."""
+    a, b = min(a for a, _ in samples), min(b for _, b in samples)
+    return a, b, b / a
 
 
 def measure(
@@ -143,7 +141,7 @@ def format_result(result: dict, threads: int) -> str:
     sizes = [n for n, *_ in next(iter(next(iter(result.values())).values()))]
     lines = [
         f"forward + backward through autograd, torch time / fastact.torch time (> 1: fastact faster), "
-        f"median of rounds in turn; {threads} threads for numba and torch, torch's kernels "
+        f"best of rounds in turn; {threads} threads for numba and torch, torch's kernels "
         f"{torch.backends.cpu.get_cpu_capability()}; shape (n // {COLUMNS}, {COLUMNS})",
         f"{'op':<22} {'dtype':<8} " + " ".join(f"{n:>8}" for n in sizes) + "  crossover (current)",
     ]
