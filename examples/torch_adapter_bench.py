@@ -13,6 +13,7 @@
 
 Every time is a ratio measured in one process with the two sides in alternating rounds (best of each side).
 Run: python examples/torch_adapter_bench.py [--rounds 7] [--batch 8192] [--width 4096] [--skip-calls]
+[--threads N]
 """
 
 from __future__ import annotations
@@ -207,6 +208,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8192)
     parser.add_argument("--width", type=int, default=4096)
     parser.add_argument("--skip-calls", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch's threads (numba's follow them); default torch's")
     parser.add_argument("--json")
     parser.add_argument("--peak-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,11 +219,15 @@ def main() -> None:
 
     from fastact._threading import threading_layer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
     layer = threading_layer()  # first: numba's own calls would start numba's default layer
     print(
         f"torch {torch.__version__} ({torch.get_num_threads()} threads, kernels "
         f"{torch.backends.cpu.get_cpu_capability()}), numba {numba.__version__} "
-        f"({numba.get_num_threads()} threads, layer {layer}), {os.cpu_count()} CPUs, "
+        f"(pool of {numba.get_num_threads()}, layer {layer}; the adapter follows torch), "
+        f"{os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f} at start; ratio = torch time / fastact time",
         flush=True,
     )
