@@ -942,7 +942,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--torch-crossover",
         action="store_true",
-        help="fastact.torch against torch's own ops, forward + backward through autograd, 1K..4M "
+        help="fastact.torch against torch's own ops, forward + backward through autograd, 1K..16M "
         "elements (--dtype, or both): the sizes below which fastact.torch calls torch's op "
         "(fastact._config.TORCH_CROSSOVER)",
     )

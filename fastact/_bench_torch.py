@@ -22,7 +22,7 @@ from ._ops import OPS
 from .testing import default_params
 
 COLUMNS = 1024
-SIZES = tuple(1 << k for k in range(10, 23, 2))  # 1K .. 4M elements
+SIZES = tuple(1 << k for k in range(10, 25, 2))  # 1K .. 16M elements
 NEVER = _config.ALWAYS_TORCH  # fastact was never faster: torch at every size
 
 

@@ -51,8 +51,10 @@ PARALLEL_THRESHOLD = 1 << 15
 # faster in torch (its C++ autograd node against a Python autograd.Function: ~15-20 us a call
 # more); an op or dtype not listed always runs fastact's kernels, ALWAYS_TORCH never does.
 # In-place calls and softmax with scale= or where= always run fastact's. Each value is the
-# largest of three runs of `python -m fastact bench --torch-crossover` (2 threads, AMD Zen 4
-# AVX-512, 2 cores shared with other jobs: docs/TORCH.md); re-measure on the target machine.
+# largest of three runs of `python -m fastact bench --torch-crossover` (1K..4M elements then;
+# 2 threads, AMD Zen 4 AVX-512, 2 cores shared with other jobs: docs/TORCH.md); float32 gelu,
+# silu, relu and sigmoid from 16M, where fastact's kernels were 1.06-1.36x torch in both runs of
+# examples/torch_adapter_bench.py at (4096, 4096). Re-measure on the target machine.
 ALWAYS_TORCH = 1 << 62
 # Inside fastact.torch, fastact's kernels on fewer than TORCH_PARALLEL_THRESHOLD elements run
 # on one thread, larger ones on torch.get_num_threads() threads: numba's pool then stays
@@ -62,17 +64,17 @@ ALWAYS_TORCH = 1 << 62
 TORCH_PARALLEL_THRESHOLD = 1 << 20
 TORCH_CROSSOVER: dict[str, dict[str, int]] = {
     "linear": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
-    "sigmoid": {"float32": ALWAYS_TORCH, "float64": 4_194_304},
+    "sigmoid": {"float32": 16_777_216, "float64": 4_194_304},
     "tanh": {"float32": 1_048_576, "float64": 4_194_304},
-    "relu": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "relu": {"float32": 16_777_216, "float64": ALWAYS_TORCH},
     "relu6": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
     "leaky_relu": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
     "elu": {"float32": ALWAYS_TORCH, "float64": 4_194_304},
     "selu": {"float32": ALWAYS_TORCH, "float64": 65_536},
     "celu": {"float32": 4_194_304, "float64": 4_194_304},
-    "gelu": {"float32": ALWAYS_TORCH, "float64": 1_048_576},
+    "gelu": {"float32": 16_777_216, "float64": 1_048_576},
     "gelu_tanh": {"float32": 4_194_304, "float64": 4_194_304},
-    "silu": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "silu": {"float32": 16_777_216, "float64": ALWAYS_TORCH},
     "mish": {"float32": 16_384, "float64": 262_144},
     "softplus": {"float32": 4_194_304, "float64": 4_194_304},
     "softsign": {"float32": 16_384, "float64": 1_024},
