@@ -19,8 +19,12 @@ Module names are torch's own class names where torch has the activation (``ReLU`
 CamelCase of the name otherwise (``Step``), and ``LinearActivation`` for ``linear`` so
 as not to be mistaken for ``nn.Linear``.
 
-CPU tensors are handed to the CPU kernels as numpy views (``t.detach().numpy()``, any
-strides; nothing is copied). The backward saves the forward *output* where the table
+CPU tensors are handed to the CPU kernels as numpy views (:func:`_np`, any strides; nothing
+is copied). A CPU tensor smaller than the measured crossover of its op and dtype
+(:data:`fastact._config.TORCH_CROSSOVER`) goes to torch's own op instead (the op table's
+``torch``), out-of-place calls only; the kernels run serially below
+:data:`fastact._config.TORCH_PARALLEL_THRESHOLD` elements and on ``torch.get_num_threads()``
+threads above it (docs/TORCH.md). The backward saves the forward *output* where the table
 says ``saves == "output"`` and the input otherwise. ``inplace=True`` overwrites the input
 (``ctx.mark_dirty``) like torch's in-place variants; an activation that saves its input
 then keeps a copy of it only when a gradient is needed. CUDA tensors go to
