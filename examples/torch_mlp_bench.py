@@ -1,7 +1,8 @@
 """One training step of a small MLP: fastact.torch activations and loss against torch's own.
 
 Prints milliseconds per step (median of a few repeats) for both, measured in the same run.
-Run: python examples/torch_mlp_bench.py [batch] [width]
+Run: python examples/torch_mlp_bench.py [batch] [width] [--kernels]
+(``--kernels``: fastact's kernels at every size, no crossover to torch's own ops.)
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ def compare(ours, theirs, x, target, repeats: int = 7) -> tuple[float, float]:
 
 
 def main() -> None:
+    if "--kernels" in sys.argv:
+        sys.argv.remove("--kernels")
+        from fastact import _config
+
+        _config.TORCH_CROSSOVER = {}
     batch = int(sys.argv[1]) if len(sys.argv) > 1 else 512
     width = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
     x = torch.randn(batch, 256)

@@ -58,6 +58,7 @@ import fastact
 
 from . import _fused, _fused_kernels, _kernels
 from ._baselines import NAIVE, PEER_MODULES, PEERS
+from ._ops import OPS
 from .definitions import ACTIVATIONS, GATED_UNITS
 
 IMPLS = ("fastact", "numpy")
@@ -927,7 +928,9 @@ def _parser() -> argparse.ArgumentParser:
         "peers and the in-place memory ceiling; or find the serial/parallel crossover.",
     )
     parser.add_argument("--quick", action="store_true", help="1M elements, short timings (a few seconds)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument(
+        "--dtype", choices=("float32", "float64"), help="default float32 (--torch-crossover: both)"
+    )
     parser.add_argument(
         "--size", type=_positive, help="elements (default 4M, 1M with --quick; crossover: the largest)"
     )
@@ -936,6 +939,21 @@ def _parser() -> argparse.ArgumentParser:
         "--activation", nargs="+", metavar="NAME", choices=list(ACTIVATIONS), help="only these (default: all)"
     )
     parser.add_argument("--crossover", action="store_true", help="serial/parallel crossover (1K..1M)")
+    parser.add_argument(
+        "--torch-crossover",
+        action="store_true",
+        help="fastact.torch against torch's own ops, forward + backward through autograd, 1K..16M "
+        "elements (--dtype, or both): the sizes below which fastact.torch calls torch's op "
+        "(fastact._config.TORCH_CROSSOVER)",
+    )
+    parser.add_argument(
+        "--op",
+        nargs="+",
+        metavar="NAME",
+        choices=list(OPS),
+        dest="ops",
+        help="--torch-crossover: only these ops",
+    )
     parser.add_argument(
         "--fused",
         action="store_true",
@@ -976,10 +994,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error (already printed)
         return int(exc.code or 0)
+    args.dtype_given, args.dtype = args.dtype is not None, args.dtype or "float32"
     if args.simd != "native" and os.environ.get(_SIMD_ENV) != args.simd:
         return _run_at_simd(args.simd, list(sys.argv[1:] if argv is None else argv))
     names = args.activation or list(ACTIVATIONS)
     show = not args.no_progress and sys.stderr.isatty()
+    if args.torch_crossover:
+        return _main_torch_crossover(args, show)
     if args.crossover:
         return _main_crossover(args, args.activation or ["relu", "gelu"], show)
     if args.fused:
@@ -1028,6 +1049,27 @@ def _main_crossover(args, names: list[str], show: bool) -> int:
     print(format_crossover(result, args.dtype))
     if args.json:
         _write_json(args.json, {"dtype": args.dtype, "crossover": result})
+    return 0
+
+
+def _main_torch_crossover(args, show: bool) -> int:
+    from . import _bench_torch as bt
+
+    if "torch" not in available_peers():
+        print("--torch-crossover needs torch (pip install fastact[torch])", file=sys.stderr)
+        return 2
+    names = args.ops or bt.ops_with_torch()
+    dtypes = [args.dtype] if args.dtype_given else ["float32", "float64"]
+    sizes = [n for n in bt.SIZES if n <= (args.size or bt.SIZES[-1])] or [bt.SIZES[0]]
+    progress = Progress(len(names) * len(dtypes) * len(sizes), show, "fastact bench --torch-crossover")
+    with _Threads(["torch"]) as threads:
+        try:
+            result = bt.measure(names, dtypes, sizes, n_rounds=3 if args.quick else 7, progress=progress)
+        finally:
+            progress.close()
+        print(bt.format_result(result, threads))
+    if args.json:
+        _write_json(args.json, {"threads": threads, "torch_crossover": result})
     return 0
 
 

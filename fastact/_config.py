@@ -44,6 +44,50 @@ BIAS_GRAD_COLUMN_BYTES = 16 * 1024
 # Below this many elements the serial kernel wins: `python -m fastact bench --crossover`.
 PARALLEL_THRESHOLD = 1 << 15
 
+# --- fastact.torch (each call) -------------------------------------------------------------
+
+# fastact.torch calls torch's own op (the op table's ``torch`` field) on a CPU tensor of fewer
+# than TORCH_CROSSOVER[op][dtype] elements, where forward + backward through autograd is
+# faster in torch (its C++ autograd node against a Python autograd.Function: ~15-20 us a call
+# more); an op or dtype not listed always runs fastact's kernels, ALWAYS_TORCH never does.
+# In-place calls and softmax with scale= or where= always run fastact's. Each value is the
+# largest of three runs of `python -m fastact bench --torch-crossover` (1K..4M elements then;
+# 2 threads, AMD Zen 4 AVX-512, 2 cores shared with other jobs: docs/TORCH.md); float32 gelu,
+# silu, relu and sigmoid from 16M, where fastact's kernels were 1.06-1.36x torch in both runs of
+# examples/torch_adapter_bench.py at (4096, 4096). Re-measure on the target machine.
+ALWAYS_TORCH = 1 << 62
+# Inside fastact.torch, fastact's kernels on fewer than TORCH_PARALLEL_THRESHOLD elements run
+# on one thread, larger ones on torch.get_num_threads() threads: numba's pool then stays
+# asleep beside torch's (whose OpenMP threads spin after each of torch's ops). The MLP step
+# of examples/torch_mlp_bench.py --kernels (512 x 1024 activations) under load took 0.77-0.78
+# of torch's time with serial kernels, 0.78-1.04 with both pools at 2 threads (docs/TORCH.md).
+TORCH_PARALLEL_THRESHOLD = 1 << 20
+TORCH_CROSSOVER: dict[str, dict[str, int]] = {
+    "linear": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "sigmoid": {"float32": 16_777_216, "float64": 4_194_304},
+    "tanh": {"float32": 1_048_576, "float64": 4_194_304},
+    "relu": {"float32": 16_777_216, "float64": ALWAYS_TORCH},
+    "relu6": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "leaky_relu": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "elu": {"float32": ALWAYS_TORCH, "float64": 4_194_304},
+    "selu": {"float32": ALWAYS_TORCH, "float64": 65_536},
+    "celu": {"float32": 4_194_304, "float64": 4_194_304},
+    "gelu": {"float32": 16_777_216, "float64": 1_048_576},
+    "gelu_tanh": {"float32": 4_194_304, "float64": 4_194_304},
+    "silu": {"float32": 16_777_216, "float64": ALWAYS_TORCH},
+    "mish": {"float32": 16_384, "float64": 262_144},
+    "softplus": {"float32": 4_194_304, "float64": 4_194_304},
+    "softsign": {"float32": 16_384, "float64": 1_024},
+    "hardsigmoid": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "hardswish": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "hardtanh": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "log_sigmoid": {"float32": 4_194_304, "float64": 4_194_304},
+    "threshold": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "softmax": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "log_softmax": {"float32": ALWAYS_TORCH, "float64": ALWAYS_TORCH},
+    "softmax_cross_entropy": {"float32": 262_144, "float64": 262_144},
+}
+
 # --- softmax host side (each call) ------------------------------------------------------------
 
 # A row up to ROW_CACHE_BYTES is done in cache (max, exp + sum, scale); longer rows go in

@@ -22,12 +22,15 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import numba
 from numba.core import config
 
 from . import _numba_compat as compat
 
-__all__ = ["gate", "threading_layer"]
+__all__ = ["gate", "threading_layer", "threads"]
 
 _TBB_LIBRARY = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}.get(sys.platform)
 
@@ -131,3 +134,21 @@ def threading_layer() -> str:
     """
     gate()
     return compat.started_threading_layer() or "none"
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the calling thread's parallel kernels on ``n`` threads (at most numba's pool,
+    ``NUMBA_NUM_THREADS``) inside the block, then restore its count (numba's count is a
+    per-thread setting; only changed where it differs)."""
+    gate()  # fastact's layer first (numba's thread count would start numba's default one)
+    n = max(1, min(n, config.NUMBA_NUM_THREADS))
+    before = numba.get_num_threads()
+    if before == n:
+        yield
+        return
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

@@ -19,8 +19,12 @@ Module names are torch's own class names where torch has the activation (``ReLU`
 CamelCase of the name otherwise (``Step``), and ``LinearActivation`` for ``linear`` so
 as not to be mistaken for ``nn.Linear``.
 
-CPU tensors are handed to the CPU kernels as numpy views (``t.detach().numpy()``, any
-strides; nothing is copied). The backward saves the forward *output* where the table
+CPU tensors are handed to the CPU kernels as numpy views (:func:`_np`, any strides; nothing
+is copied). A CPU tensor smaller than the measured crossover of its op and dtype
+(:data:`fastact._config.TORCH_CROSSOVER`) goes to torch's own op instead (the op table's
+``torch``), out-of-place calls only; the kernels run serially below
+:data:`fastact._config.TORCH_PARALLEL_THRESHOLD` elements and on ``torch.get_num_threads()``
+threads above it (docs/TORCH.md). The backward saves the forward *output* where the table
 says ``saves == "output"`` and the input otherwise. ``inplace=True`` overwrites the input
 (``ctx.mark_dirty``) like torch's in-place variants; an activation that saves its input
 then keeps a copy of it only when a gradient is needed. CUDA tensors go to
@@ -41,17 +45,27 @@ Their backwards are fastact's fused ones: (da, db) from one pass; dx and dbias f
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import types
 from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from fastact import _config
 from fastact import _functions as _fa
 from fastact import _linear_xent as _lxe
 from fastact._cuda_probe import problem as _cuda_problem
+from fastact._dispatch import run as _run
+from fastact._frontend import convert as _convert
 from fastact._fused import resolve as _resolve
+from fastact._kernels import backward_kernels as _backward_kernels
+from fastact._kernels import forward_kernels as _forward_kernels
+from fastact._ops import OPS as _OPS
+from fastact._threading import threads as _thread_count
+from fastact._validate import choice as _choice
 from fastact.definitions import ACTIVATIONS, GATED_UNITS, Activation, GatedUnit
 
 MODULE_NAMES: dict[str, str] = {
@@ -94,7 +108,8 @@ def _backend(t: torch.Tensor):
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy()
+    """The CPU tensor's numpy view (zero-copy, any strides)."""
+    return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
 def _cuda(t: torch.Tensor) -> torch.Tensor:
@@ -109,38 +124,93 @@ def _lib(*tensors: torch.Tensor):
     return lib
 
 
+# --- which path runs: fastact's kernels or torch's own op ----------------------------------
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+def _torch_runs(op: str, t: torch.Tensor) -> bool:
+    """Whether ``op`` on ``t`` calls torch's own op: a CPU tensor with fewer elements than
+    the measured crossover (:data:`fastact._config.TORCH_CROSSOVER`), where torch's
+    kernel and its C++ autograd node beat a Python ``autograd.Function`` around fastact's."""
+    limits = _config.TORCH_CROSSOVER.get(op)
+    return limits is not None and t.is_cpu and t.numel() < limits.get(_DTYPE_NAMES[t.dtype], 0)
+
+
+def _threads(n: int):
+    """The thread count of fastact's kernels on ``n`` elements inside a torch program (a
+    context): serial below :data:`fastact._config.TORCH_PARALLEL_THRESHOLD`, so that numba's
+    pool does not wake to fight torch's for the cores; from it, torch's count,
+    ``torch.get_num_threads()`` (docs/TORCH.md)."""
+    if n < _config.PARALLEL_THRESHOLD:
+        return contextlib.nullcontext()  # a serial kernel whatever the count
+    return _thread_count(torch.get_num_threads() if n >= _config.TORCH_PARALLEL_THRESHOLD else 1)
+
+
 # --- elementwise activations ---------------------------------------------------------
 
 
 class _Elementwise(torch.autograd.Function):
-    """y = activation(x); dL/dx = activation_backward(grad_output, saved)."""
+    """y = activation(x); dL/dx = activation_backward(grad_output, saved).
+
+    ``call``: (table entry, parameters) as the CPU kernels take them (a choice such as
+    gelu's ``approximate`` already resolved to its entry, the parameters checked floats),
+    or, for a CUDA tensor, (public entry, the user's arguments) for :mod:`fastact.cuda`.
+    ``ctx`` keeps the call and the one saved tensor (the output or the input).
+    """
 
     @staticmethod
-    def forward(ctx, x, entry: Activation, params: tuple, inplace: bool):
-        lib, arr = _lib(x)
-        name = entry.name
+    def forward(ctx, x, call: tuple, inplace: bool):
+        entry, params = call
         keep_input = entry.saves == "input" and ctx.needs_input_grad[0]
-        if inplace:
-            x_saved = x.detach().clone() if keep_input else None
-            getattr(lib, name + "_")(arr(x), *params)
-            ctx.mark_dirty(x)
-            y = x
+        if x.is_cpu:
+            xa = _np(x)
+            if inplace:
+                x_saved = x.detach().clone() if keep_input else None
+                with _threads(x.numel()):
+                    _run(_forward_kernels(entry.name), (xa,), xa, params)
+                ctx.mark_dirty(x)
+                y = x
+            else:
+                x_saved = x
+                y = torch.empty_like(x)
+                with _threads(x.numel()):
+                    _run(_forward_kernels(entry.name), (xa,), _np(y), params, fresh=True)
         else:
-            x_saved = x
-            y = torch.empty_like(x)
-            getattr(lib, name)(arr(x), *params, out=arr(y))
-        ctx.entry, ctx.params = entry, params
+            lib, arr = _lib(x)
+            if inplace:
+                x_saved = x.detach().clone() if keep_input else None
+                getattr(lib, entry.name + "_")(arr(x), *params)
+                ctx.mark_dirty(x)
+                y = x
+            else:
+                x_saved = x
+                y = torch.empty_like(x)
+                getattr(lib, entry.name)(arr(x), *params, out=arr(y))
+        ctx.call = call
         ctx.save_for_backward(y if entry.saves == "output" else x_saved)
         return y
 
     @staticmethod
     def backward(ctx, grad_output):
         (saved,) = ctx.saved_tensors
-        lib, arr = _lib(grad_output, saved)
-        grad_output = grad_output.to(saved.dtype)
+        entry, params = ctx.call
+        if grad_output.dtype != saved.dtype:
+            grad_output = grad_output.to(saved.dtype)
         grad = torch.empty_like(saved)
-        getattr(lib, ctx.entry.name + "_backward")(arr(grad_output), arr(saved), *ctx.params, out=arr(grad))
-        return grad, None, None, None
+        if saved.is_cpu and grad_output.is_cpu:
+            with _threads(grad.numel()):
+                _run(
+                    _backward_kernels(entry.name),
+                    (_np(grad_output), _np(saved)),
+                    _np(grad),
+                    params,
+                    fresh=True,
+                )
+        else:
+            lib, arr = _lib(grad_output, saved)
+            getattr(lib, entry.name + "_backward")(arr(grad_output), arr(saved), *params, out=arr(grad))
+        return grad, None, None
 
 
 def _make_function(entry: Activation) -> Callable:
@@ -158,6 +228,7 @@ def _make_function(entry: Activation) -> Callable:
         ]
     )
     n = len(entry.params)
+    resolve = _resolver(entry)
 
     def function(input: torch.Tensor, *args, inplace: bool = False, **kwargs) -> torch.Tensor:
         _check(input, "input")
@@ -167,9 +238,15 @@ def _make_function(entry: Activation) -> Callable:
             bound = signature.bind(input, *args, inplace=inplace, **kwargs)
             bound.apply_defaults()
             args = tuple(bound.arguments[p.name] for p in entry.params)
-        if inplace and input.requires_grad and input.is_leaf and torch.is_grad_enabled():
-            raise RuntimeError(f"{entry.name}(inplace=True) on a leaf tensor that requires grad")
-        return _Elementwise.apply(input, entry, args, inplace)
+        call = resolve(args)  # bad parameters: an error now, before anything is written
+        if inplace:
+            if input.requires_grad and input.is_leaf and torch.is_grad_enabled():
+                raise RuntimeError(f"{entry.name}(inplace=True) on a leaf tensor that requires grad")
+        elif _torch_runs(call[0].name, input):
+            return call[0].torch(torch, F, input, *call[1])
+        if not input.is_cpu:
+            call = (entry, args)  # fastact.cuda takes the public function's arguments
+        return _Elementwise.apply(input, call, inplace)
 
     function.__name__ = function.__qualname__ = entry.name
     function.__module__ = __name__
@@ -179,6 +256,21 @@ def _make_function(entry: Activation) -> Callable:
         f"``inplace=True`` overwrites ``input``. Backward saves the {entry.saves}."
     )
     return function
+
+
+def _resolver(entry: Activation) -> Callable[[tuple], tuple]:
+    """args -> (the table entry that computes them, its kernel parameters as checked
+    floats): a choice parameter (gelu's ``approximate``) picks the entry."""
+    at = next((i for i, p in enumerate(entry.params) if p.choices), None)
+    if at is None:
+        return lambda args: (entry, _convert(entry, args))
+    chooser = entry.params[at]
+
+    def resolve(args: tuple) -> tuple:
+        chosen = ACTIVATIONS[_choice(args[at], chooser.name, chooser.choices)]
+        return chosen, _convert(chosen, args[:at] + args[at + 1 :])
+
+    return resolve
 
 
 class _ActivationModule(torch.nn.Module):
@@ -234,7 +326,9 @@ class _Softmax(torch.autograd.Function):
         lib, arr = _lib(grad_output, y)
         kw = _softmax_keywords(arr, ctx.scale, where)
         grad = torch.empty_like(y)
-        getattr(lib, ctx.op + "_backward")(arr(grad_output.to(y.dtype)), arr(y), ctx.dim, out=arr(grad), **kw)
+        if grad_output.dtype != y.dtype:
+            grad_output = grad_output.to(y.dtype)
+        getattr(lib, ctx.op + "_backward")(arr(grad_output), arr(y), ctx.dim, out=arr(grad), **kw)
         return grad, None, None, None, None
 
 
@@ -277,7 +371,7 @@ def softmax(
     the entries where ``where`` (a bool tensor broadcastable to input) is True: the others
     get 0, a row with none gets zeros; differentiable."""
     input = _check(input, "input")
-    return _Softmax.apply(input, "softmax", dim, _check_scale(scale), _check_where(where, input))
+    return _softmax_family(input, "softmax", dim, _check_scale(scale), _check_where(where, input))
 
 
 def log_softmax(
@@ -287,7 +381,14 @@ def log_softmax(
     over the entries where ``where`` is True: the others (and rows with none) get -inf;
     differentiable."""
     input = _check(input, "input")
-    return _Softmax.apply(input, "log_softmax", dim, _check_scale(scale), _check_where(where, input))
+    return _softmax_family(input, "log_softmax", dim, _check_scale(scale), _check_where(where, input))
+
+
+def _softmax_family(input, op: str, dim: int, scale: float, where: torch.Tensor | None) -> torch.Tensor:
+    """torch's own op where it is faster (below the crossover, no scale nor mask), else fastact's."""
+    if scale == 1.0 and where is None and _torch_runs(op, input):
+        return _OPS[op].torch(torch, F, input, dim)
+    return _Softmax.apply(input, op, dim, scale, where)
 
 
 class Softmax(torch.nn.Module):
@@ -340,6 +441,8 @@ class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
+        if ctx.reduction != "none" and grad_output.item() == 1.0:
+            return grad, None, None, None, None, None  # loss.backward(): the saved gradient as it is
         if ctx.reduction == "none" and grad.ndim == 2:
             scaled = grad * grad_output.to(grad.dtype).unsqueeze(1)
         else:
@@ -366,6 +469,17 @@ def cross_entropy(
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     if weight is not None:
         _check(weight, "weight")
+    if _torch_runs("softmax_cross_entropy", input):
+        return _OPS["softmax_cross_entropy"].torch(
+            torch,
+            F,
+            input,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+        )
     return _CrossEntropy.apply(input, target, weight, ignore_index, reduction, label_smoothing)
 
 
@@ -413,10 +527,10 @@ class _Gated(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         a, b = ctx.saved_tensors
-        full = b.expand_as(a)
-        da, db = getattr(_fa, ctx.fname + "_backward")(
-            _np(grad_output.to(a.dtype)), _np(a), np.ascontiguousarray(_np(full)), **ctx.kw
-        )
+        # b as it is when it has a's shape (a view of a wider projection, as a SwiGLU block's
+        # chunk, is not copied: 8192 x 4096 float32, 128 MiB); a broadcast b, made whole
+        full = _np(b) if b.shape == a.shape else np.ascontiguousarray(_np(b.expand_as(a)))
+        da, db = getattr(_fa, ctx.fname + "_backward")(_np(grad_output.to(a.dtype)), _np(a), full, **ctx.kw)
         db = torch.from_numpy(db)
         return torch.from_numpy(da), (db if b.shape == a.shape else db.sum_to_size(b.shape)), None, None
 

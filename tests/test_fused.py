@@ -621,6 +621,8 @@ def test_torch_gated_units_gradcheck():
         function = getattr(ft, unit.name)
         assert torch.autograd.gradcheck(lambda a, b, f=function, kw=kw: f(a, b, **kw), (a, b))
         assert torch.autograd.gradcheck(lambda a, b, f=function, kw=kw: f(a, b, **kw), (a, b_row))
+        halves = torch.cat([a, b], 1).detach().requires_grad_()  # a and b: strided views of one tensor
+        assert torch.autograd.gradcheck(lambda u, f=function, kw=kw: f(*u.chunk(2, 1), **kw), (halves,))
         module = getattr(ft, unit.module_name)(**kw)
         torch.testing.assert_close(module(a, b), function(a, b, **kw))
     x = torch.randn(4, 6, 2, dtype=torch.float64, generator=gen, requires_grad=True)

@@ -66,7 +66,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("public modules", ("_functions", "ufuncs", "cuda", "torch", "dask")),
-    ("warmup, runtime info, bench", ("_warmup", "", "_baselines", "_bench", "_docs", "testing", "__main__")),
+    (
+        "warmup, runtime info, bench",
+        ("_warmup", "", "_baselines", "_bench", "_bench_torch", "_docs", "testing", "__main__"),
+    ),
 ]
 RANK = {module: rank for rank, (_, modules) in enumerate(LAYERS) for module in modules}
 

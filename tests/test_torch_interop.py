@@ -14,7 +14,7 @@ ft = require("fastact.torch")
 F = torch.nn.functional
 
 import fastact as fa  # noqa: E402
-from fastact import ACTIVATIONS  # noqa: E402
+from fastact import ACTIVATIONS, _config  # noqa: E402
 from fastact.testing import break_points, default_params  # noqa: E402
 
 PUBLIC = [name for name, entry in ACTIVATIONS.items() if entry.public]
@@ -24,6 +24,14 @@ TORCH_F = {
     for name, entry in ACTIVATIONS.items()
     if entry.public and entry.torch is not None
 }
+
+
+@pytest.fixture(autouse=True)
+def _fastact_kernels():
+    """These tests hold fastact's kernels to torch: no call here goes to torch's own op
+    (the small-tensor crossover is tested in test_torch_dispatch.py)."""
+    with _config.overridden(TORCH_CROSSOVER={}):
+        yield
 
 
 def _params(name: str) -> tuple:
