@@ -381,6 +381,7 @@ FLAVOURS = tuple(
 KERNEL_SOURCES = (
     "_kernels.py",
     "_intrinsics.py",
+    "_half.py",
     "_config.py",
     "definitions.py",
     "_math.py",
