@@ -345,6 +345,45 @@ def _binary_rows_in_place(scalar, parallel, reads, storage=NATIVE):
     return _jit(binary_rows_in_place, scalar, parallel, storage)
 
 
+def _convert(function, parallel):
+    """dst[i] = function(src[i]) over 1-d contiguous arrays: a storage format's load or store
+    on its own (the reductions' 16-bit calls widen blocks into float32 scratch and back)."""
+
+    def convert(src, dst):
+        block = BLOCK_BYTES // src.itemsize
+        for k in prange((src.shape[0] + block - 1) // block):
+            full_width_vectors()
+            lo = k * block
+            ss, ds = src[lo : lo + block], dst[lo : lo + block]
+            for i in range(ss.shape[0]):
+                ds[i] = function(ss[i])
+
+    return _jit(convert, function, parallel)
+
+
+@dataclass(frozen=True)
+class Converters:
+    """A 16-bit storage format's conversions of whole 1-d contiguous arrays, serial and
+    parallel: ``widen(bits, f32)`` and ``narrow(f32, bits)`` (bits: the uint16 view)."""
+
+    widen: object
+    widen_parallel: object
+    narrow: object
+    narrow_parallel: object
+
+
+@cache
+def converters(storage: Storage) -> Converters:
+    pin_uuid(storage.load)
+    pin_uuid(storage.store)
+    return Converters(
+        _convert(storage.load, False),
+        _convert(storage.load, True),
+        _convert(storage.store, False),
+        _convert(storage.store, True),
+    )
+
+
 @dataclass(frozen=True)
 class KernelSet:
     """The compiled flavours of one scalar function (see :data:`FLAVOURS`)."""

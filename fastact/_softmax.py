@@ -44,6 +44,8 @@ from . import _config as config
 from . import _softmax_kernels as _k
 from . import _xent_kernels as _xk
 from ._dispatch import _parallel
+from ._half import storage_of
+from ._kernels import converters
 from ._layout import aliasing, merge_axes, pad_axes, unaliased
 from ._validate import as_input, as_output, choice, real, same_layout
 
@@ -174,6 +176,8 @@ def _run(
     """
     if out.size == 0:
         return out
+    if out.dtype.itemsize == 2:
+        return _run_half(op, a, b, out, axis, scale, where)
     if scale != 1.0 or where is not None:
         return _run_masked(op, a, b, out, axis, scale, where)
     a = _reader(a, out)
@@ -255,6 +259,72 @@ def _run_masked(
     return out
 
 
+# --- 16-bit storage: float32 blocks --------------------------------------------------
+
+
+def half_blocks(arrays: tuple, rows: int):
+    """Tuples of sub-views of ``arrays`` (one shape; None passes through), split along
+    their leading axes (never the last), each at most ``rows`` rows of the last axis, or
+    one row where a row is longer."""
+    first = next(a for a in arrays if a is not None)
+    shape = first.shape
+    if first.ndim <= 1 or first.size <= rows * shape[-1]:
+        yield arrays
+        return
+    inner = first.size // shape[0]
+    if inner <= rows * shape[-1]:
+        step = max(1, rows * shape[-1] // inner)
+        for i in range(0, shape[0], step):
+            yield tuple(None if a is None else a[i : i + step] for a in arrays)
+    else:
+        for i in range(shape[0]):
+            yield from half_blocks(tuple(None if a is None else a[i] for a in arrays), rows)
+
+
+def widen(a: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
+    """16-bit ``a`` as a C-contiguous float32 array (``into``, or new)."""
+    f32 = np.empty(a.shape, np.float32) if into is None else into.reshape(a.shape)
+    if a.flags.c_contiguous:
+        convert = converters(storage_of(a.dtype))
+        kernel = convert.widen if a.size < config.PARALLEL_THRESHOLD else convert.widen_parallel
+        kernel(a.reshape(-1).view(np.uint16), f32.reshape(-1))
+    else:
+        np.copyto(f32, a, casting="unsafe")  # numpy's (and ml_dtypes') conversion: exact
+    return f32
+
+
+def narrow(f32: np.ndarray, out: np.ndarray) -> None:
+    """out[...] = float32 ``f32`` rounded to out's 16-bit format (to nearest, ties to even)."""
+    if out.flags.c_contiguous:
+        convert = converters(storage_of(out.dtype))
+        kernel = convert.narrow if out.size < config.PARALLEL_THRESHOLD else convert.narrow_parallel
+        kernel(f32.reshape(-1), out.reshape(-1).view(np.uint16))
+    else:
+        np.copyto(out, f32, casting="unsafe")  # numpy's (and ml_dtypes') rounding: to nearest even
+
+
+def _run_half(op, a, b, out, axis, scale, where) -> np.ndarray:
+    """_run for 16-bit arrays: blocks of whole rows are widened into float32 scratch (of
+    about config.HALF_BLOCK_BYTES), the float32 kernels run on it in place, and the result
+    is rounded once into ``out``. Every sum is the float32 kernels' (float32 or wider)."""
+    a, _ = aliasing(a, out)  # a copy where a overlaps out other than element for element
+    b = None if b is None else unaliased(b, out)
+    views = (a, b, where, out)
+    if out.ndim == 0:  # one row of one element
+        views, axis = tuple(None if v is None else v.reshape(1) for v in views), 0
+    moved = tuple(None if v is None else np.moveaxis(v, axis, -1) for v in views)
+    n = max(1, out.shape[axis] if out.ndim else 1)
+    rows = max(1, config.HALF_BLOCK_BYTES // (4 * n))
+    size = min(out.size, rows * n)
+    scratch = np.empty(size, np.float32), None if b is None else np.empty(size, np.float32)
+    for va, vb, vw, vo in half_blocks(moved, rows):
+        fa = widen(va, scratch[0][: va.size])
+        fb = None if vb is None else widen(vb, scratch[1][: vb.size])
+        _run(op, fa, fb, fa, fa.ndim - 1 if fa.ndim else 0, scale, vw)
+        narrow(fa, vo)
+    return out
+
+
 # --- public functions -----------------------------------------------------------------
 
 
@@ -294,13 +364,13 @@ def _make_forward(op: str, doc: str):
         where: np.ndarray | None = None,
         out: np.ndarray | None = None,
     ) -> np.ndarray:
-        x = as_input(x, "x")
+        x = as_input(x, "x", True)
         ax = _axis(axis, x.ndim)
         c, w = _checked(scale, where, x.shape)
         if out is None:
             out = np.empty_like(x)
         else:
-            out = as_output(out, "out")
+            out = as_output(out, "out", True)
             same_layout(out, "out", x, "x")
         return _run(op, x, None, out, ax, c, w)
 
@@ -311,7 +381,7 @@ def _make_forward_(op: str, doc: str):
     def forward_(
         x: np.ndarray, axis: int = -1, *, scale: float = 1.0, where: np.ndarray | None = None
     ) -> np.ndarray:
-        x = as_output(x, "x")
+        x = as_output(x, "x", True)
         ax = _axis(axis, x.ndim)
         c, w = _checked(scale, where, x.shape)
         return _run(op, x, None, x, ax, c, w)
@@ -329,15 +399,15 @@ def _make_backward(op: str, doc: str):
         where: np.ndarray | None = None,
         out: np.ndarray | None = None,
     ) -> np.ndarray:
-        grad = as_input(grad, "grad")
-        y = as_input(y, "y")
+        grad = as_input(grad, "grad", True)
+        y = as_input(y, "y", True)
         same_layout(y, "y", grad, "grad")
         ax = _axis(axis, grad.ndim)
         c, w = _checked(scale, where, grad.shape)
         if out is None:
             out = np.empty_like(grad)
         else:
-            out = as_output(out, "out")
+            out = as_output(out, "out", True)
             same_layout(out, "out", grad, "grad")
         return _run(op + "_backward", grad, y, out, ax, c, w)
 
@@ -353,8 +423,8 @@ def _make_backward_(op: str, doc: str):
         scale: float = 1.0,
         where: np.ndarray | None = None,
     ) -> np.ndarray:
-        grad = as_output(grad, "grad")
-        y = as_input(y, "y")
+        grad = as_output(grad, "grad", True)
+        y = as_input(y, "y", True)
         same_layout(y, "y", grad, "grad")
         ax = _axis(axis, grad.ndim)
         c, w = _checked(scale, where, grad.shape)
@@ -485,9 +555,12 @@ def xent_options(ignore_index: object, reduction: object, label_smoothing: objec
     return reduction, eps, ignore
 
 
-def xent_target(target: object, shape: tuple[int, ...], ignore: int, name: str = "logits") -> np.ndarray:
+def xent_target(
+    target: object, shape: tuple[int, ...], ignore: int, name: str = "logits", half: np.dtype | None = None
+) -> np.ndarray:
     """The target checked against logits of ``shape`` ((N, C) or (C,)): class indices as
-    contiguous int64 (N,), or float32/float64 probabilities of ``shape`` as 2-d (N, C)."""
+    contiguous int64 (N,), or float32/float64 probabilities (or of dtype ``half``, the
+    16-bit logits' own) of ``shape`` as 2-d (N, C)."""
     single = len(shape) == 1
     n, c = (1, shape[0]) if single else shape
     t = target if isinstance(target, np.ndarray) else np.asarray(target)
@@ -497,7 +570,7 @@ def xent_target(target: object, shape: tuple[int, ...], ignore: int, name: str =
                 f"target has shape {t.shape}, expected {() if single else (n,)} (class indices, one per row)"
             )
         return _class_targets(t.reshape(-1), n, c, ignore)
-    if t.dtype in (np.float32, np.float64):
+    if t.dtype in (np.float32, np.float64) or (half is not None and t.dtype == half):
         if t.shape != shape:
             raise ValueError(f"target has shape {t.shape}, expected {shape} (probabilities, as {name})")
         return t.reshape(1, -1) if single else t
@@ -596,7 +669,7 @@ def softmax_cross_entropy(
     if not isinstance(inplace, (bool, np.bool_)):
         raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
     reduction, eps, ignore = xent_options(ignore_index, reduction, label_smoothing)
-    x = as_output(logits, "logits") if inplace else as_input(logits, "logits")
+    x = as_output(logits, "logits", True) if inplace else as_input(logits, "logits", True)
     if x.ndim not in (1, 2):
         raise ValueError(f"logits must be (N, C) or (C,), got shape {x.shape}")
     single = x.ndim == 1
@@ -604,16 +677,28 @@ def softmax_cross_entropy(
     n, c = x2.shape
     if c == 0:
         raise ValueError(f"logits has shape {x.shape}: no classes")
-    t = xent_target(target, x.shape, ignore)
+    half = x.dtype.itemsize == 2  # 16-bit logits: computed in float32 blocks (see _run_half)
+    t = xent_target(target, x.shape, ignore, half=x.dtype if half else None)
     if t.dtype.kind == "f" and inplace and np.may_share_memory(t, x):
         raise ValueError("target must not share memory with logits when inplace=True")
-    w, wsum = xent_weight(weight, c, x.dtype)
+    w, wsum = xent_weight(weight, c, np.float32 if half else x.dtype)
     total_weight = xent_total_weight(reduction, t, w, weight is not None, ignore)
     scale = xent_scale(total_weight) if reduction == "mean" else 1.0
 
     grad2 = x2 if inplace else np.empty_like(x2)
     losses = np.empty(n)
-    # read None: the kernel reads grad2 (see _xent_kernels on in place)
-    xent_rows(None if inplace else x2, t, w, wsum, ignore, eps, scale, grad2, losses)
+    if half:
+        rows = max(1, config.HALF_BLOCK_BYTES // (4 * c))
+        scratch = np.empty(min(n, rows) * c, np.float32)
+        for r in range(0, n, rows):
+            block = widen(x2[r : r + rows], scratch[: min(rows, n - r) * c])
+            tb = t[r : r + rows]
+            if tb.ndim == 2 and tb.dtype != np.float32:  # probabilities, in the compute dtype
+                tb = tb.astype(np.float32)
+            xent_rows(None, tb, w, wsum, ignore, eps, scale, block, losses[r : r + rows])
+            narrow(block, grad2[r : r + rows])
+    else:
+        # read None: the kernel reads grad2 (see _xent_kernels on in place)
+        xent_rows(None if inplace else x2, t, w, wsum, ignore, eps, scale, grad2, losses)
     grad = x if inplace else (grad2.reshape(-1) if single else grad2)
     return xent_reduce(losses, reduction, total_weight, x.dtype, single), grad
