@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import ALL16, require
 from numba import njit
 
 from fastact import _half
 from fastact._platform import cpu
-
-ALL16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
 
 
 def _loop(f):

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ENTRIES, entry_point, peak_bytes, require
+from conftest import (
+    ALL16,
+    ENTRIES,
+    HALF_FORMATS,
+    assert_same,
+    entry_point,
+    half_dtype,
+    peak_bytes,
+    rounded_f32,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -21,40 +30,11 @@ from fastact import _config
 from fastact.definitions import ACTIVATIONS
 from fastact.testing import default_params
 
-ALL16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
-FORMATS = ("float16", "bfloat16")
-
-
-def half_dtype(name: str):
-    return np.float16 if name == "float16" else require("ml_dtypes").bfloat16
-
-
-@pytest.fixture(params=FORMATS)
-def fmt(request):
-    return half_dtype(request.param)
-
 
 @pytest.fixture
 def serial(monkeypatch):
     """Serial kernels only: one compilation fewer per call shape (parallelism is tested on float32)."""
     monkeypatch.setattr(_config, "PARALLEL_THRESHOLD", 1 << 40)
-
-
-def rounded_f32(function, *arrays, **kw):
-    """The oracle: ``function`` on float32 copies of ``arrays``, rounded once to their dtype."""
-    dtype = arrays[0].dtype
-    with np.errstate(all="ignore"):
-        return function(*(a.astype(np.float32) for a in arrays), **kw).astype(dtype)
-
-
-def assert_same(got, want, what=""):
-    """Equal 16-bit patterns, or both NaN."""
-    assert got.dtype == want.dtype and got.shape == want.shape, what
-    g, w = got.view(np.uint16), want.view(np.uint16)
-    nan = np.isnan(got.astype(np.float32))
-    np.testing.assert_array_equal(nan, np.isnan(want.astype(np.float32)), err_msg=f"NaNs of {what}")
-    bad = (g != w) & ~nan
-    assert not bad.any(), f"{what}: {bad.sum()} differ, e.g. got {got[bad][:4]} want {want[bad][:4]}"
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
@@ -130,7 +110,7 @@ def test_out_overlapping_input(fmt, serial):
 
 @given(data=st.data())
 def test_any_shape_and_values(data):
-    fmt = half_dtype(data.draw(st.sampled_from(FORMATS), label="format"))
+    fmt = half_dtype(data.draw(st.sampled_from(HALF_FORMATS), label="format"))
     name = data.draw(st.sampled_from(["relu", "gelu"]), label="activation")
     x = data.draw(hnp.arrays(np.uint16, hnp.array_shapes(min_dims=0, max_dims=3, max_side=6)), label="bits")
     x = x.view(fmt)

@@ -10,54 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import ALL16, assert_rounded, f32, peak_bytes, require
 
 import fastact as fa
 
-ALL16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
-FORMATS = ("float16", "bfloat16")
 OPS = ("softmax", "log_softmax")
-
-
-def half_dtype(name: str):
-    return np.float16 if name == "float16" else require("ml_dtypes").bfloat16
-
-
-@pytest.fixture(params=FORMATS)
-def fmt(request):
-    return half_dtype(request.param)
-
-
-def f32(a):
-    return a.astype(np.float32)
-
-
-def ulp16(a):
-    """The spacing of 16-bit values at each |a| (away from zero), as float64."""
-    mag = a.view(np.uint16) & np.uint16(0x7FFF)
-    up = np.minimum(mag + np.uint16(1), np.uint16(0x7FFF)).view(a.dtype)
-    return np.abs(f32(up).astype(np.float64) - f32(mag.view(a.dtype)))
-
-
-def assert_rounded(got, want32, what="", ulps=16, atol=None):
-    """``got`` (16-bit) is ``want32`` (float32) rounded to got's format, or a value within
-    ``ulps`` float32 ulps of it (plus ``atol``, an array like want32: the float32 result's
-    absolute error bound where it cancels) rounded to nearest."""
-    dtype = got.dtype
-    with np.errstate(all="ignore"):
-        want = want32.astype(dtype)
-    assert got.shape == want32.shape, what
-    g, w = f32(got), f32(want)
-    nan = np.isnan(w)
-    np.testing.assert_array_equal(np.isnan(g), nan, err_msg=f"NaNs of {what}")
-    bad = (got.view(np.uint16) != want.view(np.uint16)) & ~nan
-    if not bad.any():
-        return
-    tol = ulps * np.spacing(np.abs(want32[bad])).astype(np.float64) + 0.5 * ulp16(got[bad])
-    if atol is not None:
-        tol += np.broadcast_to(atol, want32.shape)[bad]
-    ok = np.abs(g[bad].astype(np.float64) - want32[bad]) <= tol
-    assert ok.all(), f"{what}: got {got[bad][~ok][:4]}, want {want32[bad][~ok][:4]} rounded"
 
 
 def backward_atol(op, g, y, axis=-1):
@@ -153,8 +110,6 @@ def test_scale_and_where(op, fmt):
 
 
 def test_softmax_in_place_allocates_a_block_not_a_copy(fmt):
-    from conftest import peak_bytes
-
     x = _x(fmt, (4096, 512))
     assert peak_bytes(lambda: fa.softmax_(x)) < x.nbytes // 4
 
