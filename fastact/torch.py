@@ -25,7 +25,8 @@ says ``saves == "output"`` and the input otherwise. ``inplace=True`` overwrites 
 (``ctx.mark_dirty``) like torch's in-place variants; an activation that saves its input
 then keeps a copy of it only when a gradient is needed. CUDA tensors go to
 :mod:`fastact.cuda` when ``fastact.cuda_is_available()``, else a RuntimeError says why.
-Only float32 and float64 tensors are accepted (TypeError otherwise).
+float32, float64, float16 and bfloat16 tensors are accepted (TypeError otherwise); bfloat16
+ones need ml_dtypes (numpy has no bfloat16: they are viewed as ml_dtypes' bfloat16 arrays).
 
 The fused ops (CPU tensors), generated from :data:`fastact.GATED_UNITS`::
 
@@ -59,7 +60,7 @@ MODULE_NAMES: dict[str, str] = {
 }
 """Activation name -> nn.Module class name in this module."""
 
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 _CPU = types.SimpleNamespace(
     **{
@@ -75,7 +76,7 @@ def _check(t: object, name: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in _DTYPES:
-        raise TypeError(f"{name} must be a float32 or float64 tensor, got {t.dtype}")
+        raise TypeError(f"{name} must be a float32, float64, bfloat16 or float16 tensor, got {t.dtype}")
     return t
 
 
@@ -94,7 +95,30 @@ def _backend(t: torch.Tensor):
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy()
+    """A CPU tensor as a numpy view (any strides, nothing copied). bfloat16, which numpy
+    lacks and ``Tensor.numpy()`` refuses, goes through an int16 view to ml_dtypes' bfloat16."""
+    t = t.detach()
+    if t.dtype is torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_bfloat16())
+    return t.numpy()
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """The inverse of :func:`_np`: a tensor sharing ``a``'s memory (bfloat16 too)."""
+    if a.dtype.itemsize == 2 and a.dtype.kind == "V":  # ml_dtypes' bfloat16
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _bfloat16() -> np.dtype:
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError(
+            "bfloat16 tensors need the ml_dtypes package (pip install 'fastact[bfloat16]'): "
+            "numpy has no bfloat16"
+        ) from None
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 def _cuda(t: torch.Tensor) -> torch.Tensor:
