@@ -103,8 +103,11 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
-def _tensor(a: np.ndarray) -> torch.Tensor:
-    """The inverse of :func:`_np`: a tensor sharing ``a``'s memory (bfloat16 too)."""
+def _tensor(a, device=None, dtype=None) -> torch.Tensor:
+    """The inverse of :func:`_np`: a tensor sharing numpy ``a``'s memory (bfloat16 too); a
+    device array or a number goes through ``torch.as_tensor`` (on ``device``, as ``dtype``)."""
+    if not isinstance(a, np.ndarray):
+        return torch.as_tensor(a, dtype=dtype, device=device)
     if a.dtype.itemsize == 2 and a.dtype.kind == "V":  # ml_dtypes' bfloat16
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
@@ -356,10 +359,10 @@ class _CrossEntropy(torch.autograd.Function):
             reduction=reduction,
             label_smoothing=label_smoothing,
         )
-        grad = torch.as_tensor(grad, device=logits.device)
+        grad = _tensor(grad, logits.device)
         ctx.reduction = reduction
         ctx.save_for_backward(grad)
-        return torch.as_tensor(loss, dtype=logits.dtype, device=logits.device)
+        return _tensor(loss, logits.device, logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -441,8 +444,8 @@ class _Gated(torch.autograd.Function):
         da, db = getattr(_fa, ctx.fname + "_backward")(
             _np(grad_output.to(a.dtype)), _np(a), np.ascontiguousarray(_np(full)), **ctx.kw
         )
-        db = torch.from_numpy(db)
-        return torch.from_numpy(da), (db if b.shape == a.shape else db.sum_to_size(b.shape)), None, None
+        db = _tensor(db)
+        return _tensor(da), (db if b.shape == a.shape else db.sum_to_size(b.shape)), None, None
 
 
 def _make_gated(unit: GatedUnit) -> Callable:
@@ -496,7 +499,7 @@ class _Halves(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, fname: str, dim: int):
         _cpu(x)
-        y = torch.from_numpy(getattr(_fa, fname)(_np(x), dim))
+        y = _tensor(getattr(_fa, fname)(_np(x), dim))
         ctx.fname, ctx.dim = fname, dim
         ctx.save_for_backward(x)
         return y
@@ -505,7 +508,7 @@ class _Halves(torch.autograd.Function):
     def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
         dx = getattr(_fa, ctx.fname + "_backward")(_np(grad_output.to(x.dtype)), _np(x), ctx.dim)
-        return torch.from_numpy(dx), None, None
+        return _tensor(dx), None, None
 
 
 def _make_halves(unit: GatedUnit) -> Callable:
@@ -555,7 +558,7 @@ class _BiasAct(torch.autograd.Function):
         dx, dbias = _fa.bias_act_backward(
             _np(grad_output.to(saved.dtype)), _np(saved), _np(bias), ctx.activation, **ctx.params
         )
-        return torch.from_numpy(dx), torch.from_numpy(dbias), None, None
+        return _tensor(dx), _tensor(dbias), None, None
 
 
 def bias_act(input: torch.Tensor, bias: torch.Tensor, activation: str, **params) -> torch.Tensor:
