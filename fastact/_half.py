@@ -92,21 +92,44 @@ def _f32_from_bits(typingctx, u):
 
 
 # --- bfloat16 --------------------------------------------------------------------------------
+# In LLVM IR rather than numba integer arithmetic: numba widens uint32 sums to 64 bits, and the
+# vectorized loop then ran in 64-bit lanes (half the elements per instruction).
 
 
-@njit(forceinline=True, nogil=True)
-def bf16_widen(u):
-    """The float32 value of bfloat16 bits ``u`` (exact)."""
-    return _f32_from_bits(np.uint32(u) << np.uint32(16))
+@intrinsic
+def bf16_widen(typingctx, u):
+    """The float32 value of bfloat16 bits ``u`` (exact): the bits shifted into float32's top half."""
+    if not (isinstance(u, types.Integer) and u.bitwidth == 16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        return builder.bitcast(builder.shl(builder.zext(args[0], i32), ir.Constant(i32, 16)), ir.FloatType())
+
+    return types.float32(u), codegen
 
 
-@njit(forceinline=True, nogil=True)
-def bf16_narrow(x):
-    """float32 ``x`` rounded to the nearest bfloat16 (ties to even; NaN: a quiet NaN)."""
-    bits = _f32_bits(np.float32(x))
-    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-    quiet = (bits >> np.uint32(16)) | np.uint32(0x40)
-    return np.uint16(quiet if x != x else rounded)
+@intrinsic
+def bf16_narrow(typingctx, x):
+    """float32 ``x`` rounded to the nearest bfloat16's bits (ties to even: add 0x7FFF and the
+    kept half's lowest bit, then shift; overflow carries into the exponent, to inf); NaN: the
+    top half with the quiet bit set."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        bits = builder.bitcast(args[0], i32)
+        top = builder.lshr(bits, ir.Constant(i32, 16))
+        odd = builder.and_(top, ir.Constant(i32, 1))
+        rounded = builder.lshr(
+            builder.add(builder.add(bits, ir.Constant(i32, 0x7FFF)), odd), ir.Constant(i32, 16)
+        )
+        quiet = builder.or_(top, ir.Constant(i32, 0x40))
+        nan = builder.fcmp_unordered("uno", args[0], args[0])
+        return builder.trunc(builder.select(nan, quiet, rounded), ir.IntType(16))
+
+    return types.uint16(x), codegen
 
 
 # --- float16 ---------------------------------------------------------------------------------
@@ -200,7 +223,7 @@ def _load_bf16(u):
 
 @njit(forceinline=True, nogil=True)
 def _store_bf16(x):
-    return bf16_narrow(x)
+    return bf16_narrow(np.float32(x))
 
 
 @njit(forceinline=True, nogil=True)

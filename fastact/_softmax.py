@@ -303,6 +303,14 @@ def narrow(f32: np.ndarray, out: np.ndarray) -> None:
         np.copyto(out, f32, casting="unsafe")  # numpy's (and ml_dtypes') rounding: to nearest even
 
 
+def _half_rows(n: int) -> int:
+    """Rows of ``n`` elements per float32 block: about config.HALF_BLOCK_BYTES, and enough
+    rows for every thread where they fit (fewer send the float32 kernels to their split path,
+    meant for few long rows)."""
+    per_block = config.HALF_BLOCK_BYTES // (4 * n)
+    return max(1, per_block, min(config.SPLIT_ROWS_PER_THREAD * numba.get_num_threads(), 4 * per_block))
+
+
 def _run_half(op, a, b, out, axis, scale, where) -> np.ndarray:
     """_run for 16-bit arrays: blocks of whole rows are widened into float32 scratch (of
     about config.HALF_BLOCK_BYTES), the float32 kernels run on it in place, and the result
@@ -314,7 +322,7 @@ def _run_half(op, a, b, out, axis, scale, where) -> np.ndarray:
         views, axis = tuple(None if v is None else v.reshape(1) for v in views), 0
     moved = tuple(None if v is None else np.moveaxis(v, axis, -1) for v in views)
     n = max(1, out.shape[axis] if out.ndim else 1)
-    rows = max(1, config.HALF_BLOCK_BYTES // (4 * n))
+    rows = _half_rows(n)
     size = min(out.size, rows * n)
     scratch = np.empty(size, np.float32), None if b is None else np.empty(size, np.float32)
     for va, vb, vw, vo in half_blocks(moved, rows):
@@ -688,7 +696,7 @@ def softmax_cross_entropy(
     grad2 = x2 if inplace else np.empty_like(x2)
     losses = np.empty(n)
     if half:
-        rows = max(1, config.HALF_BLOCK_BYTES // (4 * c))
+        rows = _half_rows(c)
         scratch = np.empty(min(n, rows) * c, np.float32)
         for r in range(0, n, rows):
             block = widen(x2[r : r + rows], scratch[: min(rows, n - r) * c])
