@@ -216,24 +216,20 @@ def _same(x):
     return x
 
 
-@njit(forceinline=True, nogil=True)
-def _load_bf16(u):
-    return bf16_widen(u)
+def _conversions(name: str, widen, narrow):
+    """A format's (load, store) as njit functions named after it (the kernels' cache keys
+    name the functions they close over: see fastact._kernels.pin_uuid)."""
 
+    def load(u):
+        return widen(u)
 
-@njit(forceinline=True, nogil=True)
-def _store_bf16(x):
-    return bf16_narrow(np.float32(x))
+    def store(x):
+        return narrow(np.float32(x))
 
-
-@njit(forceinline=True, nogil=True)
-def _load_f16(u):
-    return f16_widen(u)
-
-
-@njit(forceinline=True, nogil=True)
-def _store_f16(x):
-    return f16_narrow(np.float32(x))
+    jit = njit(forceinline=True, nogil=True)
+    load.__name__ = load.__qualname__ = f"_load_{name}"
+    store.__name__ = store.__qualname__ = f"_store_{name}"
+    return jit(load), jit(store)
 
 
 @dataclass(frozen=True)
@@ -249,8 +245,8 @@ class Storage:
 
 
 NATIVE = Storage("native", _same, _same, None)
-BFLOAT16 = Storage("bfloat16", _load_bf16, _store_bf16, U16)
-FLOAT16 = Storage("float16", _load_f16, _store_f16, U16)
+BFLOAT16 = Storage("bfloat16", *_conversions("bfloat16", bf16_widen, bf16_narrow), U16)
+FLOAT16 = Storage("float16", *_conversions("float16", f16_widen, f16_narrow), U16)
 STORAGES = {s.name: s for s in (NATIVE, BFLOAT16, FLOAT16)}
 
 

@@ -159,3 +159,14 @@ def test_read_only_is_a_value_error(fmt):
         fa.gelu_(x)
     with pytest.raises(ValueError, match="read-only"):
         fa.gelu(x.copy(), out=x)
+
+
+def test_ufuncs_compute_16_bit_inputs_in_float32(fmt):
+    """numba's ufuncs have no 16-bit loops: numpy casts to float32 (and back into a 16-bit out=)."""
+    x = _base(fmt, (64,))
+    got = fa.ufuncs.gelu(x)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, fa.gelu(x.astype(np.float32)))
+    out = np.empty_like(x)
+    fa.ufuncs.gelu(x, out=out)
+    assert_same(out, rounded_f32(fa.gelu, x), "ufunc into a 16-bit out")

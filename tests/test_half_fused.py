@@ -46,7 +46,7 @@ def test_glu_every_value(fmt):
     assert_same(fa.glu_backward(g, x, axis=1), want, "glu_backward")
 
 
-@pytest.mark.parametrize("activation", ["gelu", "relu", "leaky_relu"])
+@pytest.mark.parametrize("activation", ["gelu", "relu"])  # heavy (buffered strided loop), light
 def test_bias_act(activation, fmt):
     """x: every 16-bit value as (256, 256) with a bias row; strided views; in place."""
     x = ALL16.view(fmt).reshape(256, 256)
