@@ -44,7 +44,7 @@ from . import _config as config
 from . import _softmax_kernels as _k
 from . import _xent_kernels as _xk
 from ._dispatch import _parallel
-from ._half import storage_of
+from ._half import is_bfloat16, storage_of
 from ._kernels import converters
 from ._layout import aliasing, merge_axes, pad_axes, unaliased
 from ._validate import as_input, as_output, choice, real, same_layout
@@ -542,7 +542,7 @@ def _weight(weight: object, c: int, dtype: np.dtype) -> np.ndarray:
     if weight is None:
         return np.ones(c, dtype)
     w = np.asarray(weight) if not isinstance(weight, np.ndarray) else weight
-    if w.dtype.kind not in "iuf":
+    if w.dtype.kind not in "iuf" and not is_bfloat16(w.dtype):
         raise TypeError(f"weight must be a real (integer or float) array, got dtype {w.dtype}")
     if w.shape != (c,):
         raise ValueError(f"weight has shape {w.shape}, expected {(c,)} (one weight per class)")
