@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -167,19 +168,20 @@ def _run(
     axis: int,
     scale: float = 1.0,
     where: np.ndarray | None = None,
+    serial: bool = False,
 ) -> np.ndarray:
     """out = op(a[, b]) along ``axis`` for checked arrays of one shape and dtype.
 
     The kernels get ``a=None`` when a is out (in place) and ``b=None`` for forward ops.
     With a scale other than 1 or a mask ``where`` (bool, of out's shape: a broadcast
-    view), the masked kernels run instead.
+    view), the masked kernels run instead. ``serial``: the serial kernels whatever the size.
     """
     if out.size == 0:
         return out
     if out.dtype.itemsize == 2:
         return _run_half(op, a, b, out, axis, scale, where)
     if scale != 1.0 or where is not None:
-        return _run_masked(op, a, b, out, axis, scale, where)
+        return _run_masked(op, a, b, out, axis, scale, where, serial)
     a = _reader(a, out)
     if b is not None:
         b = unaliased(b, out)
@@ -192,7 +194,7 @@ def _run(
         mode, groups = _views(arrays, axis)
     kernels = _k.kernels(op)
     itemsize = out.dtype.itemsize
-    size = out.size // len(groups)
+    size = 0 if serial else out.size // len(groups)
     for views in groups:
         args = (None if a is None else views[0], None if b is None else views[1], views[-1])
         if mode == "rows":
@@ -220,6 +222,7 @@ def _run_masked(
     axis: int,
     scale: float,
     where: np.ndarray | None,
+    serial: bool = False,
 ) -> np.ndarray:
     """As _run, with the masked kernels: ``where`` (or None) is one more array of the
     views, reduced with the others (its zero strides kept: never copied)."""
@@ -237,7 +240,7 @@ def _run_masked(
         mode, groups = _views(arrays, axis)
     kernels = _k.masked_kernels(op)
     itemsize = out.dtype.itemsize
-    size = out.size // len(groups)
+    size = 0 if serial else out.size // len(groups)
     c = float(scale)
     for views in groups:
         w = None if where is None else views[-2]
@@ -281,23 +284,23 @@ def half_blocks(arrays: tuple, rows: int):
             yield from half_blocks(tuple(None if a is None else a[i] for a in arrays), rows)
 
 
-def widen(a: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
+def widen(a: np.ndarray, into: np.ndarray | None = None, serial: bool = False) -> np.ndarray:
     """16-bit ``a`` as a C-contiguous float32 array (``into``, or new)."""
     f32 = np.empty(a.shape, np.float32) if into is None else into.reshape(a.shape)
     if a.flags.c_contiguous:
         convert = converters(storage_of(a.dtype))
-        kernel = convert.widen if a.size < config.PARALLEL_THRESHOLD else convert.widen_parallel
+        kernel = convert.widen if serial or a.size < config.PARALLEL_THRESHOLD else convert.widen_parallel
         kernel(a.reshape(-1).view(np.uint16), f32.reshape(-1))
     else:
         np.copyto(f32, a, casting="unsafe")  # numpy's (and ml_dtypes') conversion: exact
     return f32
 
 
-def narrow(f32: np.ndarray, out: np.ndarray) -> None:
+def narrow(f32: np.ndarray, out: np.ndarray, serial: bool = False) -> None:
     """out[...] = float32 ``f32`` rounded to out's 16-bit format (to nearest, ties to even)."""
     if out.flags.c_contiguous:
         convert = converters(storage_of(out.dtype))
-        kernel = convert.narrow if out.size < config.PARALLEL_THRESHOLD else convert.narrow_parallel
+        kernel = convert.narrow if serial or out.size < config.PARALLEL_THRESHOLD else convert.narrow_parallel
         kernel(f32.reshape(-1), out.reshape(-1).view(np.uint16))
     else:
         np.copyto(out, f32, casting="unsafe")  # numpy's (and ml_dtypes') rounding: to nearest even
@@ -309,6 +312,21 @@ def _half_rows(n: int) -> int:
     meant for few long rows)."""
     per_block = config.HALF_BLOCK_BYTES // (4 * n)
     return max(1, per_block, min(config.SPLIT_ROWS_PER_THREAD * numba.get_num_threads(), 4 * per_block))
+
+
+def in_blocks(work, blocks: list, size: int) -> None:
+    """``work(blocks, serial)`` over the 16-bit blocks of a call of ``size`` elements: in
+    as many Python threads as numba has, each with its share of the blocks and the serial
+    kernels (which release the GIL), where there are blocks for each; else in this thread,
+    with kernels as parallel as the size asks. (Per block, parallel kernels cost three
+    fork-joins, slow on cores shared with other work: docs/HALF.md.)"""
+    workers = min(len(blocks), numba.get_num_threads()) if size >= config.PARALLEL_THRESHOLD else 1
+    if workers <= 1:
+        work(blocks, False)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for done in [pool.submit(work, blocks[i::workers], True) for i in range(workers)]:
+            done.result()
 
 
 def _run_half(op, a, b, out, axis, scale, where) -> np.ndarray:
@@ -324,12 +342,16 @@ def _run_half(op, a, b, out, axis, scale, where) -> np.ndarray:
     n = max(1, out.shape[axis] if out.ndim else 1)
     rows = _half_rows(n)
     size = min(out.size, rows * n)
-    scratch = np.empty(size, np.float32), None if b is None else np.empty(size, np.float32)
-    for va, vb, vw, vo in half_blocks(moved, rows):
-        fa = widen(va, scratch[0][: va.size])
-        fb = None if vb is None else widen(vb, scratch[1][: vb.size])
-        _run(op, fa, fb, fa, fa.ndim - 1 if fa.ndim else 0, scale, vw)
-        narrow(fa, vo)
+
+    def work(blocks, serial):
+        scratch = np.empty(size, np.float32), None if b is None else np.empty(size, np.float32)
+        for va, vb, vw, vo in blocks:
+            fa = widen(va, scratch[0][: va.size], serial)
+            fb = None if vb is None else widen(vb, scratch[1][: vb.size], serial)
+            _run(op, fa, fb, fa, fa.ndim - 1 if fa.ndim else 0, scale, vw, serial)
+            narrow(fa, vo, serial)
+
+    in_blocks(work, list(half_blocks(moved, rows)), out.size)
     return out
 
 
@@ -619,6 +641,7 @@ def xent_rows(
     scale: float,
     grad: np.ndarray,
     losses: np.ndarray,
+    serial: bool = False,
 ) -> None:
     """Run the cross-entropy kernel on (rows, C) ``grad``: losses[r] = loss of row r
     (float64), grad = ``scale`` * dloss/dlogits. ``read`` is the logits, or None when
@@ -629,9 +652,9 @@ def xent_rows(
     k = _xk.cross_entropy_kernels()
     if t.dtype.kind in "iu":
         args = (read, t, w, wsum, np.int64(ignore), eps, scale, grad, losses)
-        _call(k.cls_parallel, k.cls, grad.size, args)
+        _call(k.cls_parallel, k.cls, 0 if serial else grad.size, args)
     else:
-        _call(k.prob_parallel, k.prob, grad.size, (read, t, w, eps, scale, grad, losses))
+        _call(k.prob_parallel, k.prob, 0 if serial else grad.size, (read, t, w, eps, scale, grad, losses))
 
 
 def xent_reduce(losses: np.ndarray, reduction: str, total_weight: float, dtype: np.dtype, single: bool):
@@ -697,14 +720,18 @@ def softmax_cross_entropy(
     losses = np.empty(n)
     if half:
         rows = _half_rows(c)
-        scratch = np.empty(min(n, rows) * c, np.float32)
-        for r in range(0, n, rows):
-            block = widen(x2[r : r + rows], scratch[: min(rows, n - r) * c])
-            tb = t[r : r + rows]
-            if tb.ndim == 2 and tb.dtype != np.float32:  # probabilities, in the compute dtype
-                tb = tb.astype(np.float32)
-            xent_rows(None, tb, w, wsum, ignore, eps, scale, block, losses[r : r + rows])
-            narrow(block, grad2[r : r + rows])
+
+        def work(starts, serial):
+            scratch = np.empty(min(n, rows) * c, np.float32)
+            for r in starts:
+                block = widen(x2[r : r + rows], scratch[: min(rows, n - r) * c], serial)
+                tb = t[r : r + rows]
+                if tb.ndim == 2 and tb.dtype != np.float32:  # probabilities, in the compute dtype
+                    tb = tb.astype(np.float32)
+                xent_rows(None, tb, w, wsum, ignore, eps, scale, block, losses[r : r + rows], serial)
+                narrow(block, grad2[r : r + rows], serial)
+
+        in_blocks(work, list(range(0, n, rows)), x2.size)
     else:
         # read None: the kernel reads grad2 (see _xent_kernels on in place)
         xent_rows(None if inplace else x2, t, w, wsum, ignore, eps, scale, grad2, losses)
