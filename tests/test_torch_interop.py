@@ -145,9 +145,9 @@ def test_inplace_on_leaf_raises_before_writing():
 
 @pytest.mark.parametrize("dtype", [torch.int16, torch.complex64, torch.int64])
 def test_bad_dtype(dtype):
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16"):
         ft.relu(torch.zeros(3, dtype=dtype))
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="float32, float64, bfloat16 or float16"):
         ft.softmax(torch.zeros(3, dtype=dtype))
 
 
