@@ -5,7 +5,7 @@
 
 For each interpreter a fresh virtual environment gets what ``.ci/run`` installs there, unpinned
 (the newest releases the index offers today): on CI's main interpreter the test extra, every
-optional peer (dask with distributed, asv, tbb) and torch at TORCH, which lies on the machine's
+optional peer (dask with distributed, asv, tbb, ml_dtypes) and torch at TORCH, which lies on the machine's
 disk; on the others the test extra. Their ``pip freeze`` lists are merged into one constraints
 file, with environment markers where the interpreters got different versions. Run
 ``bash .ci/run`` with the new file before committing it: the file says what the suite last
@@ -40,7 +40,7 @@ def freeze(python: str, version: str, workdir: pathlib.Path) -> str:
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
     # setuptools too: the build backend pip installs to build fastact takes the same pins.
     if version == MAIN:
-        subprocess.run([*pip, f"{ROOT}[test,dask,bench,tbb]", TORCH, BUILD], check=True)
+        subprocess.run([*pip, f"{ROOT}[test,dask,bench,tbb,bfloat16]", TORCH, BUILD], check=True)
     else:
         subprocess.run([*pip, f"{ROOT}[test]", BUILD], check=True)
     listed = [str(venv / "bin" / "python"), "-m", "pip", "freeze", "--all"]

@@ -18,8 +18,8 @@ __all__ = ["CPU", "make_functions"]
 
 CPU = _frontend.Backend(
     module="fastact",
-    read='as_input({arg}, "{arg}")',
-    write='as_output({arg}, "{arg}")',
+    read='as_input({arg}, "{arg}", True)',
+    write='as_output({arg}, "{arg}", True)',
     params="convert(entry, ({pargs}))",
     no_params="()",  # nothing to check without parameters
     new="run({direction}_kernels(kname), {inputs}, np.empty_like({first}), params, fresh=True)",

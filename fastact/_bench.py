@@ -451,6 +451,154 @@ def header(dtype: str, n: int, threads: int, peers: Sequence[str], rows: Sequenc
     )
 
 
+# --- 16-bit floats -----------------------------------------------------------------------
+
+HALF_DTYPES = ("bfloat16", "float16")
+
+
+def half_dtype(name: str) -> np.dtype:
+    if name == "float16":
+        return np.dtype(np.float16)
+    import ml_dtypes  # the bfloat16 bench needs it, as bfloat16 arrays do
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _half_ceiling(direction: str, x: np.ndarray, s: np.ndarray) -> tuple[Callable, Callable]:
+    """The in-place ceiling loop in x's 16-bit storage (widen, multiply, round back)."""
+    from ._config import PARALLEL_THRESHOLD
+    from ._half import storage_of
+
+    storage = storage_of(x.dtype)
+    parallel = x.size >= PARALLEL_THRESHOLD
+    if direction == "forward":
+        kernel = _kernels._unary_in_place(_times, parallel, storage=storage)
+    else:
+        kernel = _kernels._binary_in_place(_times, parallel, reads=(True, True), storage=storage)
+    buf = x.copy()
+    bits, saved = buf.view(np.uint16), s.view(np.uint16)
+    call = (lambda: kernel(bits, 1.0000001)) if direction == "forward" else (lambda: kernel(saved, bits))
+    return call, functools.partial(np.copyto, buf, x)
+
+
+def measure_half(names: Sequence[str], dtype: str, n: int, budget: float, progress=None) -> list[dict]:
+    """Each activation in place in ``dtype`` (16-bit) against the 16-bit in-place ceiling
+    and fastact's float32 call of the same size, sampled in turn."""
+    half = half_dtype(dtype)
+    results = []
+    for name in names:
+        wide = Case(name, np.dtype(np.float32), n)
+        x16, g16 = wide.x.astype(half), wide.grad.astype(half)
+        s16 = wide.saved.astype(half)
+        p = wide.params
+        for direction in ("forward", "backward"):
+            forward = direction == "forward"
+            fn = fastact_function(name, "_" if forward else "_backward_")
+            buf = (x16 if forward else g16).copy()
+            source = x16 if forward else g16
+            args = (buf,) if forward else (buf, s16)
+            pairs = {
+                "fastact": (functools.partial(fn, *args, *p), functools.partial(np.copyto, buf, source)),
+                "ceiling": _half_ceiling(direction, source, s16),
+                "float32": wide.bind("fastact", direction, True),
+            }
+            warm(*pairs.values())
+            t = compare(pairs, budget)
+            results.append({"activation": name, "direction": direction, **t})
+            if progress is not None:
+                progress.step(f"{name} {direction}")
+    return results
+
+
+def format_half(results: list[dict], dtype: str, n: int, threads: int) -> str:
+    info = fastact.runtime_info()
+    lines = [
+        f"fastact {fastact.__version__} bench: {dtype}, {n:,} elements, in place, {threads} threads; "
+        f"compiled for {info['cpu']} ({info['simd']})",
+        "ceiling = the 16-bit in-place loop x[i] *= a (g[i] *= s[i]) / fastact's time (100%: memory bound); "
+        "float32 = fastact's float32 call of the same size / the 16-bit call's time (>1: 16-bit is faster)",
+        f"{'activation':<12} | {'forward in place':^28} | {'backward in place':^28}",
+        f"{'':<12} | {'time':>9} {'ceiling':>8} {'float32':>9} | {'time':>9} {'ceiling':>8} {'float32':>9}",
+        "-" * 74,
+    ]
+    by = {(r["activation"], r["direction"]): r for r in results}
+    for name in dict.fromkeys(r["activation"] for r in results):
+        cells = []
+        for direction in ("forward", "backward"):
+            r = by[name, direction]
+            ceiling, wide = r["ceiling"] / r["fastact"], r["float32"] / r["fastact"]
+            cells.append(f"{_seconds(r['fastact']):>9} {ceiling:>8.0%} {wide:>8.2f}x")
+        lines.append(f"{name:<12} | {cells[0]} | {cells[1]}")
+    return "\n".join(lines)
+
+
+def measure_half_reductions(dtype: str, shape: tuple[int, int], budget: float) -> dict[str, dict[str, float]]:
+    """softmax (in place and new), log_softmax, softmax_backward and cross-entropy (loss and
+    gradient) on (rows, cols) 16-bit logits: fastact, its float32 call, and torch's 16-bit
+    CPU calls where torch is installed."""
+    half = half_dtype(dtype)
+    wide = make_input(shape[0] * shape[1], np.float32, 1).reshape(shape)
+    x = wide.astype(half)
+    target = np.random.default_rng(4).integers(0, shape[1], shape[0])
+    y = fastact.softmax(x)
+    g = make_input(x.size, np.float32, 2).reshape(shape).astype(half)
+    g32 = g.astype(np.float32)
+    ops = {
+        "softmax_": (lambda a: fastact.softmax_(a), lambda t: torch.softmax(t, -1)),
+        "softmax": (lambda a: fastact.softmax(a), lambda t: torch.softmax(t, -1)),
+        "log_softmax": (lambda a: fastact.log_softmax(a), lambda t: torch.log_softmax(t, -1)),
+        "softmax_backward": (
+            lambda a: fastact.softmax_backward(g if a.dtype == half else g32, a),
+            lambda t: torch._softmax_backward_data(tg, t, -1, t.dtype),
+        ),
+        "cross_entropy": (
+            lambda a: fastact.softmax_cross_entropy(a, target),
+            lambda t: torch.autograd.grad(torch.nn.functional.cross_entropy(t, tt), t),
+        ),
+    }
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        from .torch import _tensor
+
+        tx = _tensor(x.copy())
+        tg, tt = _tensor(g.copy()), torch.from_numpy(target)
+        ty = _tensor(y.copy())
+    results = {}
+    for name, (fa_call, torch_call) in ops.items():
+        arg16 = y if name == "softmax_backward" else x
+        arg32 = arg16.astype(np.float32)
+        buf16, buf32 = arg16.copy(), arg32.copy()
+        pairs = {
+            "fastact": (lambda c=fa_call, b=buf16: c(b), functools.partial(np.copyto, buf16, arg16)),
+            "float32": (lambda c=fa_call, b=buf32: c(b), functools.partial(np.copyto, buf32, arg32)),
+        }
+        if torch is not None:
+            targ = ty if name == "softmax_backward" else tx
+            if name == "cross_entropy":
+                targ = tx.clone().requires_grad_()
+            pairs["torch"] = (lambda c=torch_call, t=targ: c(t), None)
+        warm(*pairs.values())
+        results[name] = compare(pairs, budget)
+    return results
+
+
+def format_half_reductions(results: dict, dtype: str, shape: tuple[int, int]) -> str:
+    lines = [
+        f"{dtype} reductions on ({shape[0]:,}, {shape[1]:,}) logits, along the last axis: time, and "
+        "float32 / torch time over fastact's (>1: fastact's 16-bit call is faster)",
+        f"{'op':<18} {'fastact':>9} {'float32':>9} {'torch':>9}",
+    ]
+    for name, t in results.items():
+        torch_cell = f"{t['torch'] / t['fastact']:.2f}x" if "torch" in t else "-"
+        lines.append(
+            f"{name:<18} {_seconds(t['fastact']):>9} {t['float32'] / t['fastact']:>8.2f}x {torch_cell:>9}"
+        )
+    return "\n".join(lines)
+
+
 # --- fused ops --------------------------------------------------------------------------
 
 # bias_act's rows: the activations of the issue's targets (gelu, gelu tanh, silu, relu)
@@ -929,7 +1077,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quick", action="store_true", help="1M elements, short timings (a few seconds)")
     parser.add_argument(
-        "--dtype", choices=("float32", "float64"), help="default float32 (--torch-crossover: both)"
+        "--dtype",
+        choices=("float32", "float64", *HALF_DTYPES),
+        help="default float32 (--torch-crossover: both); bfloat16/float16: the in-place table against "
+        "the 16-bit ceiling and the float32 calls, then softmax and cross-entropy against torch's "
+        "16-bit calls",
     )
     parser.add_argument(
         "--size", type=_positive, help="elements (default 4M, 1M with --quick; crossover: the largest)"
@@ -987,6 +1139,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _main_half(args, names: Sequence[str], n: int, show: bool) -> int:
+    budget = 0.02 if args.quick else 0.25
+    progress = Progress(2 * len(names), show)
+    try:
+        results = measure_half(names, args.dtype, n, budget, progress)
+    finally:
+        progress.close()
+    print(format_half(results, args.dtype, n, numba.get_num_threads()))
+    shape = (max(1, n // 32768), 32768) if n >= 32768 else (1, n)
+    reductions = measure_half_reductions(args.dtype, shape, budget)
+    print()
+    print(format_half_reductions(reductions, args.dtype, shape))
+    if args.json:
+        _write_json(args.json, {"dtype": args.dtype, "n": n, "rows": results, "reductions": reductions})
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fastact bench ...``; returns the exit status."""
     parser = _parser()
@@ -1010,6 +1179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.causal_softmax:
         return _main_causal(args)
     n = args.size or (1 << 20 if args.quick else 1 << 22)
+    if args.dtype in HALF_DTYPES:
+        return _main_half(args, names, n, show)
     peers = available_peers() if args.peers else []
     budget = 0.02 if args.quick else 0.25
     progress = Progress(2 * len(names), show)

@@ -100,6 +100,11 @@ TILE_BYTES = 8 * 1024
 STREAM_BYTES = 16 * 1024 * 1024
 # Rows are split across threads when there are fewer than this many rows per thread.
 SPLIT_ROWS_PER_THREAD = 4
+# The reductions' 16-bit calls (softmax family, cross-entropy) run in blocks of whole rows
+# widened into float32 scratch of about this size (one row where a row is longer; up to 4x
+# more for enough rows per thread), each Python thread (one per numba thread) with its
+# blocks and its scratch: `python -m fastact bench --dtype bfloat16` (docs/HALF.md).
+HALF_BLOCK_BYTES = 1024 * 1024
 
 # --- linear cross-entropy host side (each call) ------------------------------------------------
 

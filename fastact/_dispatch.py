@@ -21,6 +21,7 @@ import functools
 import numpy as np
 
 from . import _config as config
+from ._half import storage_of
 from ._kernels import KernelSet
 from ._layout import aliasing, collapse, flat, unaliased
 from ._threading import gate
@@ -64,11 +65,24 @@ def run(
 ) -> np.ndarray:
     """out[...] = f(*inputs, *params) elementwise; returns ``out``.
 
-    ``fresh``: out was just allocated, so no input can overlap it.
+    ``fresh``: out was just allocated, so no input can overlap it. 16-bit float arrays
+    (one dtype: the front end checks) run the kernels of their storage format on uint16
+    views of their bits.
     """
-    n = out.size
-    if n == 0:
+    if out.size == 0:
         return out
+    if out.dtype.itemsize == 2:
+        storage = storage_of(out.dtype)
+        view = out.view(storage.view)
+        inputs = tuple(view if a is out else a.view(storage.view) for a in inputs)
+        _run(kernels.stored(storage), inputs, view, params, fresh)
+    else:
+        _run(kernels, inputs, out, params, fresh)
+    return out
+
+
+def _run(kernels: KernelSet, inputs: tuple[np.ndarray, ...], out: np.ndarray, params: tuple, fresh: bool):
+    n = out.size
     # in_place: out is the first input, element for element (the common in-place call);
     # the kernels for it take one array fewer
     first = inputs[0]
@@ -87,7 +101,7 @@ def run(
             serial, parallel = kernels.serial, kernels.parallel
         kernel = serial if n < config.PARALLEL_THRESHOLD else _parallel(parallel, serial)
         kernel(*(operands if out.ndim == 1 else map(flat, operands)), *params)
-        return out
+        return
     views = collapse((first, *rest, out))
     if all(v.strides[-1] == v.itemsize for v in views):  # contiguous rows: the SIMD kernels
         if in_place:
@@ -103,4 +117,3 @@ def run(
     else:
         for index in np.ndindex(views[0].shape[:-2]):
             kernel(*(v[index] for v in views), *params)
-    return out

@@ -43,6 +43,7 @@ from ._fused_kernels import (
     gated_backward_kernels,
     gated_forward_kernels,
 )
+from ._half import storage_of
 from ._layout import collapse, collapse_axes, flat, overlap, pad_axes, unaliased
 from .definitions import ACTIVATIONS, GATED_UNITS, Activation, GatedUnit
 
@@ -63,8 +64,8 @@ def _call(pair, size: int, args) -> None:
 
 
 def _gated_inputs(a, b, write_a: bool) -> tuple[np.ndarray, np.ndarray]:
-    a = v.as_output(a, "a") if write_a else v.as_input(a, "a")
-    b = v.as_input(b, "b")
+    a = v.as_output(a, "a", True) if write_a else v.as_input(a, "a", True)
+    b = v.as_input(b, "b", True)
     if b.dtype != a.dtype:
         raise TypeError(f"b has dtype {b.dtype}, expected {a.dtype} (the dtype of a)")
     if b.shape != a.shape:
@@ -86,16 +87,16 @@ def gated_forward(kname: str, pvalues: tuple, a, b, out, in_place: bool = False)
         return run(kernels, (a, b), a, params)
     if out is None:
         return run(kernels, (a, b), np.empty_like(a), params, fresh=True)
-    out = v.as_output(out, "out")
+    out = v.as_output(out, "out", True)
     v.same_layout(out, "out", a, "a")
     return run(kernels, (a, b), out, params)
 
 
 def gated_backward(kname: str, pvalues: tuple, grad, a, b, in_place: bool) -> tuple[np.ndarray, np.ndarray]:
     """(da, db) of f(a) * b: new arrays, or written over a and b (in_place)."""
-    grad = v.as_input(grad, "grad")
+    grad = v.as_input(grad, "grad", True)
     check = v.as_output if in_place else v.as_input
-    a, b = check(a, "a"), check(b, "b")
+    a, b = check(a, "a", True), check(b, "b", True)
     v.same_layout(a, "a", grad, "grad")
     v.same_layout(b, "b", grad, "grad")
     params = convert(ACTIVATIONS[kname], pvalues)
@@ -114,8 +115,12 @@ def _gated_backward(kname: str, g, a, b, da, db, params: tuple) -> None:
     n = g.size
     if n == 0:
         return
-    kernels = gated_backward_kernels(kname)
     in_place = da is a and db is b
+    storage = storage_of(g.dtype)
+    if storage.view is not None:  # 16-bit floats: the kernels of their storage format, on their bits
+        g, a, b = (x.view(storage.view) for x in (g, a, b))
+        da, db = (a, b) if in_place else (da.view(storage.view), db.view(storage.view))
+    kernels = gated_backward_kernels(kname, storage)
     arrays = (g, a, b) if in_place else (g, a, b, da, db)
     if _one_order(arrays):
         _call(kernels["flat_in_place" if in_place else "flat"], n, tuple(map(flat, arrays)))
@@ -151,19 +156,19 @@ def _halves(x: np.ndarray, axis: object) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def halves_forward(kname: str, x, axis, out) -> np.ndarray:
-    x = v.as_input(x, "x")
+    x = v.as_input(x, "x", True)
     first, second, axis = _halves(x, axis)
     kernels = gated_forward_kernels(kname)
     if out is None:
         return run(kernels, (second, first), np.empty_like(first), (), fresh=True)
-    out = v.as_output(out, "out")
+    out = v.as_output(out, "out", True)
     v.same_layout(out, "out", first, "half of x")
     return run(kernels, (second, first), out, ())
 
 
 def halves_backward(kname: str, grad, x, axis) -> np.ndarray:
-    grad = v.as_input(grad, "grad")
-    x = v.as_input(x, "x")
+    grad = v.as_input(grad, "grad", True)
+    x = v.as_input(x, "x", True)
     first, second, axis = _halves(x, axis)
     v.same_layout(grad, "grad", first, "half of x")
     dx = np.empty_like(x)
@@ -201,7 +206,7 @@ def resolve(activation: object, params: dict) -> tuple[Activation, tuple]:
 
 
 def _bias(bias, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    bias = v.as_input(bias, "bias")
+    bias = v.as_input(bias, "bias", True)
     v.bias_along_last_axis(bias, x)
     if out is not None and np.may_share_memory(bias, out):
         bias = bias.copy()  # written while read otherwise (and a broadcast copy would be input-sized)
@@ -209,10 +214,10 @@ def _bias(bias, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def _bias_act_forward(x, bias, activation, out, params: dict, in_place: bool = False) -> np.ndarray:
-    x = v.as_output(x, "x") if in_place else v.as_input(x, "x")
+    x = v.as_output(x, "x", True) if in_place else v.as_input(x, "x", True)
     entry, floats = resolve(activation, params)
     if out is not None and not in_place:
-        out = v.as_output(out, "out")
+        out = v.as_output(out, "out", True)
         v.same_layout(out, "out", x, "x")
     target = x if in_place else out
     c = np.broadcast_to(_bias(bias, x, target), x.shape)
@@ -223,8 +228,8 @@ def _bias_act_forward(x, bias, activation, out, params: dict, in_place: bool = F
 
 
 def _bias_act_backward(grad, saved, bias, activation, params: dict, in_place: bool) -> tuple:
-    grad = v.as_output(grad, "grad") if in_place else v.as_input(grad, "grad")
-    saved = v.as_input(saved, "saved")
+    grad = v.as_output(grad, "grad", True) if in_place else v.as_input(grad, "grad", True)
+    saved = v.as_input(saved, "saved", True)
     v.same_layout(saved, "saved", grad, "grad")
     entry, floats = resolve(activation, params)
     c = _bias(bias, grad, grad if in_place else None)
@@ -238,10 +243,14 @@ def _bias_act_backward(grad, saved, bias, activation, params: dict, in_place: bo
 
 
 def _bias_backward(kname: str, g, s, c, dx, params: tuple) -> np.ndarray:
-    n = g.shape[-1]
+    n, dtype = g.shape[-1], g.dtype
     if g.size == 0:
-        return np.zeros(n, g.dtype)
+        return np.zeros(n, dtype)
     in_place = dx is g
+    storage = storage_of(dtype)
+    if storage.view is not None:  # 16-bit floats: the kernels of their storage format, on their bits
+        g, s, c = (x.view(storage.view) for x in (g, s, c))
+        dx = g if in_place else dx.view(storage.view)
     arrays = (g, s) if in_place else (g, s, dx)
     # the leading axes, collapsed (the last one stays: the bias's)
     dims, steps = collapse_axes(g.shape[:-1], [a.strides[:-1] for a in arrays], len(arrays) - 1)
@@ -252,7 +261,7 @@ def _bias_backward(kname: str, g, s, c, dx, params: tuple) -> np.ndarray:
     ]
     rows = dims[-1]
     partial = np.zeros((chunks(rows), n), np.float64)
-    kernels = bias_backward_kernels(kname)
+    kernels = bias_backward_kernels(kname, storage)
     if all(w.strides[-1] == w.itemsize for w in views):
         pair, order = (
             (kernels["rows_in_place"], (1, "c", 0)) if in_place else (kernels["rows"], (0, 1, "c", 2))
@@ -262,7 +271,7 @@ def _bias_backward(kname: str, g, s, c, dx, params: tuple) -> np.ndarray:
     for index in np.ndindex(*dims[:-1]):
         args = tuple(c if k == "c" else views[k][index] for k in order)
         _call(pair, g.size, (*args, partial, *params))
-    return combine(partial, g.dtype)
+    return combine(partial, dtype)
 
 
 # --- the generated functions ---------------------------------------------------------------

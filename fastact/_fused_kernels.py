@@ -32,6 +32,7 @@ from numba import njit, prange
 
 from . import _config as config
 from ._config import BIAS_GRAD_COLUMN_BYTES, BLOCK_BYTES
+from ._half import NATIVE, Storage
 from ._intrinsics import full_width_vectors, params_like, row_view
 from ._kernels import KernelSet, _jit, _kernel_set, _prefetch_ahead, _prefetch_row, _rows_ahead, pin_uuid
 from .definitions import ACTIVATIONS
@@ -86,7 +87,10 @@ def bias_scalars(kname: str):
 # --- gated backward: three inputs, two outputs ----------------------------------------------
 
 
-def _gated_flat(scalar, parallel):
+def _gated_flat(scalar, parallel, storage=NATIVE):
+
+    load, store = storage.load, storage.store
+
     def gated_flat(g, a, b, da, db, *args):
         params = params_like(da, args)
         block = BLOCK_BYTES // g.itemsize
@@ -99,13 +103,16 @@ def _gated_flat(scalar, parallel):
             gs, as_, bs = g[lo : lo + block], a[lo : lo + block], b[lo : lo + block]
             das, dbs = da[lo : lo + block], db[lo : lo + block]
             for i in range(gs.shape[0]):
-                das[i], dbs[i] = scalar(gs[i], as_[i], bs[i], *params)
+                d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
+                das[i], dbs[i] = store(d_a), store(d_b)
 
-    return _jit(gated_flat, scalar, parallel)
+    return _jit(gated_flat, scalar, parallel, storage)
 
 
-def _gated_flat_in_place(scalar, parallel):
+def _gated_flat_in_place(scalar, parallel, storage=NATIVE):
     """da over ``a``, db over ``b``: one pointer per array, so LLVM's overlap checks pass."""
+
+    load, store = storage.load, storage.store
 
     def gated_flat_in_place(g, a, b, *args):
         params = params_like(a, args)
@@ -118,12 +125,16 @@ def _gated_flat_in_place(scalar, parallel):
             _prefetch_ahead(b, lo)
             gs, as_, bs = g[lo : lo + block], a[lo : lo + block], b[lo : lo + block]
             for i in range(gs.shape[0]):
-                as_[i], bs[i] = scalar(gs[i], as_[i], bs[i], *params)
+                d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
+                as_[i], bs[i] = store(d_a), store(d_b)
 
-    return _jit(gated_flat_in_place, scalar, parallel)
+    return _jit(gated_flat_in_place, scalar, parallel, storage)
 
 
-def _gated_rows(scalar, parallel):
+def _gated_rows(scalar, parallel, storage=NATIVE):
+
+    load, store = storage.load, storage.store
+
     def gated_rows(g, a, b, da, db, *args):
         params = params_like(da, args)
         ahead = _rows_ahead(g)
@@ -135,12 +146,16 @@ def _gated_rows(scalar, parallel):
             gs, as_, bs = row_view(g, r), row_view(a, r), row_view(b, r)
             das, dbs = row_view(da, r), row_view(db, r)
             for i in range(gs.shape[0]):
-                das[i], dbs[i] = scalar(gs[i], as_[i], bs[i], *params)
+                d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
+                das[i], dbs[i] = store(d_a), store(d_b)
 
-    return _jit(gated_rows, scalar, parallel)
+    return _jit(gated_rows, scalar, parallel, storage)
 
 
-def _gated_rows_in_place(scalar, parallel):
+def _gated_rows_in_place(scalar, parallel, storage=NATIVE):
+
+    load, store = storage.load, storage.store
+
     def gated_rows_in_place(g, a, b, *args):
         params = params_like(a, args)
         ahead = _rows_ahead(g)
@@ -151,22 +166,26 @@ def _gated_rows_in_place(scalar, parallel):
             _prefetch_row(b, r + ahead)
             gs, as_, bs = row_view(g, r), row_view(a, r), row_view(b, r)
             for i in range(gs.shape[0]):
-                as_[i], bs[i] = scalar(gs[i], as_[i], bs[i], *params)
+                d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
+                as_[i], bs[i] = store(d_a), store(d_b)
 
-    return _jit(gated_rows_in_place, scalar, parallel)
+    return _jit(gated_rows_in_place, scalar, parallel, storage)
 
 
-def _gated_strided(scalar, parallel):
+def _gated_strided(scalar, parallel, storage=NATIVE):
     """Any 2-d strides (in place too: da may be a, db b, element for element). A scalar
     loop: views without contiguous rows are rare here, and it allocates nothing."""
+
+    load, store = storage.load, storage.store
 
     def gated_strided(g, a, b, da, db, *args):
         params = params_like(da, args)
         for r in prange(g.shape[0]):
             for i in range(g.shape[1]):
-                da[r, i], db[r, i] = scalar(g[r, i], a[r, i], b[r, i], *params)
+                d_a, d_b = scalar(load(g[r, i]), load(a[r, i]), load(b[r, i]), *params)
+                da[r, i], db[r, i] = store(d_a), store(d_b)
 
-    return _jit(gated_strided, scalar, parallel)
+    return _jit(gated_strided, scalar, parallel, storage)
 
 
 # --- bias_act backward: dx and the partial column sums of dbias ---------------------------
@@ -188,7 +207,10 @@ def _tasks(g, chunks):
     return chunks * ((g.shape[1] + width - 1) // width)
 
 
-def _bias_rows(scalar, parallel):
+def _bias_rows(scalar, parallel, storage=NATIVE):
+
+    load, store = storage.load, storage.store
+
     def bias_rows(g, s, c, dx, partial, *args):
         params = params_like(dx, args)
         chunks = partial.shape[0]
@@ -202,14 +224,17 @@ def _bias_rows(scalar, parallel):
                 _prefetch_row(s, r + ahead)
                 gs, ss, ds = row_view(g, r)[j0:j1], row_view(s, r)[j0:j1], row_view(dx, r)[j0:j1]
                 for i in range(gs.shape[0]):
-                    d = scalar(gs[i], ss[i], cs[i], *params)
-                    ds[i] = d
+                    d = scalar(load(gs[i]), load(ss[i]), load(cs[i]), *params)
+                    ds[i] = store(d)
                     acc[i] += d
 
-    return _jit(bias_rows, scalar, parallel)
+    return _jit(bias_rows, scalar, parallel, storage)
 
 
-def _bias_rows_in_place(scalar, parallel):
+def _bias_rows_in_place(scalar, parallel, storage=NATIVE):
+
+    load, store = storage.load, storage.store
+
     def bias_rows_in_place(s, c, g, partial, *args):
         params = params_like(g, args)
         chunks = partial.shape[0]
@@ -223,15 +248,17 @@ def _bias_rows_in_place(scalar, parallel):
                 _prefetch_row(s, r + ahead)
                 gs, ss = row_view(g, r)[j0:j1], row_view(s, r)[j0:j1]
                 for i in range(gs.shape[0]):
-                    d = scalar(gs[i], ss[i], cs[i], *params)
-                    gs[i] = d
+                    d = scalar(load(gs[i]), load(ss[i]), load(cs[i]), *params)
+                    gs[i] = store(d)
                     acc[i] += d
 
-    return _jit(bias_rows_in_place, scalar, parallel)
+    return _jit(bias_rows_in_place, scalar, parallel, storage)
 
 
-def _bias_strided(scalar, parallel):
+def _bias_strided(scalar, parallel, storage=NATIVE):
     """Any 2-d strides (in place too: dx may be g). A scalar loop, allocating nothing."""
+
+    load, store = storage.load, storage.store
 
     def bias_strided(g, s, c, dx, partial, *args):
         params = params_like(dx, args)
@@ -240,11 +267,11 @@ def _bias_strided(scalar, parallel):
             k, lo, hi, j0, j1 = _task(t, g, chunks)
             for r in range(lo, hi):
                 for i in range(j0, j1):
-                    d = scalar(g[r, i], s[r, i], c[i], *params)
-                    dx[r, i] = d
+                    d = scalar(load(g[r, i]), load(s[r, i]), load(c[i]), *params)
+                    dx[r, i] = store(d)
                     partial[k, i] += d
 
-    return _jit(bias_strided, scalar, parallel)
+    return _jit(bias_strided, scalar, parallel, storage)
 
 
 def chunks(rows: int) -> int:
@@ -260,9 +287,9 @@ class Pair:
 
     __slots__ = ("parallel", "serial")
 
-    def __init__(self, factory, scalar) -> None:
-        self.serial = factory(scalar, False)
-        self.parallel = factory(scalar, True)
+    def __init__(self, factory, scalar, storage) -> None:
+        self.serial = factory(scalar, False, storage)
+        self.parallel = factory(scalar, True, storage)
 
 
 @cache
@@ -273,10 +300,12 @@ def gated_forward_kernels(kname: str) -> KernelSet:
 
 
 @cache
-def gated_backward_kernels(kname: str) -> dict[str, Pair]:
-    """{"flat", "flat_in_place", "rows", "rows_in_place", "strided"}: the backward's loops."""
+def gated_backward_kernels(kname: str, storage: Storage = NATIVE) -> dict[str, Pair]:
+    """{"flat", "flat_in_place", "rows", "rows_in_place", "strided"}: the backward's loops,
+    for arrays stored as ``storage``."""
     scalar = gated_scalars(kname)[1]
-    pin_uuid(scalar)
+    for function in (scalar, storage.load, storage.store):
+        pin_uuid(function)
     factories = {
         "flat": _gated_flat,
         "flat_in_place": _gated_flat_in_place,
@@ -284,7 +313,7 @@ def gated_backward_kernels(kname: str) -> dict[str, Pair]:
         "rows_in_place": _gated_rows_in_place,
         "strided": _gated_strided,
     }
-    return {key: Pair(factory, scalar) for key, factory in factories.items()}
+    return {key: Pair(factory, scalar, storage) for key, factory in factories.items()}
 
 
 @cache
@@ -295,12 +324,14 @@ def bias_forward_kernels(kname: str) -> KernelSet:
 
 
 @cache
-def bias_backward_kernels(kname: str) -> dict[str, Pair]:
-    """{"rows", "rows_in_place", "strided"}: dx and dbias's partial sums."""
+def bias_backward_kernels(kname: str, storage: Storage = NATIVE) -> dict[str, Pair]:
+    """{"rows", "rows_in_place", "strided"}: dx and dbias's partial sums (of the float32
+    values before they are rounded into a 16-bit dx), for arrays stored as ``storage``."""
     scalar = bias_scalars(kname)[1]
-    pin_uuid(scalar)
+    for function in (scalar, storage.load, storage.store):
+        pin_uuid(function)
     factories = {"rows": _bias_rows, "rows_in_place": _bias_rows_in_place, "strided": _bias_strided}
-    return {key: Pair(factory, scalar) for key, factory in factories.items()}
+    return {key: Pair(factory, scalar, storage) for key, factory in factories.items()}
 
 
 def combine(partial: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -60,7 +60,9 @@ def prefetch(typingctx, a, offset):
 
 @intrinsic
 def params_like(typingctx, a, params):
-    """``params`` (a tuple of numbers) converted to the dtype of array ``a``.
+    """``params`` (a tuple of numbers) converted to the dtype the kernels compute ``a``'s
+    elements in: its own, or float32 for 16-bit floats (which reach the kernels as uint16
+    views, see fastact._half).
 
     The public functions pass parameters as Python floats (each numpy scalar costs
     a fraction of a microsecond to make) and every kernel converts them here, once per
@@ -69,7 +71,7 @@ def params_like(typingctx, a, params):
     """
     if not isinstance(a, types.Array) or not isinstance(params, types.BaseTuple):
         return None
-    to = a.dtype
+    to = a.dtype if isinstance(a.dtype, types.Float) else types.float32
     result = types.UniTuple(to, len(params)) if len(params) else types.Tuple(())
 
     def codegen(context, builder, sig, args):
@@ -126,7 +128,7 @@ def stored_whole(typingctx, x):
     ``llvm.arithmetic.fence`` stops vectorization) makes the loop store every lane.
     AVX-512's masked stores are fast, so there ``x`` passes through untouched.
     """
-    if not isinstance(x, types.Float):
+    if not isinstance(x, (types.Float, types.Integer)):  # integers: 16-bit floats' patterns
         return None
 
     def codegen(context, builder, sig, args):

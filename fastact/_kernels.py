@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from numba import njit, prange
 
 from . import _numba_compat as compat
 from ._config import BLOCK_BYTES, CACHE_LINE, INTERLEAVE, PREFETCH_AHEAD, STRIDED_CHUNK, STRIDED_TASK_CHUNKS
+from ._half import NATIVE, Storage
 from ._intrinsics import full_width_vectors, params_like, prefetch, row_view, stored_whole
 from .definitions import ACTIVATIONS, Activation
 
@@ -32,7 +34,7 @@ from .definitions import ACTIVATIONS, Activation
 FASTMATH = {"contract"}
 
 
-def _jit(kernel, scalar, parallel: bool):
+def _jit(kernel, scalar, parallel: bool, storage: Storage = NATIVE):
     """``njit`` a kernel under a name of its own, e.g. ``relu_unary_parallel``.
 
     numba names a function's cache files after its qualified name and keys the
@@ -41,7 +43,7 @@ def _jit(kernel, scalar, parallel: bool):
     compiled first would be loaded for both), and every activation would share one
     index file, which processes compiling at the same time can garble.
     """
-    flavour = "_parallel" if parallel else ""
+    flavour = ("_parallel" if parallel else "") + ("" if storage is NATIVE else f"_{storage.name}")
     kernel.__qualname__ = f"{scalar.py_func.__name__.lstrip('_')}_{kernel.__name__}{flavour}"
     # error_model="numpy": x / 0 gives inf/NaN (parameters are checked before a call)
     # instead of a zero test on every division, which also blocks vectorization.
@@ -71,7 +73,9 @@ def _prefetch_ahead(a, lo):
         prefetch(a, offset)
 
 
-def _unary(scalar, parallel):
+def _unary(scalar, parallel, storage=NATIVE):
+    load, store = storage.load, storage.store
+
     def unary(x, out, *args):
         params = params_like(out, args)
         block = BLOCK_BYTES // x.itemsize
@@ -81,12 +85,12 @@ def _unary(scalar, parallel):
             _prefetch_ahead(x, lo)
             xs, os = x[lo : lo + block], out[lo : lo + block]
             for i in range(xs.shape[0]):
-                os[i] = scalar(xs[i], *params)
+                os[i] = store(scalar(load(xs[i]), *params))
 
-    return _jit(unary, scalar, parallel)
+    return _jit(unary, scalar, parallel, storage)
 
 
-def _unary_in_place(scalar, parallel):
+def _unary_in_place(scalar, parallel, storage=NATIVE):
     """The kernel for ``out`` that is ``x``, element for element.
 
     Given two pointers, LLVM guards its vector loop with a run-time overlap check, and
@@ -97,6 +101,7 @@ def _unary_in_place(scalar, parallel):
     helped this way: with a run-time inner stride and one array, LLVM does not vectorize
     at all.)
     """
+    load, store = storage.load, storage.store
 
     def unary_in_place(out, *args):
         params = params_like(out, args)
@@ -107,9 +112,9 @@ def _unary_in_place(scalar, parallel):
             _prefetch_ahead(out, lo)
             os = out[lo : lo + block]
             for i in range(os.shape[0]):
-                os[i] = stored_whole(scalar(os[i], *params))
+                os[i] = stored_whole(store(scalar(load(os[i]), *params)))
 
-    return _jit(unary_in_place, scalar, parallel)
+    return _jit(unary_in_place, scalar, parallel, storage)
 
 
 # The strided 2-d kernels of all but the light scalars (Activation.light) copy
@@ -148,7 +153,8 @@ def _scatter(buf, out, start, count):
         i, r, c = i + m, r + 1, 0
 
 
-def _unary_2d(scalar, parallel, light):
+def _unary_2d(scalar, parallel, light, storage=NATIVE):
+    load, store = storage.load, storage.store
     if light:
 
         def unary_2d(x, out, *args):
@@ -156,9 +162,9 @@ def _unary_2d(scalar, parallel, light):
             for i in prange(x.shape[0]):
                 full_width_vectors()
                 for j in range(x.shape[1]):
-                    out[i, j] = scalar(x[i, j], *params)
+                    out[i, j] = store(scalar(load(x[i, j]), *params))
 
-        return _jit(unary_2d, scalar, parallel)
+        return _jit(unary_2d, scalar, parallel, storage)
 
     def unary_2d(x, out, *args):
         params = params_like(out, args)
@@ -171,13 +177,14 @@ def _unary_2d(scalar, parallel, light):
                 count = min(STRIDED_CHUNK, n - start)
                 _gather(x, buf, start, count)
                 for i in range(count):
-                    buf[i] = scalar(buf[i], *params)
+                    buf[i] = store(scalar(load(buf[i]), *params))
                 _scatter(buf, out, start, count)
 
-    return _jit(unary_2d, scalar, parallel)
+    return _jit(unary_2d, scalar, parallel, storage)
 
 
-def _binary(scalar, parallel, reads):
+def _binary(scalar, parallel, reads, storage=NATIVE):
+    load, store = storage.load, storage.store
     prefetch_a, prefetch_b = reads  # a prefetch of an input the scalar ignores streams it for nothing
 
     def binary(a, b, out, *args):
@@ -192,12 +199,13 @@ def _binary(scalar, parallel, reads):
                 _prefetch_ahead(b, lo)
             as_, bs, os = a[lo : lo + block], b[lo : lo + block], out[lo : lo + block]
             for i in range(as_.shape[0]):
-                os[i] = scalar(as_[i], bs[i], *params)
+                os[i] = store(scalar(load(as_[i]), load(bs[i]), *params))
 
-    return _jit(binary, scalar, parallel)
+    return _jit(binary, scalar, parallel, storage)
 
 
-def _binary_in_place(scalar, parallel, reads):
+def _binary_in_place(scalar, parallel, reads, storage=NATIVE):
+    load, store = storage.load, storage.store
     """The kernel for ``out`` that is ``a`` (grad): out[i] = f(out[i], b[i])."""
     prefetch_b = reads[1]
 
@@ -212,12 +220,13 @@ def _binary_in_place(scalar, parallel, reads):
                 _prefetch_ahead(b, lo)
             bs, os = b[lo : lo + block], out[lo : lo + block]
             for i in range(os.shape[0]):
-                os[i] = stored_whole(scalar(os[i], bs[i], *params))
+                os[i] = stored_whole(store(scalar(load(os[i]), load(bs[i]), *params)))
 
-    return _jit(binary_in_place, scalar, parallel)
+    return _jit(binary_in_place, scalar, parallel, storage)
 
 
-def _binary_2d(scalar, parallel, light):
+def _binary_2d(scalar, parallel, light, storage=NATIVE):
+    load, store = storage.load, storage.store
     if light:
 
         def binary_2d(a, b, out, *args):
@@ -225,9 +234,9 @@ def _binary_2d(scalar, parallel, light):
             for i in prange(a.shape[0]):
                 full_width_vectors()
                 for j in range(a.shape[1]):
-                    out[i, j] = scalar(a[i, j], b[i, j], *params)
+                    out[i, j] = store(scalar(load(a[i, j]), load(b[i, j]), *params))
 
-        return _jit(binary_2d, scalar, parallel)
+        return _jit(binary_2d, scalar, parallel, storage)
 
     def binary_2d(a, b, out, *args):
         params = params_like(out, args)
@@ -241,10 +250,10 @@ def _binary_2d(scalar, parallel, light):
                 _gather(a, abuf, start, count)
                 _gather(b, bbuf, start, count)
                 for i in range(count):
-                    abuf[i] = scalar(abuf[i], bbuf[i], *params)
+                    abuf[i] = store(scalar(load(abuf[i]), load(bbuf[i]), *params))
                 _scatter(abuf, out, start, count)
 
-    return _jit(binary_2d, scalar, parallel)
+    return _jit(binary_2d, scalar, parallel, storage)
 
 
 @njit(forceinline=True, nogil=True)
@@ -262,10 +271,11 @@ def _prefetch_row(a, r):
             prefetch(a, offset)
 
 
-def _unary_rows(scalar, parallel):
+def _unary_rows(scalar, parallel, storage=NATIVE):
     """2-d kernels for arrays whose rows are contiguous (``x[:, :k]``, ``x[::2]``): a SIMD
     loop per row, the rows about PREFETCH_AHEAD bytes ahead prefetched (rows of a view
     sit apart, where the hardware prefetcher does not follow)."""
+    load, store = storage.load, storage.store
 
     def unary_rows(x, out, *args):
         params = params_like(out, args)
@@ -275,12 +285,14 @@ def _unary_rows(scalar, parallel):
             _prefetch_row(x, r + ahead)
             xs, os = row_view(x, r), row_view(out, r)
             for i in range(xs.shape[0]):
-                os[i] = scalar(xs[i], *params)
+                os[i] = store(scalar(load(xs[i]), *params))
 
-    return _jit(unary_rows, scalar, parallel)
+    return _jit(unary_rows, scalar, parallel, storage)
 
 
-def _unary_rows_in_place(scalar, parallel):
+def _unary_rows_in_place(scalar, parallel, storage=NATIVE):
+    load, store = storage.load, storage.store
+
     def unary_rows_in_place(out, *args):
         params = params_like(out, args)
         ahead = _rows_ahead(out)
@@ -289,12 +301,13 @@ def _unary_rows_in_place(scalar, parallel):
             _prefetch_row(out, r + ahead)
             os = row_view(out, r)
             for i in range(os.shape[0]):
-                os[i] = stored_whole(scalar(os[i], *params))
+                os[i] = stored_whole(store(scalar(load(os[i]), *params)))
 
-    return _jit(unary_rows_in_place, scalar, parallel)
+    return _jit(unary_rows_in_place, scalar, parallel, storage)
 
 
-def _binary_rows(scalar, parallel, reads):
+def _binary_rows(scalar, parallel, reads, storage=NATIVE):
+    load, store = storage.load, storage.store
     prefetch_a, prefetch_b = reads
 
     def binary_rows(a, b, out, *args):
@@ -308,12 +321,13 @@ def _binary_rows(scalar, parallel, reads):
                 _prefetch_row(b, r + ahead)
             as_, bs, os = row_view(a, r), row_view(b, r), row_view(out, r)
             for i in range(as_.shape[0]):
-                os[i] = scalar(as_[i], bs[i], *params)
+                os[i] = store(scalar(load(as_[i]), load(bs[i]), *params))
 
-    return _jit(binary_rows, scalar, parallel)
+    return _jit(binary_rows, scalar, parallel, storage)
 
 
-def _binary_rows_in_place(scalar, parallel, reads):
+def _binary_rows_in_place(scalar, parallel, reads, storage=NATIVE):
+    load, store = storage.load, storage.store
     prefetch_b = reads[1]
 
     def binary_rows_in_place(b, out, *args):
@@ -326,9 +340,48 @@ def _binary_rows_in_place(scalar, parallel, reads):
                 _prefetch_row(b, r + ahead)
             bs, os = row_view(b, r), row_view(out, r)
             for i in range(os.shape[0]):
-                os[i] = stored_whole(scalar(os[i], bs[i], *params))
+                os[i] = stored_whole(store(scalar(load(os[i]), load(bs[i]), *params)))
 
-    return _jit(binary_rows_in_place, scalar, parallel)
+    return _jit(binary_rows_in_place, scalar, parallel, storage)
+
+
+def _convert(function, parallel):
+    """dst[i] = function(src[i]) over 1-d contiguous arrays: a storage format's load or store
+    on its own (the reductions' 16-bit calls widen blocks into float32 scratch and back)."""
+
+    def convert(src, dst):
+        block = BLOCK_BYTES // src.itemsize
+        for k in prange((src.shape[0] + block - 1) // block):
+            full_width_vectors()
+            lo = k * block
+            ss, ds = src[lo : lo + block], dst[lo : lo + block]
+            for i in range(ss.shape[0]):
+                ds[i] = function(ss[i])
+
+    return _jit(convert, function, parallel)
+
+
+@dataclass(frozen=True)
+class Converters:
+    """A 16-bit storage format's conversions of whole 1-d contiguous arrays, serial and
+    parallel: ``widen(bits, f32)`` and ``narrow(f32, bits)`` (bits: the uint16 view)."""
+
+    widen: object
+    widen_parallel: object
+    narrow: object
+    narrow_parallel: object
+
+
+@cache
+def converters(storage: Storage) -> Converters:
+    pin_uuid(storage.load)
+    pin_uuid(storage.store)
+    return Converters(
+        _convert(storage.load, False),
+        _convert(storage.load, True),
+        _convert(storage.store, False),
+        _convert(storage.store, True),
+    )
 
 
 @dataclass(frozen=True)
@@ -345,6 +398,13 @@ class KernelSet:
     parallel_rows: object
     serial_rows_in_place: object  # 2-d with contiguous rows, out is the first input
     parallel_rows_in_place: object
+    # the same kernels for another storage format (fastact._half), built on first use
+    formats: Callable[[Storage], KernelSet] | None = field(default=None, compare=False, repr=False)
+
+    def stored(self, storage: Storage) -> KernelSet:
+        """The kernel set of the same scalar for arrays stored as ``storage`` (16-bit
+        floats: their uint16 views, computed in float32)."""
+        return self if storage is NATIVE else self.formats(storage)
 
 
 @dataclass(frozen=True)
@@ -381,6 +441,7 @@ FLAVOURS = tuple(
 KERNEL_SOURCES = (
     "_kernels.py",
     "_intrinsics.py",
+    "_half.py",
     "_config.py",
     "definitions.py",
     "_math.py",
@@ -416,8 +477,12 @@ def pin_uuid(dispatcher) -> None:
     compat.pin_uuid(dispatcher, f"fastact:{func.__module__}.{func.__qualname__}:{source_fingerprint()}")
 
 
-def _kernel_set(scalar, nin: int, light: bool, reads: tuple[bool, bool]) -> KernelSet:
+def _kernel_set(scalar, nin: int, light: bool, reads: tuple[bool, bool], storage: Storage = NATIVE):
+    """Every flavour of ``scalar``'s kernels for arrays stored as ``storage``; the native set
+    builds the others on demand (:meth:`KernelSet.stored`)."""
     pin_uuid(scalar)
+    for function in (storage.load, storage.store):
+        pin_uuid(function)
     factories = {
         ("flat", False): _unary if nin == 1 else functools.partial(_binary, reads=reads),
         ("strided", False): functools.partial(_unary_2d if nin == 1 else _binary_2d, light=light),
@@ -427,7 +492,16 @@ def _kernel_set(scalar, nin: int, light: bool, reads: tuple[bool, bool]) -> Kern
         if nin == 1
         else functools.partial(_binary_rows_in_place, reads=reads),
     }
-    return KernelSet(**{f.field: factories[f.layout, f.in_place](scalar, f.parallel) for f in FLAVOURS})
+    kernels = {
+        f.field: factories[f.layout, f.in_place](scalar, f.parallel, storage=storage) for f in FLAVOURS
+    }
+    formats = None if storage is not NATIVE else functools.partial(_stored_set, scalar, nin, light, reads)
+    return KernelSet(**kernels, formats=formats)
+
+
+@cache
+def _stored_set(scalar, nin: int, light: bool, reads: tuple[bool, bool], storage: Storage) -> KernelSet:
+    return _kernel_set(scalar, nin, light, reads, storage)
 
 
 @cache

@@ -46,7 +46,8 @@ llvmlite 0.50.0:
 
 Semi-public API used elsewhere (documented for extension writers, but it moves between
 releases): ``numba.core.cgutils``, ``numba.core.imputils.impl_ret_borrowed``,
-``numba.np.numpy_support`` and llvmlite's IR builder, in the intrinsics of ``_intrinsics``,
+``numba.np.numpy_support`` and llvmlite's IR builder (``fpext``/``fptrunc`` to ``half`` and
+``bitcast`` in ``_half``), in the intrinsics of ``_intrinsics``, ``_half``,
 ``_math`` and ``_softmax_kernels``; ``numba.core.config`` in ``_platform`` and ``_threading``.
 
 The ufunc loop

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -44,6 +45,8 @@ from . import _config as config
 from . import _softmax_kernels as _k
 from . import _xent_kernels as _xk
 from ._dispatch import _parallel
+from ._half import is_bfloat16, storage_of
+from ._kernels import converters
 from ._layout import aliasing, merge_axes, pad_axes, unaliased
 from ._validate import as_input, as_output, choice, real, same_layout
 
@@ -165,16 +168,21 @@ def _run(
     axis: int,
     scale: float = 1.0,
     where: np.ndarray | None = None,
+    serial: bool = False,
 ) -> np.ndarray:
     """out = op(a[, b]) along ``axis`` for checked arrays of one shape and dtype.
 
     The kernels get ``a=None`` when a is out (in place) and ``b=None`` for forward ops.
     With a scale other than 1 or a mask ``where`` (bool, of out's shape: a broadcast
     view), the masked kernels run instead, ``where`` (or None) one more array of the
-    views, reduced with the others (its zero strides kept: never copied).
+    views, reduced with the others (its zero strides kept: never copied). 16-bit arrays go
+    through float32 blocks (:func:`_run_half`). ``serial``: the serial kernels whatever the
+    size.
     """
     if out.size == 0:
         return out
+    if out.dtype.itemsize == 2:
+        return _run_half(op, a, b, out, axis, scale, where)
     masked = scale != 1.0 or where is not None
     a = _reader(a, out)
     if b is not None:
@@ -190,7 +198,7 @@ def _run(
         mode, groups = _views(arrays, axis)
     kernels = _k.masked_kernels(op) if masked else _k.kernels(op)
     itemsize = out.dtype.itemsize
-    size = out.size // len(groups)
+    size = 0 if serial else out.size // len(groups)
     for views in groups:
         args = (None if a is None else views[0], None if b is None else views[1])
         if masked:
@@ -211,6 +219,99 @@ def _run(
             n_outer, _, n_inner = views[-1].shape
             tw, blocks = _tiles(n_outer, n_inner, itemsize, size >= config.PARALLEL_THRESHOLD)
             _call(kernels.cols_parallel, kernels.cols, size, (*args, tw, blocks))
+    return out
+
+
+# --- 16-bit storage: float32 blocks --------------------------------------------------
+
+
+def half_blocks(arrays: tuple, rows: int):
+    """Tuples of sub-views of ``arrays`` (one shape; None passes through), split along
+    their leading axes (never the last), each at most ``rows`` rows of the last axis, or
+    one row where a row is longer."""
+    first = next(a for a in arrays if a is not None)
+    shape = first.shape
+    if first.ndim <= 1 or first.size <= rows * shape[-1]:
+        yield arrays
+        return
+    inner = first.size // shape[0]
+    if inner <= rows * shape[-1]:
+        step = max(1, rows * shape[-1] // inner)
+        for i in range(0, shape[0], step):
+            yield tuple(None if a is None else a[i : i + step] for a in arrays)
+    else:
+        for i in range(shape[0]):
+            yield from half_blocks(tuple(None if a is None else a[i] for a in arrays), rows)
+
+
+def widen(a: np.ndarray, into: np.ndarray | None = None, serial: bool = False) -> np.ndarray:
+    """16-bit ``a`` as a C-contiguous float32 array (``into``, or new)."""
+    f32 = np.empty(a.shape, np.float32) if into is None else into.reshape(a.shape)
+    if a.flags.c_contiguous:
+        convert = converters(storage_of(a.dtype))
+        kernel = convert.widen if serial or a.size < config.PARALLEL_THRESHOLD else convert.widen_parallel
+        kernel(a.reshape(-1).view(np.uint16), f32.reshape(-1))
+    else:
+        np.copyto(f32, a, casting="unsafe")  # numpy's (and ml_dtypes') conversion: exact
+    return f32
+
+
+def narrow(f32: np.ndarray, out: np.ndarray, serial: bool = False) -> None:
+    """out[...] = float32 ``f32`` rounded to out's 16-bit format (to nearest, ties to even)."""
+    if out.flags.c_contiguous:
+        convert = converters(storage_of(out.dtype))
+        kernel = convert.narrow if serial or out.size < config.PARALLEL_THRESHOLD else convert.narrow_parallel
+        kernel(f32.reshape(-1), out.reshape(-1).view(np.uint16))
+    else:
+        np.copyto(out, f32, casting="unsafe")  # numpy's (and ml_dtypes') rounding: to nearest even
+
+
+def _half_rows(n: int) -> int:
+    """Rows of ``n`` elements per float32 block: about config.HALF_BLOCK_BYTES, and enough
+    rows for every thread where they fit (fewer send the float32 kernels to their split path,
+    meant for few long rows)."""
+    per_block = config.HALF_BLOCK_BYTES // (4 * n)
+    return max(1, per_block, min(config.SPLIT_ROWS_PER_THREAD * numba.get_num_threads(), 4 * per_block))
+
+
+def in_blocks(work, blocks: list, size: int) -> None:
+    """``work(blocks, serial)`` over the 16-bit blocks of a call of ``size`` elements: in
+    as many Python threads as numba has, each with its share of the blocks and the serial
+    kernels (which release the GIL), where there are blocks for each; else in this thread,
+    with kernels as parallel as the size asks. (Per block, parallel kernels cost three
+    fork-joins, slow on cores shared with other work: docs/HALF.md.)"""
+    workers = min(len(blocks), numba.get_num_threads()) if size >= config.PARALLEL_THRESHOLD else 1
+    if workers <= 1:
+        work(blocks, False)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for done in [pool.submit(work, blocks[i::workers], True) for i in range(workers)]:
+            done.result()
+
+
+def _run_half(op, a, b, out, axis, scale, where) -> np.ndarray:
+    """_run for 16-bit arrays: blocks of whole rows are widened into float32 scratch (of
+    about config.HALF_BLOCK_BYTES), the float32 kernels run on it in place, and the result
+    is rounded once into ``out``. Every sum is the float32 kernels' (float32 or wider)."""
+    a, _ = aliasing(a, out)  # a copy where a overlaps out other than element for element
+    b = None if b is None else unaliased(b, out)
+    views = (a, b, where, out)
+    if out.ndim == 0:  # one row of one element
+        views, axis = tuple(None if v is None else v.reshape(1) for v in views), 0
+    moved = tuple(None if v is None else np.moveaxis(v, axis, -1) for v in views)
+    n = max(1, out.shape[axis] if out.ndim else 1)
+    rows = _half_rows(n)
+    size = min(out.size, rows * n)
+
+    def work(blocks, serial):
+        scratch = np.empty(size, np.float32), None if b is None else np.empty(size, np.float32)
+        for va, vb, vw, vo in blocks:
+            fa = widen(va, scratch[0][: va.size], serial)
+            fb = None if vb is None else widen(vb, scratch[1][: vb.size], serial)
+            _run(op, fa, fb, fa, fa.ndim - 1 if fa.ndim else 0, scale, vw, serial)
+            narrow(fa, vo, serial)
+
+    in_blocks(work, list(half_blocks(moved, rows)), out.size)
     return out
 
 
@@ -247,9 +348,9 @@ def _checked(scale: object, where: object, shape: tuple[int, ...]) -> tuple[floa
 def _checked_run(kname: str, first, name: str, y, axis, scale, where, out, in_place: bool) -> np.ndarray:
     """Check every argument, then run ``kname`` on ``first`` (x or grad) and ``y`` (the
     backward's saved output, or None) into ``out`` (``first`` itself when ``in_place``)."""
-    first = as_output(first, name) if in_place else as_input(first, name)
+    first = as_output(first, name, True) if in_place else as_input(first, name, True)
     if y is not None:
-        y = as_input(y, "y")
+        y = as_input(y, "y", True)
         same_layout(y, "y", first, name)
     ax = _axis(axis, first.ndim)
     c, w = _checked(scale, where, first.shape)
@@ -258,7 +359,7 @@ def _checked_run(kname: str, first, name: str, y, axis, scale, where, out, in_pl
     elif out is None:
         out = np.empty_like(first)
     else:
-        out = as_output(out, "out")
+        out = as_output(out, "out", True)
         same_layout(out, "out", first, name)
     return _run(kname, first, y, out, ax, c, w)
 
@@ -416,7 +517,7 @@ def _weight(weight: object, c: int, dtype: np.dtype) -> np.ndarray:
     if weight is None:
         return np.ones(c, dtype)
     w = np.asarray(weight) if not isinstance(weight, np.ndarray) else weight
-    if w.dtype.kind not in "iuf":
+    if w.dtype.kind not in "iuf" and not is_bfloat16(w.dtype):
         raise TypeError(f"weight must be a real (integer or float) array, got dtype {w.dtype}")
     if w.shape != (c,):
         raise ValueError(f"weight has shape {w.shape}, expected {(c,)} (one weight per class)")
@@ -437,9 +538,12 @@ def xent_options(ignore_index: object, reduction: object, label_smoothing: objec
     return reduction, eps, ignore
 
 
-def xent_target(target: object, shape: tuple[int, ...], ignore: int, name: str = "logits") -> np.ndarray:
+def xent_target(
+    target: object, shape: tuple[int, ...], ignore: int, name: str = "logits", half: np.dtype | None = None
+) -> np.ndarray:
     """The target checked against logits of ``shape`` ((N, C) or (C,)): class indices as
-    contiguous int64 (N,), or float32/float64 probabilities of ``shape`` as 2-d (N, C)."""
+    contiguous int64 (N,), or float32/float64 probabilities (or of dtype ``half``, the
+    16-bit logits' own) of ``shape`` as 2-d (N, C)."""
     single = len(shape) == 1
     n, c = (1, shape[0]) if single else shape
     t = target if isinstance(target, np.ndarray) else np.asarray(target)
@@ -449,7 +553,7 @@ def xent_target(target: object, shape: tuple[int, ...], ignore: int, name: str =
                 f"target has shape {t.shape}, expected {() if single else (n,)} (class indices, one per row)"
             )
         return _class_targets(t.reshape(-1), n, c, ignore)
-    if t.dtype in (np.float32, np.float64):
+    if t.dtype in (np.float32, np.float64) or (half is not None and t.dtype == half):
         if t.shape != shape:
             raise ValueError(f"target has shape {t.shape}, expected {shape} (probabilities, as {name})")
         return t.reshape(1, -1) if single else t
@@ -490,6 +594,7 @@ def xent_rows(
     scale: float,
     grad: np.ndarray,
     losses: np.ndarray,
+    serial: bool = False,
 ) -> None:
     """Run the cross-entropy kernel on (rows, C) ``grad``: losses[r] = loss of row r
     (float64), grad = ``scale`` * dloss/dlogits. ``read`` is the logits, or None when
@@ -500,9 +605,9 @@ def xent_rows(
     k = _xk.cross_entropy_kernels()
     if t.dtype.kind in "iu":
         args = (read, t, w, wsum, np.int64(ignore), eps, scale, grad, losses)
-        _call(k.cls_parallel, k.cls, grad.size, args)
+        _call(k.cls_parallel, k.cls, 0 if serial else grad.size, args)
     else:
-        _call(k.prob_parallel, k.prob, grad.size, (read, t, w, eps, scale, grad, losses))
+        _call(k.prob_parallel, k.prob, 0 if serial else grad.size, (read, t, w, eps, scale, grad, losses))
 
 
 def xent_reduce(losses: np.ndarray, reduction: str, total_weight: float, dtype: np.dtype, single: bool):
@@ -548,7 +653,7 @@ def softmax_cross_entropy(
     if not isinstance(inplace, (bool, np.bool_)):
         raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
     reduction, eps, ignore = xent_options(ignore_index, reduction, label_smoothing)
-    x = as_output(logits, "logits") if inplace else as_input(logits, "logits")
+    x = as_output(logits, "logits", True) if inplace else as_input(logits, "logits", True)
     if x.ndim not in (1, 2):
         raise ValueError(f"logits must be (N, C) or (C,), got shape {x.shape}")
     single = x.ndim == 1
@@ -556,16 +661,32 @@ def softmax_cross_entropy(
     n, c = x2.shape
     if c == 0:
         raise ValueError(f"logits has shape {x.shape}: no classes")
-    t = xent_target(target, x.shape, ignore)
+    half = x.dtype.itemsize == 2  # 16-bit logits: computed in float32 blocks (see _run_half)
+    t = xent_target(target, x.shape, ignore, half=x.dtype if half else None)
     if t.dtype.kind == "f" and inplace and np.may_share_memory(t, x):
         raise ValueError("target must not share memory with logits when inplace=True")
-    w, wsum = xent_weight(weight, c, x.dtype)
+    w, wsum = xent_weight(weight, c, np.float32 if half else x.dtype)
     total_weight = xent_total_weight(reduction, t, w, weight is not None, ignore)
     scale = xent_scale(total_weight) if reduction == "mean" else 1.0
 
     grad2 = x2 if inplace else np.empty_like(x2)
     losses = np.empty(n)
-    # read None: the kernel reads grad2 (see _xent_kernels on in place)
-    xent_rows(None if inplace else x2, t, w, wsum, ignore, eps, scale, grad2, losses)
+    if half:
+        rows = _half_rows(c)
+
+        def work(starts, serial):
+            scratch = np.empty(min(n, rows) * c, np.float32)
+            for r in starts:
+                block = widen(x2[r : r + rows], scratch[: min(rows, n - r) * c], serial)
+                tb = t[r : r + rows]
+                if tb.ndim == 2 and tb.dtype != np.float32:  # probabilities, in the compute dtype
+                    tb = tb.astype(np.float32)
+                xent_rows(None, tb, w, wsum, ignore, eps, scale, block, losses[r : r + rows], serial)
+                narrow(block, grad2[r : r + rows], serial)
+
+        in_blocks(work, list(range(0, n, rows)), x2.size)
+    else:
+        # read None: the kernel reads grad2 (see _xent_kernels on in place)
+        xent_rows(None if inplace else x2, t, w, wsum, ignore, eps, scale, grad2, losses)
     grad = x if inplace else (grad2.reshape(-1) if single else grad2)
     return xent_reduce(losses, reduction, total_weight, x.dtype, single), grad

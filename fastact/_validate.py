@@ -11,21 +11,32 @@ import numbers
 
 import numpy as np
 
-F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+from ._half import is_bfloat16
+
+F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 FLOAT_DTYPES = (F32, F64)
 
 
-def _dtype_error(name: str, dtype: object) -> TypeError:
+def _dtype_error(name: str, dtype: object, half: bool = False) -> TypeError:
+    if half:
+        return TypeError(
+            f"{name} must be a float32 or float64 array (or float16, or ml_dtypes' bfloat16), "
+            f"got dtype {dtype}"
+        )
     return TypeError(f"{name} must be a float32 or float64 array, got dtype {dtype}")
 
 
-def _float(dtype: np.dtype) -> bool:
+def _float(dtype: np.dtype, half: bool = False) -> bool:
     # Identity first: numpy arrays share the builtin descriptors, and `in` compares.
-    return dtype is F32 or dtype is F64 or dtype in FLOAT_DTYPES
+    if dtype is F32 or dtype is F64 or dtype in FLOAT_DTYPES:
+        return True
+    return half and (dtype == F16 or is_bfloat16(dtype))
 
 
-def as_input(x: object, name: str) -> np.ndarray:
-    """An array to read from: ndarrays pass through, array-likes are converted."""
+def as_input(x: object, name: str, half: bool = False) -> np.ndarray:
+    """An array to read from: ndarrays pass through, array-likes are converted.
+    ``half``: float16 and bfloat16 arrays are accepted too (the caller's kernels store
+    them, see fastact._half)."""
     if type(x) is not np.ndarray:
         if isinstance(x, np.ndarray):
             x = np.asarray(x)
@@ -38,17 +49,18 @@ def as_input(x: object, name: str) -> np.ndarray:
                 raise TypeError(f"{name} must be an array, got {type(x).__name__}") from exc
             if x.dtype == object:
                 raise TypeError(f"{name} must be a float32 or float64 array, got {type(x).__name__}")
-    if not _float(x.dtype):
-        raise _dtype_error(name, x.dtype)
+    if not _float(x.dtype, half):
+        raise _dtype_error(name, x.dtype, half)
     return x
 
 
-def as_output(a: object, name: str) -> np.ndarray:
-    """An array to write into in place: must be a writeable float ndarray."""
+def as_output(a: object, name: str, half: bool = False) -> np.ndarray:
+    """An array to write into in place: must be a writeable float ndarray (``half``: as
+    :func:`as_input`)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray to be written in place, got {type(a).__name__}")
-    if not _float(a.dtype):
-        raise _dtype_error(name, a.dtype)
+    if not _float(a.dtype, half):
+        raise _dtype_error(name, a.dtype, half)
     flags = a.flags
     if not flags.writeable:
         raise ValueError(f"{name} is read-only; in-place calls need a writeable array")

@@ -29,7 +29,8 @@ says ``saves == "output"`` and the input otherwise. ``inplace=True`` overwrites 
 (``ctx.mark_dirty``) like torch's in-place variants; an activation that saves its input
 then keeps a copy of it only when a gradient is needed. CUDA tensors go to
 :mod:`fastact.cuda` when ``fastact.cuda_is_available()``, else a RuntimeError says why.
-Only float32 and float64 tensors are accepted (TypeError otherwise).
+float32, float64, float16 and bfloat16 tensors are accepted (TypeError otherwise); bfloat16
+ones need ml_dtypes (numpy has no bfloat16: they are viewed as ml_dtypes' bfloat16 arrays).
 
 The fused ops (CPU tensors), generated from :data:`fastact.GATED_UNITS`::
 
@@ -73,7 +74,7 @@ MODULE_NAMES: dict[str, str] = {
 }
 """Activation name -> nn.Module class name in this module."""
 
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 _CPU = types.SimpleNamespace(
     **{
@@ -89,7 +90,7 @@ def _check(t: object, name: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in _DTYPES:
-        raise TypeError(f"{name} must be a float32 or float64 tensor, got {t.dtype}")
+        raise TypeError(f"{name} must be a float32, float64, bfloat16 or float16 tensor, got {t.dtype}")
     return t
 
 
@@ -108,8 +109,34 @@ def _backend(t: torch.Tensor):
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    """The CPU tensor's numpy view (zero-copy, any strides)."""
-    return t.detach().numpy() if t.requires_grad else t.numpy()
+    """A CPU tensor as a numpy view (any strides, nothing copied). bfloat16, which numpy
+    lacks and ``Tensor.numpy()`` refuses, goes through an int16 view to ml_dtypes' bfloat16."""
+    if t.requires_grad:
+        t = t.detach()
+    if t.dtype is torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_bfloat16())
+    return t.numpy()
+
+
+def _tensor(a, device=None, dtype=None) -> torch.Tensor:
+    """The inverse of :func:`_np`: a tensor sharing numpy ``a``'s memory (bfloat16 too); a
+    device array or a number goes through ``torch.as_tensor`` (on ``device``, as ``dtype``)."""
+    if not isinstance(a, np.ndarray):
+        return torch.as_tensor(a, dtype=dtype, device=device)
+    if a.dtype.itemsize == 2 and a.dtype.kind == "V":  # ml_dtypes' bfloat16
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _bfloat16() -> np.dtype:
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError(
+            "bfloat16 tensors need the ml_dtypes package (pip install 'fastact[bfloat16]'): "
+            "numpy has no bfloat16"
+        ) from None
+    return np.dtype(ml_dtypes.bfloat16)
 
 
 def _cuda(t: torch.Tensor) -> torch.Tensor:
@@ -134,7 +161,8 @@ def _torch_runs(op: str, t: torch.Tensor) -> bool:
     the measured crossover (:data:`fastact._config.TORCH_CROSSOVER`), where torch's
     kernel and its C++ autograd node beat a Python ``autograd.Function`` around fastact's."""
     limits = _config.TORCH_CROSSOVER.get(op)
-    return limits is not None and t.is_cpu and t.numel() < limits.get(_DTYPE_NAMES[t.dtype], 0)
+    # 16-bit tensors: no crossover measured yet, fastact's kernels at every size
+    return limits is not None and t.is_cpu and t.numel() < limits.get(_DTYPE_NAMES.get(t.dtype, ""), 0)
 
 
 def _threads(n: int):
@@ -433,10 +461,10 @@ class _CrossEntropy(torch.autograd.Function):
             reduction=reduction,
             label_smoothing=label_smoothing,
         )
-        grad = torch.as_tensor(grad, device=logits.device)
+        grad = _tensor(grad, logits.device)
         ctx.reduction = reduction
         ctx.save_for_backward(grad)
-        return torch.as_tensor(loss, dtype=logits.dtype, device=logits.device)
+        return _tensor(loss, logits.device, logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -531,8 +559,8 @@ class _Gated(torch.autograd.Function):
         # chunk, is not copied: 8192 x 4096 float32, 128 MiB); a broadcast b, made whole
         full = _np(b) if b.shape == a.shape else np.ascontiguousarray(_np(b.expand_as(a)))
         da, db = getattr(_fa, ctx.fname + "_backward")(_np(grad_output.to(a.dtype)), _np(a), full, **ctx.kw)
-        db = torch.from_numpy(db)
-        return torch.from_numpy(da), (db if b.shape == a.shape else db.sum_to_size(b.shape)), None, None
+        db = _tensor(db)
+        return _tensor(da), (db if b.shape == a.shape else db.sum_to_size(b.shape)), None, None
 
 
 def _make_gated(unit: GatedUnit) -> Callable:
@@ -586,7 +614,7 @@ class _Halves(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, fname: str, dim: int):
         _cpu(x)
-        y = torch.from_numpy(getattr(_fa, fname)(_np(x), dim))
+        y = _tensor(getattr(_fa, fname)(_np(x), dim))
         ctx.fname, ctx.dim = fname, dim
         ctx.save_for_backward(x)
         return y
@@ -595,7 +623,7 @@ class _Halves(torch.autograd.Function):
     def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
         dx = getattr(_fa, ctx.fname + "_backward")(_np(grad_output.to(x.dtype)), _np(x), ctx.dim)
-        return torch.from_numpy(dx), None, None
+        return _tensor(dx), None, None
 
 
 def _make_halves(unit: GatedUnit) -> Callable:
@@ -645,7 +673,7 @@ class _BiasAct(torch.autograd.Function):
         dx, dbias = _fa.bias_act_backward(
             _np(grad_output.to(saved.dtype)), _np(saved), _np(bias), ctx.activation, **ctx.params
         )
-        return torch.from_numpy(dx), torch.from_numpy(dbias), None, None
+        return _tensor(dx), _tensor(dbias), None, None
 
 
 def bias_act(input: torch.Tensor, bias: torch.Tensor, activation: str, **params) -> torch.Tensor:

@@ -500,7 +500,15 @@ def test_bench_cli_rejects_bad_arguments(capsys):
     assert _bench.main(["--activation", "nope"]) == 2
     assert "invalid choice" in capsys.readouterr().err
     assert _bench.main(["--size", "0"]) == 2
-    assert _bench.main(["--dtype", "float16"]) == 2
+    assert _bench.main(["--dtype", "float8"]) == 2
+
+
+def test_bench_cli_16_bit(capsys):
+    """--dtype float16: the in-place table (16-bit ceiling, float32 call) and the reductions."""
+    argv = ["--dtype", "float16", "--size", "4096", "--quick", "--activation", "relu", "--no-progress"]
+    assert _bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "float16, 4,096 elements" in out and "relu" in out and "cross_entropy" in out
 
 
 def test_crossover_rules():

@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "cuda._launch",
         ),
     ),
-    ("intrinsics", ("_intrinsics",)),
+    ("intrinsics", ("_intrinsics", "_half")),
     ("math", ("_math", "cuda._math")),
     ("definitions", ("definitions", "_ops")),
     (
