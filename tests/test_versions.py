@@ -61,5 +61,4 @@ def test_ci_installs_from_pinned_constraints():
     assert set(peers) <= set(pins), set(peers) - set(pins)
     assert pins["dask"] == pins["distributed"]
     run = (ROOT / ".ci" / "run").read_text()
-    # the README's test command, as the README gives it (its status kept for the end)
-    assert "constraints.txt" in run and re.search(r"^python -m pytest( \|\| status=\$\?)?$", run, re.M)
+    assert "constraints.txt" in run and "python -m pytest\n" in run  # the README's test command
