@@ -127,7 +127,7 @@ for name in names:
 misses = hits = 0
 for table in (_kernels.forward_kernels, _kernels.backward_kernels):
     for name in names:
-        for kernel in vars(table(name)).values():
+        for kernel in (getattr(table(name), f.field) for f in _kernels.FLAVOURS):
             misses += sum(kernel.stats.cache_misses.values())
             hits += sum(kernel.stats.cache_hits.values())
 print(json.dumps({{"misses": misses, "hits": hits,
