@@ -256,13 +256,18 @@ def _make_function(entry: Activation) -> Callable:
         ]
     )
     n = len(entry.params)
+    defaults = tuple(p.default for p in entry.params)
+    # positional calls from this many arguments on get the rest from their defaults
+    required = max((i + 1 for i, d in enumerate(defaults) if d is None), default=0)
     resolve = _resolver(entry)
 
     def function(input: torch.Tensor, *args, inplace: bool = False, **kwargs) -> torch.Tensor:
         _check(input, "input")
         if not isinstance(inplace, bool):
             raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
-        if kwargs or len(args) != n:
+        if not kwargs and required <= len(args) < n:
+            args += defaults[len(args) :]  # the common call, without Signature.bind's cost
+        elif kwargs or len(args) != n:
             bound = signature.bind(input, *args, inplace=inplace, **kwargs)
             bound.apply_defaults()
             args = tuple(bound.arguments[p.name] for p in entry.params)
