@@ -31,10 +31,19 @@ import numpy as np
 from numba import njit, prange
 
 from . import _config as config
-from ._config import BIAS_GRAD_COLUMN_BYTES, BLOCK_BYTES
+from ._config import BIAS_GRAD_COLUMN_BYTES
 from ._half import NATIVE, Storage
 from ._intrinsics import full_width_vectors, params_like, row_view
-from ._kernels import KernelSet, _jit, _kernel_set, _prefetch_ahead, _prefetch_row, _rows_ahead, pin_uuid
+from ._kernels import (
+    FLAT_BLOCK_BYTES,
+    KernelSet,
+    _jit,
+    _kernel_set,
+    _prefetch_ahead,
+    _prefetch_row,
+    _rows_ahead,
+    pin_uuid,
+)
 from .definitions import ACTIVATIONS
 
 _scalar = njit(forceinline=True, fastmath={"contract"}, error_model="numpy")
@@ -93,7 +102,7 @@ def _gated_flat(scalar, parallel, storage=NATIVE):
 
     def gated_flat(g, a, b, da, db, *args):
         params = params_like(da, args)
-        block = BLOCK_BYTES // g.itemsize
+        block = FLAT_BLOCK_BYTES // g.itemsize
         for k in prange((g.shape[0] + block - 1) // block):
             full_width_vectors()
             lo = k * block
@@ -116,7 +125,7 @@ def _gated_flat_in_place(scalar, parallel, storage=NATIVE):
 
     def gated_flat_in_place(g, a, b, *args):
         params = params_like(a, args)
-        block = BLOCK_BYTES // g.itemsize
+        block = FLAT_BLOCK_BYTES // g.itemsize
         for k in prange((g.shape[0] + block - 1) // block):
             full_width_vectors()
             lo = k * block

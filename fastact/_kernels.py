@@ -24,9 +24,18 @@ import numpy as np
 from numba import njit, prange
 
 from . import _numba_compat as compat
-from ._config import BLOCK_BYTES, CACHE_LINE, INTERLEAVE, PREFETCH_AHEAD, STRIDED_CHUNK, STRIDED_TASK_CHUNKS
+from ._config import (
+    BLOCK_BYTES,
+    CACHE_LINE,
+    INTERLEAVE,
+    NO_PREFETCH_BLOCK_BYTES,
+    PREFETCH_AHEAD,
+    STRIDED_CHUNK,
+    STRIDED_TASK_CHUNKS,
+)
 from ._half import NATIVE, Storage
 from ._intrinsics import full_width_vectors, params_like, prefetch, row_view, stored_whole
+from ._platform import software_prefetch
 from .definitions import ACTIVATIONS, Activation
 
 # Fast-math flags that cannot change a result's NaN/inf behaviour: contraction into
@@ -58,19 +67,24 @@ def interleaved(dispatcher):
     return compat.interleaved(dispatcher, INTERLEAVE)
 
 
-# The 1-d kernels run in blocks of BLOCK_BYTES and prefetch each input PREFETCH_AHEAD
-# bytes ahead of the block: the transcendental kernels are compute-bound, and the hardware
-# prefetcher does not run far enough ahead of a loop this slow (without the prefetch a 16M
-# call took its in-cache compute time plus its memory time). A prefetch never faults, so
-# the last blocks may prefetch past the end.
+# The 1-d kernels run in blocks of FLAT_BLOCK_BYTES and, where PREFETCH, prefetch each
+# input PREFETCH_AHEAD bytes ahead of the block: on the Intel CPUs measured the hardware
+# prefetcher did not run far enough ahead of a compute-bound loop (without the prefetch a
+# 16M call took its in-cache compute time plus its memory time); on AMD Zen it does, and
+# the prefetches slowed the in-place backwards (docs/TUNING.md). Fixed at compile time for
+# the target CPU. A prefetch never faults, so the last blocks may prefetch past the end.
+PREFETCH = software_prefetch()
+FLAT_BLOCK_BYTES = BLOCK_BYTES if PREFETCH else NO_PREFETCH_BLOCK_BYTES
 
 
 @njit(forceinline=True, nogil=True)
 def _prefetch_ahead(a, lo):
-    """Prefetch the block of ``a`` that starts PREFETCH_AHEAD bytes after element ``lo``."""
-    start = lo * a.itemsize + PREFETCH_AHEAD
-    for offset in range(start, start + BLOCK_BYTES, CACHE_LINE):
-        prefetch(a, offset)
+    """Prefetch the block of ``a`` that starts PREFETCH_AHEAD bytes after element ``lo``
+    (nothing where not PREFETCH)."""
+    if PREFETCH:
+        start = lo * a.itemsize + PREFETCH_AHEAD
+        for offset in range(start, start + FLAT_BLOCK_BYTES, CACHE_LINE):
+            prefetch(a, offset)
 
 
 def _unary(scalar, parallel, storage=NATIVE):
@@ -78,7 +92,7 @@ def _unary(scalar, parallel, storage=NATIVE):
 
     def unary(x, out, *args):
         params = params_like(out, args)
-        block = BLOCK_BYTES // x.itemsize
+        block = FLAT_BLOCK_BYTES // x.itemsize
         for k in prange((x.shape[0] + block - 1) // block):
             full_width_vectors()
             lo = k * block
@@ -105,7 +119,7 @@ def _unary_in_place(scalar, parallel, storage=NATIVE):
 
     def unary_in_place(out, *args):
         params = params_like(out, args)
-        block = BLOCK_BYTES // out.itemsize
+        block = FLAT_BLOCK_BYTES // out.itemsize
         for k in prange((out.shape[0] + block - 1) // block):
             full_width_vectors()
             lo = k * block
@@ -189,7 +203,7 @@ def _binary(scalar, parallel, reads, storage=NATIVE):
 
     def binary(a, b, out, *args):
         params = params_like(out, args)
-        block = BLOCK_BYTES // a.itemsize
+        block = FLAT_BLOCK_BYTES // a.itemsize
         for k in prange((a.shape[0] + block - 1) // block):
             full_width_vectors()
             lo = k * block
@@ -211,7 +225,7 @@ def _binary_in_place(scalar, parallel, reads, storage=NATIVE):
 
     def binary_in_place(b, out, *args):
         params = params_like(out, args)
-        block = BLOCK_BYTES // out.itemsize
+        block = FLAT_BLOCK_BYTES // out.itemsize
         for k in prange((out.shape[0] + block - 1) // block):
             full_width_vectors()
             lo = k * block
@@ -350,7 +364,7 @@ def _convert(function, parallel):
     on its own (the reductions' 16-bit calls widen blocks into float32 scratch and back)."""
 
     def convert(src, dst):
-        block = BLOCK_BYTES // src.itemsize
+        block = FLAT_BLOCK_BYTES // src.itemsize
         for k in prange((src.shape[0] + block - 1) // block):
             full_width_vectors()
             lo = k * block
