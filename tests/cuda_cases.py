@@ -779,6 +779,26 @@ def _half_sample(fmt, n=24, seed=0):
     return np.concatenate([x, np.array(specials, np.float32)]).astype(fmt)
 
 
+def test_bfloat16_device_conversions_every_pattern(fc):
+    """The GPU's bfloat16 load and store (as the simulator runs them, over numpy bit casts):
+    widening every pattern is the shift; rounding every bfloat16 value with the low halves
+    that decide a rounding (below, at and above the tie, both parities) is ml_dtypes' (to
+    nearest, ties to even, overflow to inf); NaN stays a NaN of the same sign."""
+    ml = require("ml_dtypes")
+    from fastact.cuda import _math
+
+    top = np.arange(1 << 16, dtype=np.uint32)
+    got = np.array([_math.bf16_load(np.uint16(u)) for u in top], np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), top << 16)
+    bits = ((top[:, None] << 16) | np.array([0x0001, 0x7FFF, 0x8000, 0x8001], np.uint32)).ravel()
+    x = bits.view(np.float32)
+    got = np.array([_math.bf16_store(v) for v in x], np.uint32).astype(np.uint16)
+    want = x.astype(ml.bfloat16).view(np.uint16)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(got[~nan], want[~nan])
+    assert (got[nan] & 0x7FFF > 0x7F80).all() and ((got[nan] >> 15) == (bits[nan] >> 31)).all()
+
+
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
 def test_half_elementwise_is_float32_rounded_once(fc, entry, fmt):
     params = default_params(entry)
