@@ -429,6 +429,21 @@ def test_softmax_edge_rows(fc):
         assert y[0, 1] == (-inf if log else 0.0)
 
 
+def test_softmax_kernel_signatures_follow_their_arguments(fc):
+    """Each kernel's argument kinds (its compiled signature: the simulator ignores them, a GPU
+    does not) name its parameters in order: the data "a", the mask "m", the workspace "w"."""
+    import inspect
+
+    from fastact.cuda import _softmax_kernels as sk
+
+    for name, (generator, flags, kinds) in sk.KERNELS.items():
+        params = list(inspect.signature(generator(8, np.float32, **flags)).parameters)
+        masked = name.endswith("_masked")
+        kind = {"a": "a", "b": "a", "out": "a", "group": "i", "chunks": "i", "c": "s", "log": "b"}
+        kind.update({"w": "m", "ws": "w"} if masked else {"w": "w"})
+        assert kinds == "".join(kind[p] for p in params), name
+
+
 def test_softmax_errors(fc):
     d = dev(np.ones((2, 3), np.float32))
     with pytest.raises(Exception, match="axis"):

@@ -330,13 +330,13 @@ def cols_masked(tpb, dt, backward):
 # "m": the 3-d bool mask view, "s": the scale, a scalar of the data's dtype
 KERNELS.update(
     {
-        "rows_forward_masked": (rows_masked, {"backward": False}, "aaamisb"),
-        "rows_backward_masked": (rows_masked, {"backward": True}, "aaamisb"),
-        "split_forward_partial_masked": (split_masked, {"backward": False, "finish": False}, "aaamwisb"),
-        "split_forward_finish_masked": (split_masked, {"backward": False, "finish": True}, "aaamwisb"),
-        "split_backward_partial_masked": (split_masked, {"backward": True, "finish": False}, "aaamwisb"),
-        "split_backward_finish_masked": (split_masked, {"backward": True, "finish": True}, "aaamwisb"),
-        "cols_forward_masked": (cols_masked, {"backward": False}, "aaamsb"),
-        "cols_backward_masked": (cols_masked, {"backward": True}, "aaamsb"),
+        "rows_forward_masked": (rows_masked, {"backward": False}, "aamaisb"),
+        "rows_backward_masked": (rows_masked, {"backward": True}, "aamaisb"),
+        "split_forward_partial_masked": (split_masked, {"backward": False, "finish": False}, "aamawisb"),
+        "split_forward_finish_masked": (split_masked, {"backward": False, "finish": True}, "aamawisb"),
+        "split_backward_partial_masked": (split_masked, {"backward": True, "finish": False}, "aamawisb"),
+        "split_backward_finish_masked": (split_masked, {"backward": True, "finish": True}, "aamawisb"),
+        "cols_forward_masked": (cols_masked, {"backward": False}, "aamasb"),
+        "cols_backward_masked": (cols_masked, {"backward": True}, "aamasb"),
     }
 )
