@@ -18,6 +18,7 @@ import sys
 import types
 
 CC = (9, 0)
+FUSED = ("silu", "gelu", "relu", "leaky_relu", "threshold")  # WIDEN entries, parameters, none
 
 
 def main() -> int:
@@ -62,6 +63,13 @@ def main() -> int:
         for name in _xent._SIGNATURES:
             for index in ("int32", "int64"):
                 _xent.compiled(name, dtype, index, 256)
+        for kname in FUSED:  # the fused ops' kernels, for a few entries (each is compiled per entry)
+            for op in ("gated", "gated_backward", "bias"):
+                for strided in (False, True):
+                    _kernels.fused_kernel(op, kname, dtype, strided)
+                    wide += dtype != "float64" and _kernels._fused_compute(kname, dtype).name == "float64"
+            _kernels.bias_backward_kernel(kname, dtype)  # float64 partial sums: not counted
+        _kernels.combine_kernel(dtype)
     with_f64 = 0
     for signature, ptx in compiled:
         if "float64" not in signature:  # float32 and 16-bit kernels
