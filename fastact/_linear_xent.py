@@ -49,7 +49,7 @@ from ._softmax import (
     xent_total_weight,
     xent_weight,
 )
-from ._validate import as_input
+from ._validate import as_input, one_per
 
 __all__ = ["linear_cross_entropy"]
 
@@ -107,10 +107,7 @@ class _Problem:
         bias = None
         if linear_bias is not None:
             bias = as_input(linear_bias, "linear_bias", True)
-            if bias.dtype != x.dtype:
-                raise TypeError(f"linear_bias has dtype {bias.dtype}, input {x.dtype}: they must match")
-            if bias.shape != (v,):
-                raise ValueError(f"linear_bias has shape {bias.shape}, expected {(v,)}")
+            one_per(bias, "linear_bias", v, x.dtype, "input", "one per class")
         logits_shape = (v,) if self.single else (n, v)
         half = x.dtype.itemsize == 2  # computed in float32 (see the module's docstring)
         self.compute = np.dtype(np.float32) if half else x.dtype

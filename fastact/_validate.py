@@ -101,12 +101,17 @@ def choice(value: object, name: str, choices: dict[str, str]) -> str:
     return choices[value]
 
 
+def one_per(v, name: str, n: int, dtype: np.dtype, of: str, per: str) -> None:
+    """``v`` (any array with .shape and .dtype: numpy or device) holds one value per
+    ``per``: shape (n,), the dtype of ``of``."""
+    if v.shape != (n,):
+        raise ValueError(f"{name} has shape {v.shape}, expected {(n,)} ({per})")
+    if v.dtype != dtype:
+        raise TypeError(f"{name} has dtype {v.dtype}, expected {dtype} (the dtype of {of})")
+
+
 def bias_along_last_axis(bias, x) -> None:
-    """``bias`` (any array with .shape and .dtype: numpy or device) is added along x's
-    last axis: shape (x.shape[-1],), x's dtype."""
+    """``bias`` is added along x's last axis: shape (x.shape[-1],), x's dtype."""
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension (the bias is added along its last axis)")
-    if bias.shape != (x.shape[-1],):
-        raise ValueError(f"bias has shape {bias.shape}, expected {(x.shape[-1],)} (x's last axis)")
-    if bias.dtype != x.dtype:
-        raise TypeError(f"bias has dtype {bias.dtype}, expected {x.dtype} (the dtype of x)")
+    one_per(bias, "bias", x.shape[-1], x.dtype, "x", "x's last axis")

@@ -128,59 +128,32 @@ def run(
     compute = np.dtype(format_of(dtype).compute)
     c = compute.type(scale)
     mode, groups = row_views(arrays, axis)
+    # the masked kernels take (a, b, w, out) and the scale, the plain ones (a, b, out)
+    suffix, tail = ("_masked", (c, log)) if masked else ("", (log,))
     for views in groups:
-        if masked:  # (a[, b], w, out) -> kernel arguments (a, b, w, out) and the scale
-            views = views if backward else (views[0], *views)
-            run_masked(mode, views, c, direction, dtype, tpb, stream, log)
-            continue
-        views = views if backward else (views[0], *views)  # the kernels take (a, b, out): x, x, out
+        views = views if backward else (views[0], *views)  # forward kernels read x as a and b
         outer, n, inner = views[0].shape
         rows = outer * inner
         if mode == "cols":
-            kernel = compiled(f"cols_{direction}", dtype, tpb)
-            launch(kernel, blocks(rows), tpb, stream, (*views, log))
+            kernel = compiled(f"cols_{direction}{suffix}", dtype, tpb)
+            launch(kernel, blocks(rows), tpb, stream, (*views, *tail))
             continue
         group = group_size(n)
         chunks = 1
         if group == tpb and n >= settings.split_min and rows < max_blocks():
             chunks = min(tpb, -(-max_blocks() // rows), -(-n // (tpb * settings.per_thread)))
         if chunks < 2:
-            kernel = compiled(f"rows_{direction}", dtype, tpb)
-            launch(kernel, blocks(rows, tpb // group), tpb, stream, (*views, group, log))
+            kernel = compiled(f"rows_{direction}{suffix}", dtype, tpb)
+            launch(kernel, blocks(rows, tpb // group), tpb, stream, (*views, group, *tail))
             continue
         grid = min(rows * chunks, max_blocks())
         # the partial sums, and (forward) the partial maxima, of each row's chunks
         work = _numba_empty((1 if backward else 2, rows, chunks), compute, "C", stream)
         work = view(work, work.shape, work.strides)
-        partial = compiled(f"split_{direction}_partial", dtype, tpb)
-        finish = compiled(f"split_{direction}_finish", dtype, tpb)
-        launch(partial, grid, tpb, stream, (*views, work, chunks, log))
-        launch(finish, grid, tpb, stream, (*views, work, chunks, log))
-
-
-def run_masked(mode: str, views: tuple, c, direction: str, dtype: str, tpb: int, stream, log: bool) -> None:
-    """One group of views (a, b, w, out) through the masked kernels (see run)."""
-    backward = direction == "backward"
-    outer, n, inner = views[0].shape
-    rows = outer * inner
-    if mode == "cols":
-        launch(compiled(f"cols_{direction}_masked", dtype, tpb), blocks(rows), tpb, stream, (*views, c, log))
-        return
-    group = group_size(n)
-    chunks = 1
-    if group == tpb and n >= settings.split_min and rows < max_blocks():
-        chunks = min(tpb, -(-max_blocks() // rows), -(-n // (tpb * settings.per_thread)))
-    if chunks < 2:
-        kernel = compiled(f"rows_{direction}_masked", dtype, tpb)
-        launch(kernel, blocks(rows, tpb // group), tpb, stream, (*views, group, c, log))
-        return
-    grid = min(rows * chunks, max_blocks())
-    work = _numba_empty((1 if backward else 2, rows, chunks), np.dtype(format_of(dtype).compute), "C", stream)
-    work = view(work, work.shape, work.strides)
-    partial = compiled(f"split_{direction}_partial_masked", dtype, tpb)
-    finish = compiled(f"split_{direction}_finish_masked", dtype, tpb)
-    launch(partial, grid, tpb, stream, (*views, work, chunks, c, log))
-    launch(finish, grid, tpb, stream, (*views, work, chunks, c, log))
+        partial = compiled(f"split_{direction}_partial{suffix}", dtype, tpb)
+        finish = compiled(f"split_{direction}_finish{suffix}", dtype, tpb)
+        launch(partial, grid, tpb, stream, (*views, work, chunks, *tail))
+        launch(finish, grid, tpb, stream, (*views, work, chunks, *tail))
 
 
 _TRUE: list = []

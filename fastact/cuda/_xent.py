@@ -26,7 +26,7 @@ import numbers
 import numpy as np
 from numba import cuda
 
-from .._validate import choice, real
+from .._validate import choice, one_per, real
 from ._arrays import DArray, _numba_empty, as_device, check_stream, empty, empty_like, resolve_stream, view
 from ._compile import device, format_of, load, store
 from ._kernels import collapse, kernel_dtype, narrow_kernel, storage_builder, strided_views, unaliased
@@ -250,10 +250,7 @@ def softmax_cross_entropy(
     w = None
     if weight is not None:
         w = as_device(weight, "weight", func)
-        if w.dtype != x.dtype:
-            raise TypeError(f"weight has dtype {w.dtype}, expected {x.dtype} (the dtype of logits)")
-        if w.shape != (n_classes,):
-            raise ValueError(f"weight has shape {w.shape}, expected ({n_classes},)")
+        one_per(w, "weight", n_classes, x.dtype, "logits", "one per class")
     check_stream(stream)
     _layout(x, "logits", class_axis)
     _layout(t, "target", class_axis if probs else None)
