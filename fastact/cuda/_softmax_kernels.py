@@ -12,11 +12,13 @@ outer * inner rows. Three schemes, all reading the input twice and writing once:
 * ``cols``: one thread per row, looping along the row; neighbouring threads read
   neighbouring rows, so this is for a reduced axis that is not the contiguous one.
 
-Each scheme is one kernel generator for both directions, ``backward`` a compile-time
-flag: a kernel takes ``(a, b, out, ...)``, the forward a = b = x, the backward a = grad,
-b = y; log_softmax or softmax is the run-time flag ``log``. The forward keeps a running
-(max m, sum of e^(x - m)) per thread (:mod:`fastact.cuda._reduce`); a row whose max is
-+inf is made NaN, which gives PyTorch's results on rows with NaN, +inf or only -inf.
+Each scheme is one kernel generator for both directions and for the masked and scaled
+kernels, ``backward`` and ``masked`` compile-time flags: a kernel takes ``(a, b, out,
+...)`` (masked: ``(a, b, w, out, ...)`` and the scale before ``log``), the forward a = b
+= x, the backward a = grad, b = y; log_softmax or softmax is the run-time flag ``log``.
+The forward keeps a running (max m, sum of e^(x - m)) per thread
+(:mod:`fastact.cuda._reduce`); a row whose max is +inf is made NaN, which gives PyTorch's
+results on rows with NaN, +inf or only -inf.
 Kernels are written once with Python float literals; :class:`fastact.cuda._compile.Builder`
 retypes them for float32 so float32 data is reduced in float32 (as PyTorch does). Every
 element read goes through ``load`` and every element written through ``store``, which the
@@ -35,64 +37,93 @@ from ._compile import device, load, store
 from ._reduce import block_maxsum, block_sum, group_rows, merge, push, row_at
 
 # --- one direction's device functions ---------------------------------------------------
+# Each takes the mask w (a bool view, or None: every entry) and the scale c (of the data's
+# dtype, or None: none); numba prunes ``if w is None`` / ``if c is None`` on a None
+# argument, so the plain kernels (w and c None) compile to the loops without them. Masked:
+# softmax(c x) over the entries where w is True; excluded entries are skipped by the
+# reductions and written 0 (log: -inf); a row with none included reduces to (-inf, 0) and
+# is written all 0 / -inf.
 
 
 @device
-def reduce_forward(x, o, k, start, stop, step):
+def included(w, o, j, k):
+    """Whether entry j of row (o, k) counts: w[o, j, k], or True without a mask."""
+    if w is None:
+        return True
+    return w[o, j, k]
+
+
+@device
+def scaled(x, c):
+    """c x, or x without a scale."""
+    if c is None:
+        return x
+    return x * c
+
+
+@device
+def reduce_forward(x, w, o, k, start, stop, step, c):
     m = -math.inf
     s = 0.0
     for j in range(start, stop, step):
-        m, s = push(m, s, load(x[o, j, k]))
+        if included(w, o, j, k):
+            m, s = push(m, s, scaled(load(x[o, j, k]), c))
     return m, s
 
 
 @device
-def write_forward(x, out, o, k, start, stop, step, m, s, log):
-    """out = e^(x - m) / s, or (x - m) - log(s); a row with max +inf is NaN."""
+def write_forward(x, w, out, o, k, start, stop, step, m, s, c, log):
+    """out = e^(c x - m) / s, or (c x - m) - log(s); a row with max +inf is NaN."""
     if m == math.inf:
         s = math.nan
     if log:
-        c = math.log(s)
+        lc = math.log(s)
         for j in range(start, stop, step):
-            out[o, j, k] = store((load(x[o, j, k]) - m) - c)
+            v = (scaled(load(x[o, j, k]), c) - m) - lc
+            out[o, j, k] = store(v if included(w, o, j, k) else -math.inf)
     else:
         for j in range(start, stop, step):
-            out[o, j, k] = store(math.exp(load(x[o, j, k]) - m) / s)
+            v = math.exp(scaled(load(x[o, j, k]), c) - m) / s
+            out[o, j, k] = store(v if included(w, o, j, k) else 0.0)
 
 
 @device
-def reduce_backward(g, y, o, k, start, stop, step, log):
+def reduce_backward(g, y, w, o, k, start, stop, step, log):
     """sum(g * y) (softmax) or sum(g) (log_softmax) over part of a row."""
     s = 0.0
     if log:
         for j in range(start, stop, step):
-            s += load(g[o, j, k])
+            if included(w, o, j, k):
+                s += load(g[o, j, k])
     else:
         for j in range(start, stop, step):
-            s += load(g[o, j, k]) * load(y[o, j, k])
+            if included(w, o, j, k):
+                s += load(g[o, j, k]) * load(y[o, j, k])
     return s
 
 
 @device
-def write_backward(g, y, out, o, k, start, stop, step, s, log):
-    """out = y * (g - s) (softmax) or g - e^y * s (log_softmax)."""
+def write_backward(g, y, w, out, o, k, start, stop, step, s, c, log):
+    """out = c y (g - s) (softmax) or c (g - e^y s) (log_softmax)."""
     if log:
         for j in range(start, stop, step):
-            out[o, j, k] = store(load(g[o, j, k]) - math.exp(load(y[o, j, k])) * s)
+            v = scaled(load(g[o, j, k]) - math.exp(load(y[o, j, k])) * s, c)
+            out[o, j, k] = store(v if included(w, o, j, k) else 0.0)
     else:
         for j in range(start, stop, step):
-            out[o, j, k] = store(load(y[o, j, k]) * (load(g[o, j, k]) - s))
+            v = scaled(load(y[o, j, k]) * (load(g[o, j, k]) - s), c)
+            out[o, j, k] = store(v if included(w, o, j, k) else 0.0)
 
 
 # --- either direction: a row's state is (m, s); the backward's m is unused ----------------
 
 
 @device
-def reduce_part(a, b, o, k, start, stop, step, backward, log):
+def reduce_part(a, b, w, o, k, start, stop, step, c, backward, log):
     """This thread's part of a row: (max, sum of e^(x - max)), or (-inf, the backward's sum)."""
     if backward:
-        return -math.inf, reduce_backward(a, b, o, k, start, stop, step, log)
-    return reduce_forward(a, o, k, start, stop, step)
+        return -math.inf, reduce_backward(a, b, w, o, k, start, stop, step, log)
+    return reduce_forward(a, w, o, k, start, stop, step, c)
 
 
 @device
@@ -104,239 +135,157 @@ def reduce_group(sm, ss, m, s, lane, group, backward):
 
 
 @device
-def reduce_chunks(w, row, start, stop, step, backward):
-    """The state of the chunks' partials w[:, row, start:stop:step] (w[0] sums, w[1] maxima)."""
+def reduce_chunks(ws, row, start, stop, step, backward):
+    """The state of the chunks' partials ws[:, row, start:stop:step] (ws[0] sums, ws[1] maxima)."""
     m = -math.inf
     s = 0.0
     if backward:
         for t in range(start, stop, step):
-            s += w[0, row, t]
+            s += ws[0, row, t]
     else:
         for t in range(start, stop, step):
-            m, s = merge(m, s, w[1, row, t], w[0, row, t])
+            m, s = merge(m, s, ws[1, row, t], ws[0, row, t])
     return m, s
 
 
 @device
-def write(a, b, out, o, k, start, stop, step, m, s, backward, log):
+def write(a, b, w, out, o, k, start, stop, step, m, s, c, backward, log):
     if backward:
-        write_backward(a, b, out, o, k, start, stop, step, s, log)
+        write_backward(a, b, w, out, o, k, start, stop, step, s, c, log)
     else:
-        write_forward(a, out, o, k, start, stop, step, m, s, log)
+        write_forward(a, w, out, o, k, start, stop, step, m, s, c, log)
 
 
-# --- kernel generators: the block size, dtype and direction are compile-time constants --
+# --- the kernels' bodies: (a, b, w, out, ..., c), w and c None for the plain kernels ------
 
 
-def rows(tpb, dt, backward):
-    def kernel(a, b, out, group, log):
-        sm = cuda.shared.array(tpb, dt)
-        ss = cuda.shared.array(tpb, dt)
-        outer, n, inner = a.shape
-        n_rows = outer * inner
-        lane, start, stop, step = group_rows(n_rows, tpb, group)
-        for row in range(start, stop, step):
-            o, k = row_at(row, inner)
-            m = -math.inf
-            s = 0.0
-            if row < n_rows:
-                m, s = reduce_part(a, b, o, k, lane, n, group, backward, log)
-            m, s = reduce_group(sm, ss, m, s, lane, group, backward)
-            if row < n_rows:
-                write(a, b, out, o, k, lane, n, group, m, s, backward, log)
+@device
+def rows_body(sm, ss, a, b, w, out, group, c, backward, log):
+    outer, n, inner = a.shape
+    n_rows = outer * inner
+    lane, start, stop, step = group_rows(n_rows, sm.shape[0], group)
+    for row in range(start, stop, step):
+        o, k = row_at(row, inner)
+        m = -math.inf
+        s = 0.0
+        if row < n_rows:
+            m, s = reduce_part(a, b, w, o, k, lane, n, group, c, backward, log)
+        m, s = reduce_group(sm, ss, m, s, lane, group, backward)
+        if row < n_rows:
+            write(a, b, w, out, o, k, lane, n, group, m, s, c, backward, log)
+
+
+@device
+def split_body(sm, ss, a, b, w, out, ws, chunks, c, backward, finish, log):
+    """The block of a row's chunk: reduce the chunk and write its partial into ws, or
+    (``finish``) merge the row's partials and write the chunk."""
+    tpb = sm.shape[0]
+    tid = cuda.threadIdx.x
+    outer, n, inner = a.shape
+    span = (n + chunks - 1) // chunks
+    for task in range(cuda.blockIdx.x, outer * inner * chunks, cuda.gridDim.x):
+        row = task // chunks
+        ch = task - row * chunks
+        o, k = row_at(row, inner)
+        lo = ch * span
+        if finish:
+            m, s = reduce_chunks(ws, row, tid, chunks, tpb, backward)
+        else:
+            m, s = reduce_part(a, b, w, o, k, lo + tid, min(n, lo + span), tpb, c, backward, log)
+        m, s = reduce_group(sm, ss, m, s, tid, tpb, backward)
+        if finish:
+            write(a, b, w, out, o, k, lo + tid, min(n, lo + span), tpb, m, s, c, backward, log)
+        elif tid == 0:
+            ws[0, row, ch] = s
+            if not backward:
+                ws[1, row, ch] = m
+
+
+@device
+def cols_body(a, b, w, out, c, backward, log):
+    outer, n, inner = a.shape
+    for row in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+        o, k = row_at(row, inner)
+        m, s = reduce_part(a, b, w, o, k, 0, n, 1, c, backward, log)
+        write(a, b, w, out, o, k, 0, n, 1, m, s, c, backward, log)
+
+
+# --- kernel generators: the block size, dtype, direction and masking are compile-time ----
+# constants. A plain kernel takes (a, b, out, ...), a masked one (a, b, w, out, ...) and
+# the scale c before log.
+
+
+def rows(tpb, dt, backward, masked):
+    if masked:
+
+        def kernel(a, b, w, out, group, c, log):
+            sm = cuda.shared.array(tpb, dt)
+            ss = cuda.shared.array(tpb, dt)  # (one per line: the simulator keys them by line)
+            rows_body(sm, ss, a, b, w, out, group, c, backward, log)
+
+    else:
+
+        def kernel(a, b, out, group, log):
+            sm = cuda.shared.array(tpb, dt)
+            ss = cuda.shared.array(tpb, dt)  # (one per line: the simulator keys them by line)
+            rows_body(sm, ss, a, b, None, out, group, None, backward, log)
 
     return kernel
 
 
-def split(tpb, dt, backward, finish):
-    """The block of a row's chunk: reduce the chunk and write its partial, or (``finish``)
-    merge the row's partials and write the chunk."""
+def split(tpb, dt, backward, finish, masked):
+    if masked:
 
-    def kernel(a, b, out, w, chunks, log):
-        sm = cuda.shared.array(tpb, dt)
-        ss = cuda.shared.array(tpb, dt)
-        tid = cuda.threadIdx.x
-        outer, n, inner = a.shape
-        span = (n + chunks - 1) // chunks
-        for task in range(cuda.blockIdx.x, outer * inner * chunks, cuda.gridDim.x):
-            row = task // chunks
-            c = task - row * chunks
-            o, k = row_at(row, inner)
-            lo = c * span
-            if finish:
-                m, s = reduce_chunks(w, row, tid, chunks, tpb, backward)
-            else:
-                m, s = reduce_part(a, b, o, k, lo + tid, min(n, lo + span), tpb, backward, log)
-            m, s = reduce_group(sm, ss, m, s, tid, tpb, backward)
-            if finish:
-                write(a, b, out, o, k, lo + tid, min(n, lo + span), tpb, m, s, backward, log)
-            elif tid == 0:
-                w[0, row, c] = s
-                if not backward:
-                    w[1, row, c] = m
+        def kernel(a, b, w, out, ws, chunks, c, log):
+            sm = cuda.shared.array(tpb, dt)
+            ss = cuda.shared.array(tpb, dt)  # (one per line: the simulator keys them by line)
+            split_body(sm, ss, a, b, w, out, ws, chunks, c, backward, finish, log)
+
+    else:
+
+        def kernel(a, b, out, ws, chunks, log):
+            sm = cuda.shared.array(tpb, dt)
+            ss = cuda.shared.array(tpb, dt)  # (one per line: the simulator keys them by line)
+            split_body(sm, ss, a, b, None, out, ws, chunks, None, backward, finish, log)
 
     return kernel
 
 
-def cols(tpb, dt, backward):
-    def kernel(a, b, out, log):
-        outer, n, inner = a.shape
-        for row in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
-            o, k = row_at(row, inner)
-            m, s = reduce_part(a, b, o, k, 0, n, 1, backward, log)
-            write(a, b, out, o, k, 0, n, 1, m, s, backward, log)
+def cols(tpb, dt, backward, masked):
+    if masked:
+
+        def kernel(a, b, w, out, c, log):
+            cols_body(a, b, w, out, c, backward, log)
+
+    else:
+
+        def kernel(a, b, out, log):
+            cols_body(a, b, None, out, None, backward, log)
 
     return kernel
 
 
 # name -> (generator, its compile-time flags, argument kinds): "a" a 3-d array, "w" a
 # 3-d C workspace (the split partials: (2, rows, chunks) forward, (1, rows, chunks)
-# backward), "i" an int64, "b" a boolean. The forward kernels take x as both a and b; the
-# split partials take out unread.
-KERNELS = {
-    "rows_forward": (rows, {"backward": False}, "aaaib"),
-    "rows_backward": (rows, {"backward": True}, "aaaib"),
-    "split_forward_partial": (split, {"backward": False, "finish": False}, "aaawib"),
-    "split_forward_finish": (split, {"backward": False, "finish": True}, "aaawib"),
-    "split_backward_partial": (split, {"backward": True, "finish": False}, "aaawib"),
-    "split_backward_finish": (split, {"backward": True, "finish": True}, "aaawib"),
-    "cols_forward": (cols, {"backward": False}, "aaab"),
-    "cols_backward": (cols, {"backward": True}, "aaab"),
-}
+# backward), "i" an int64, "b" a boolean, "m" the 3-d bool mask view, "s" the scale (a
+# scalar of the data's dtype). The forward kernels take x as both a and b; the split
+# partials take out unread.
+_KINDS = {"rows": "aaaib", "split": "aaawib", "cols": "aaab"}
+_MASKED_KINDS = {"rows": "aamaisb", "split": "aamawisb", "cols": "aamasb"}
 
 
-# --- masked and scaled: softmax(c x) over the entries where w (a bool view) is True ------
-# Separate kernels (the ones above are untouched): each takes w after b and c, the scale in
-# the data's dtype, before log. Excluded entries are skipped by the reductions and written
-# 0 (log: -inf); a row with none included reduces to (-inf, 0) and is written all 0 / -inf.
+def _table() -> dict[str, tuple]:
+    kernels = {}
+    for masked in (False, True):
+        kinds, tail = (_MASKED_KINDS, "_masked") if masked else (_KINDS, "")
+        for direction in ("forward", "backward"):
+            flags = {"backward": direction == "backward", "masked": masked}
+            kernels[f"rows_{direction}{tail}"] = (rows, flags, kinds["rows"])
+            kernels[f"cols_{direction}{tail}"] = (cols, flags, kinds["cols"])
+            for stage in ("partial", "finish"):
+                stage_flags = {**flags, "finish": stage == "finish"}
+                kernels[f"split_{direction}_{stage}{tail}"] = (split, stage_flags, kinds["split"])
+    return kernels
 
 
-@device
-def reduce_forward_m(x, w, o, k, start, stop, step, c):
-    m = -math.inf
-    s = 0.0
-    for j in range(start, stop, step):
-        if w[o, j, k]:
-            m, s = push(m, s, load(x[o, j, k]) * c)
-    return m, s
-
-
-@device
-def write_forward_m(x, w, out, o, k, start, stop, step, m, s, c, log):
-    if m == math.inf:
-        s = math.nan
-    if log:
-        lc = math.log(s)
-        for j in range(start, stop, step):
-            out[o, j, k] = store(((load(x[o, j, k]) * c - m) - lc) if w[o, j, k] else -math.inf)
-    else:
-        for j in range(start, stop, step):
-            out[o, j, k] = store((math.exp(load(x[o, j, k]) * c - m) / s) if w[o, j, k] else 0.0)
-
-
-@device
-def reduce_backward_m(g, y, w, o, k, start, stop, step, log):
-    s = 0.0
-    for j in range(start, stop, step):
-        if w[o, j, k]:
-            s += load(g[o, j, k]) if log else load(g[o, j, k]) * load(y[o, j, k])
-    return s
-
-
-@device
-def write_backward_m(g, y, w, out, o, k, start, stop, step, s, c, log):
-    for j in range(start, stop, step):
-        if not w[o, j, k]:
-            out[o, j, k] = store(0.0)
-        elif log:
-            out[o, j, k] = store((load(g[o, j, k]) - math.exp(load(y[o, j, k])) * s) * c)
-        else:
-            out[o, j, k] = store(load(y[o, j, k]) * (load(g[o, j, k]) - s) * c)
-
-
-@device
-def reduce_part_m(a, b, w, o, k, start, stop, step, c, backward, log):
-    if backward:
-        return -math.inf, reduce_backward_m(a, b, w, o, k, start, stop, step, log)
-    return reduce_forward_m(a, w, o, k, start, stop, step, c)
-
-
-@device
-def write_m(a, b, w, out, o, k, start, stop, step, m, s, c, backward, log):
-    if backward:
-        write_backward_m(a, b, w, out, o, k, start, stop, step, s, c, log)
-    else:
-        write_forward_m(a, w, out, o, k, start, stop, step, m, s, c, log)
-
-
-def rows_masked(tpb, dt, backward):
-    def kernel(a, b, w, out, group, c, log):
-        sm = cuda.shared.array(tpb, dt)
-        ss = cuda.shared.array(tpb, dt)
-        outer, n, inner = a.shape
-        n_rows = outer * inner
-        lane, start, stop, step = group_rows(n_rows, tpb, group)
-        for row in range(start, stop, step):
-            o, k = row_at(row, inner)
-            m = -math.inf
-            s = 0.0
-            if row < n_rows:
-                m, s = reduce_part_m(a, b, w, o, k, lane, n, group, c, backward, log)
-            m, s = reduce_group(sm, ss, m, s, lane, group, backward)
-            if row < n_rows:
-                write_m(a, b, w, out, o, k, lane, n, group, m, s, c, backward, log)
-
-    return kernel
-
-
-def split_masked(tpb, dt, backward, finish):
-    def kernel(a, b, w, out, ws, chunks, c, log):
-        sm = cuda.shared.array(tpb, dt)
-        ss = cuda.shared.array(tpb, dt)
-        tid = cuda.threadIdx.x
-        outer, n, inner = a.shape
-        span = (n + chunks - 1) // chunks
-        for task in range(cuda.blockIdx.x, outer * inner * chunks, cuda.gridDim.x):
-            row = task // chunks
-            ch = task - row * chunks
-            o, k = row_at(row, inner)
-            lo = ch * span
-            if finish:
-                m, s = reduce_chunks(ws, row, tid, chunks, tpb, backward)
-            else:
-                m, s = reduce_part_m(a, b, w, o, k, lo + tid, min(n, lo + span), tpb, c, backward, log)
-            m, s = reduce_group(sm, ss, m, s, tid, tpb, backward)
-            if finish:
-                write_m(a, b, w, out, o, k, lo + tid, min(n, lo + span), tpb, m, s, c, backward, log)
-            elif tid == 0:
-                ws[0, row, ch] = s
-                if not backward:
-                    ws[1, row, ch] = m
-
-    return kernel
-
-
-def cols_masked(tpb, dt, backward):
-    def kernel(a, b, w, out, c, log):
-        outer, n, inner = a.shape
-        for row in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
-            o, k = row_at(row, inner)
-            m, s = reduce_part_m(a, b, w, o, k, 0, n, 1, c, backward, log)
-            write_m(a, b, w, out, o, k, 0, n, 1, m, s, c, backward, log)
-
-    return kernel
-
-
-# "m": the 3-d bool mask view, "s": the scale, a scalar of the data's dtype
-KERNELS.update(
-    {
-        "rows_forward_masked": (rows_masked, {"backward": False}, "aamaisb"),
-        "rows_backward_masked": (rows_masked, {"backward": True}, "aamaisb"),
-        "split_forward_partial_masked": (split_masked, {"backward": False, "finish": False}, "aamawisb"),
-        "split_forward_finish_masked": (split_masked, {"backward": False, "finish": True}, "aamawisb"),
-        "split_backward_partial_masked": (split_masked, {"backward": True, "finish": False}, "aamawisb"),
-        "split_backward_finish_masked": (split_masked, {"backward": True, "finish": True}, "aamawisb"),
-        "cols_forward_masked": (cols_masked, {"backward": False}, "aamasb"),
-        "cols_backward_masked": (cols_masked, {"backward": True}, "aamasb"),
-    }
-)
+KERNELS = _table()
