@@ -200,11 +200,13 @@ def _run(
     itemsize = out.dtype.itemsize
     size = 0 if serial else out.size // len(groups)
     for views in groups:
-        args = (None if a is None else views[0], None if b is None else views[1])
-        if masked:
-            args = (*args, None if where is None else views[-2], views[-1], float(scale))
-        else:
-            args = (*args, views[-1])
+        args = (
+            None if a is None else views[0],
+            None if b is None else views[1],
+            None if where is None else views[-2],
+            views[-1],
+            float(scale) if masked else None,
+        )
         if mode == "rows":
             rows, n = views[-1].shape
             chunk = config.CHUNK_BYTES // itemsize
