@@ -47,6 +47,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange, types
 from numba.core.dispatcher import Dispatcher
+from numba.extending import overload
 
 from . import _row_intrinsics
 from ._kernels import FASTMATH, interleaved
@@ -98,20 +99,16 @@ def _seg(a, o, r, lo, hi):
     return a[r, lo:hi]
 
 
-@njit
-def _mseg(w, r, lo, hi):
-    """The mask segment ``w[r, lo:hi]``, or None (no mask)."""
-    if w is None:
-        return None
-    return w[r, lo:hi]
-
-
-@njit
 def _scale_of(out, c):
-    """The scale c as out's dtype, or None (no scale)."""
-    if c is None:
-        return None
-    return out.dtype.type(c)
+    """The scale c (a float) as out's dtype, or None (c None: no scale)."""
+
+
+@overload(_scale_of)
+def _scale_of_typed(out, c):
+    # chosen by c's type: a function with both returns would return an optional
+    if isinstance(c, types.NoneType):
+        return lambda out, c: None
+    return lambda out, c: out.dtype.type(c)
 
 
 # Each helper slices its row segment first: a loop ``for j in range(lo, hi): a[r, j]``
@@ -159,40 +156,51 @@ def _shift(a, m):
     return m if m > -np.inf else a.dtype.type(0)
 
 
-# The sum-exp helpers are forceinline: the row loops call them once per PREFETCH_CHUNK.
+# The sum-exp helpers: sum_j e_j, e_j = exp(c a[r, j] - m), 0 where w[r, j] is False,
+# over [lo, hi). forceinline: the row loops call them once per PREFETCH_CHUNK. A loop that
+# writes out reads _seg(a, o, ...) in the function that slices o (see _seg): its vectorised
+# form is then not sent to the scalar fallback by an overlap check when a is None.
 @njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_seg(x, v, o, m, c):
-    """sum_j e_j, e_j = exp(c x[j] - m) (0 where v[j] is False; v None: every entry) over
-    the segment x, each e_j stored into o[j] too (o None: summed only)."""
-    s = x.dtype.type(0)
-    for j in range(x.shape[0]):
-        t = _mul(x[j], c) - m
-        if v is not None:
-            t = t if v[j] else x.dtype.type(-np.inf)
-        e = _exp_nonpos(t)
-        if o is not None:
-            o[j] = e
-        s += e
+def _sumexp(a, w, r, lo, hi, m, c):
+    x = a[r, lo:hi]
+    s = a.dtype.type(0)
+    if w is None:
+        for j in range(x.shape[0]):
+            s += _exp_nonpos(_mul(x[j], c) - m)
+    else:
+        v = w[r, lo:hi]
+        for j in range(x.shape[0]):
+            t = _mul(x[j], c) - m
+            s += _exp_nonpos(t if v[j] else a.dtype.type(-np.inf))
     return s
 
 
 @njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_store(a, w, out, r, lo, hi, m, c):
-    """_sumexp_seg of row r's [lo, hi), the exps stored into out."""
-    o = out[r, lo:hi]
-    return _sumexp_seg(_seg(a, o, r, lo, hi), _mseg(w, r, lo, hi), o, m, c)
+def _sumexp_store(a, w, out, ro, r, lo, hi, m, c):
+    """_sumexp, each e_j stored into out[ro, j]: ro = r, or 0 for a (1, L) scratch row
+    (a is then never out)."""
+    o = out[ro, lo:hi]
+    x = _seg(a, o, r, lo, hi)
+    s = out.dtype.type(0)
+    if w is None:
+        for j in range(o.shape[0]):
+            e = _exp_nonpos(_mul(x[j], c) - m)
+            o[j] = e
+            s += e
+    else:
+        v = w[r, lo:hi]
+        for j in range(o.shape[0]):
+            t = _mul(x[j], c) - m
+            e = _exp_nonpos(t if v[j] else out.dtype.type(-np.inf))
+            o[j] = e
+            s += e
+    return s
 
 
 @njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_into(a, w, tmp, r, lo, hi, m, c):
-    """As _sumexp_store, into tmp[lo:hi], a 1-D scratch row (a is never tmp here)."""
-    return _sumexp_seg(a[r, lo:hi], _mseg(w, r, lo, hi), tmp[lo:hi], m, c)
-
-
-@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_only(a, w, out, r, lo, hi, m, c):
-    """As _sumexp_store, summed only."""
-    return _sumexp_seg(_src(a, out)[r, lo:hi], _mseg(w, r, lo, hi), None, m, c)
+def _sumexp_only(a, w, out, ro, r, lo, hi, m, c):
+    """_sumexp of the array read (a, or out in place), in _sumexp_store's signature."""
+    return _sumexp(_src(a, out), w, r, lo, hi, m, c)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -263,19 +271,10 @@ def _mask_count(w, r, lo, hi):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
-def _zero(o):
+def _zero_row(out, r, lo, hi):
+    o = out[r, lo:hi]
     for j in range(o.shape[0]):
         o[j] = 0
-
-
-@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
-def _zero_row(out, r, lo, hi):
-    _zero(out[r, lo:hi])
-
-
-@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
-def _zero_tmp(tmp, r, lo, hi):
-    _zero(tmp[lo:hi])
 
 
 @njit(forceinline=True)
@@ -284,7 +283,7 @@ def _zero_none(out, r, lo, hi):
 
 
 def _prefetching(sumexp, zero):
-    """njit sum over row r of ``sumexp(a, w, out, r, lo, hi, m, c)``, PREFETCH_CHUNK
+    """njit sum over row r of ``sumexp(a, w, out, ro, r, lo, hi, m, c)``, PREFETCH_CHUNK
     elements at a time while row r + 1 of ``src`` (the array read) is prefetched (see
     _prefetch_step), and of the mask w too (the mask of one head, re-read for each head,
     is evicted by the rows streaming through the cache in between). With a mask, the row
@@ -293,7 +292,7 @@ def _prefetching(sumexp, zero):
     without the mask; only the others (a causal mask's diagonal) select. A causal mask so
     computes half the exps of an unmasked row."""
 
-    def run(a, w, out, src, r, n, m, c):
+    def run(a, w, out, ro, src, r, n, m, c):
         step = _prefetch_step(n, src.itemsize, src.strides[1])
         chunk = step if w is None else PREFETCH_CHUNK
         s = src.dtype.type(0)
@@ -302,16 +301,16 @@ def _prefetching(sumexp, zero):
             hi = lo + chunk if lo + chunk < n else n
             _prefetch_row(src, r + 1, lo, hi, step)
             if w is None:
-                s += sumexp(a, w, out, r, lo, hi, m, c)
+                s += sumexp(a, w, out, ro, r, lo, hi, m, c)
             else:
                 _prefetch_row(w, r + 1, lo, hi, step)  # (a broadcast mask: lines already in cache)
                 k = _mask_count(w, r, lo, hi)
                 if k == 0:
-                    zero(out, r, lo, hi)
+                    zero(out, ro, lo, hi)
                 elif k == hi - lo:
-                    s += sumexp(a, None, out, r, lo, hi, m, c)
+                    s += sumexp(a, None, out, ro, r, lo, hi, m, c)
                 else:
-                    s += sumexp(a, w, out, r, lo, hi, m, c)
+                    s += sumexp(a, w, out, ro, r, lo, hi, m, c)
             lo = hi
         return s
 
@@ -320,7 +319,6 @@ def _prefetching(sumexp, zero):
 
 
 _sumexp_store_prefetching = _prefetching(_sumexp_store, _zero_row)
-_sumexp_into_prefetching = _prefetching(_sumexp_into, _zero_tmp)
 _sumexp_only_prefetching = _prefetching(_sumexp_only, _zero_none)
 
 
@@ -378,19 +376,19 @@ def _forward_lead(a, b, w, out, r, n, c):
 
 @njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
 def _softmax_stream(a, b, w, out, r, n, tmp, c):
-    """Row r of a large out-of-place softmax: the exps in ``tmp`` (in cache), then
+    """Row r of a large out-of-place softmax: the exps in ``tmp`` (a (1, L) scratch row, in cache), then
     scaled into ``out`` with non-temporal stores; a row whose 1 / S is not finite with
     ordinary stores (see _scale_m). forceinline: LLVM does not inline it by itself, and a
     call per row increfs and decrefs the shared arrays (atomics on one cache line from
     every thread: 4x slower on 128-element rows)."""
     cc = _scale_of(out, c)
     m = _shift(out, _max(a, w, r, 0, n, cc))
-    s = _sumexp_into_prefetching(a, w, tmp, a, r, n, m, cc)
+    s = _sumexp_store_prefetching(a, w, tmp, 0, a, r, n, m, cc)
     q = out.dtype.type(1) / s
     if w is None or (q == q and q < np.inf):
-        _stream_scaled(out[r], tmp, q)
+        _stream_scaled(out[r], tmp[0], q)
     else:
-        _copy_scaled_m(w, out, r, tmp, q)
+        _copy_scaled_m(w, out, r, tmp[0], q)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -445,10 +443,10 @@ def _forward(log: bool) -> Op:
         cc = _scale_of(out, c)
         m = _shift(out, _max(src, w, r, 0, n, cc))
         if log:
-            s = _sumexp_only_prefetching(a, w, out, src, r, n, m, cc)
+            s = _sumexp_only_prefetching(a, w, out, r, src, r, n, m, cc)
             _log_store(a, w, out, r, 0, n, m, out.dtype.type(math.log(s)), cc)
         else:
-            s = _sumexp_store_prefetching(a, w, out, src, r, n, m, cc)
+            s = _sumexp_store_prefetching(a, w, out, r, src, r, n, m, cc)
             _scale_m(w, out, r, 0, n, out.dtype.type(1) / s)
         return 0
 
@@ -458,9 +456,9 @@ def _forward(log: bool) -> Op:
         cc = _scale_of(out, c)
         m = _max(x, w, r, lo, hi, cc)
         if log:
-            s = _sumexp_only(a, w, out, r, lo, hi, _shift(out, m), cc)
+            s = _sumexp(x, w, r, lo, hi, _shift(out, m), cc)
         else:
-            s = _sumexp_store(a, w, out, r, lo, hi, _shift(out, m), cc)
+            s = _sumexp_store(a, w, out, r, r, lo, hi, _shift(out, m), cc)
         return np.float64(m), np.float64(s)
 
     @named
@@ -688,7 +686,7 @@ def _rows_stream(stream):
         n_rows, n = out.shape
         n_blocks = min(n_rows, ROW_BLOCKS)
         for blk in prange(n_blocks):
-            tmp = np.empty(n, out.dtype)
+            tmp = np.empty((1, n), out.dtype)
             for r in range(blk * n_rows // n_blocks, (blk + 1) * n_rows // n_blocks):
                 stream(a, b, w, out, r, n, tmp, c)
             _store_fence()

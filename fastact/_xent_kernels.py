@@ -18,7 +18,7 @@ from ._kernels import FASTMATH
 from ._math import _exp_nonpos
 from ._row_intrinsics import _maxnum
 from ._softmax_jit import Kernel, _flavoured, pin_all
-from ._softmax_kernels import REDUCE, _max, _mseg, _pin_all, _scale, _seg, _shift, _src, _sumexp_store
+from ._softmax_kernels import REDUCE, _max, _pin_all, _scale, _seg, _shift, _src, _sumexp_store
 
 
 @njit(fastmath=REDUCE, error_model="numpy")
@@ -31,12 +31,11 @@ def _weight(w, qr, j, keep, add):
 
 
 @njit(fastmath=REDUCE, error_model="numpy")
-def _sumexp_store_weighted(x, q, w, out, r, n, m, keep, add):
+def _sumexp_store_weighted(x, qr, w, out, r, n, m, keep, add):
     """(sum_j e_j, sum_j u_j (m - x_j)), e_j = exp(x_j - m) stored into out[r], u_j the
-    _weight of class j (q None: w_j; keep and add are then unused)."""
+    _weight of class j (qr, the row of q, None: w_j; keep and add are then unused)."""
     o = out[r]
     x = _seg(x, o, r, 0, o.shape[0])
-    qr = _mseg(q, r, 0, n)
     s = out.dtype.type(0)
     d = out.dtype.type(0)
     for j in range(n):
@@ -73,7 +72,7 @@ def _ce_class_row(x, t, w, wsum, ignore, eps, scale, grad, loss, r):
     if eps > 0.0:
         s, d = _sumexp_store_weighted(x, None, w, grad, r, n, m, None, None)
     else:
-        s = _sumexp_store(x, None, grad, r, 0, n, m, None)
+        s = _sumexp_store(x, None, grad, r, r, 0, n, m, None)
         d = grad.dtype.type(0)
     ls = math.log(s)
     loss[r] = (1.0 - eps) * wk * ((np.float64(m) - xk) + ls) + smooth * (np.float64(d) + wsum * ls)
@@ -115,7 +114,7 @@ def _ce_prob_row(x, q, w, eps, scale, grad, loss, r):
     add = grad.dtype.type(eps / n)
     m, wq = _max_wq(_src(x, grad), q, w, r, n, keep, add)
     m = _shift(grad, m)
-    s, d = _sumexp_store_weighted(x, q, w, grad, r, n, m, keep, add)
+    s, d = _sumexp_store_weighted(x, q[r], w, grad, r, n, m, keep, add)
     loss[r] = np.float64(d) + np.float64(wq) * math.log(s)
     _prob_grad(grad, q, w, r, n, grad.dtype.type(scale * wq / s), grad.dtype.type(scale), keep, add)
 
