@@ -404,87 +404,62 @@ def _named(function, name: str, doc: str):
     return function
 
 
+# The docs of the four functions of each op, from its formulas.
+_DOCS = (
+    """{op} along ``axis`` (new array, or written into ``out``).
+
+    {formula}{nan_rows}
+""",
+    """{op} along ``axis`` in place: overwrites x and returns it.
+
+    {formula}
+""",
+    """Gradient of {op}: {gradient} along ``axis``; y is {op}'s output.
+
+    s = ``scale``, as given to the forward; with ``where``, {where_gradient}.""",
+    """Gradient of {op} in place: overwrites grad with {gradient}.
+
+    s = ``scale``, as given to the forward; with ``where``, 0 at the excluded entries.""",
+)
 _MASK_DOC = """
     ``scale`` multiplies x first (the product rounded once per element, in x's dtype);
     ``where`` (a boolean array broadcastable to x, read in place) excludes the entries
     where it is False, as ``jax.nn.softmax``'s ``where``: they get {excluded}, and a row
     with no entry included gives {empty_row}."""
+_FORMULAS = {
+    "softmax": {
+        "formula": "y_i = e^(s x_i - m) / sum_j e^(s x_j - m), m = max_j s x_j (s = ``scale``).",
+        "nan_rows": " NaN or\n    +inf in a row, or a row of only -inf, gives a NaN row (as PyTorch).",
+        "gradient": "s y * (grad - sum(grad * y))",
+        "where_gradient": "0 at the excluded entries\n    (and in rows with no entry included)",
+        "excluded": "probability 0",
+        "empty_row": "all zeros",
+    },
+    "log_softmax": {
+        "formula": "y_i = (s x_i - m) - log(sum_j e^(s x_j - m)), m = max_j s x_j (s = ``scale``).",
+        "nan_rows": "",
+        "gradient": "s (grad - e^y * sum(grad))",
+        "where_gradient": "the sum runs over the included\n    entries and the gradient is 0 at "
+        "the excluded ones (grad and y there are not used)",
+        "excluded": "-inf",
+        "empty_row": "all -inf",
+    },
+}
 
-softmax = _make(
-    "softmax",
-    backward=False,
-    in_place=False,
-    doc="""softmax along ``axis`` (new array, or written into ``out``).
 
-    y_i = e^(s x_i - m) / sum_j e^(s x_j - m), m = max_j s x_j (s = ``scale``). NaN or
-    +inf in a row, or a row of only -inf, gives a NaN row (as PyTorch).
-"""
-    + _MASK_DOC.format(excluded="probability 0", empty_row="all zeros"),
-)
-softmax_ = _make(
-    "softmax",
-    backward=False,
-    in_place=True,
-    doc="""softmax along ``axis`` in place: overwrites x and returns it.
+def _make_all(op: str) -> tuple:
+    """op, op_, op_backward and op_backward_, with their docs."""
+    parts = _FORMULAS[op]
+    mask = _MASK_DOC.format(**parts)
+    kinds = ((False, False), (False, True), (True, False), (True, True))
+    return tuple(
+        _make(op, backward, in_place, doc.format(op=op, **parts) + ("" if backward else mask))
+        for (backward, in_place), doc in zip(kinds, _DOCS)
+    )
 
-    y_i = e^(s x_i - m) / sum_j e^(s x_j - m), m = max_j s x_j (s = ``scale``).
-"""
-    + _MASK_DOC.format(excluded="probability 0", empty_row="all zeros"),
-)
-softmax_backward = _make(
-    "softmax",
-    backward=True,
-    in_place=False,
-    doc="""Gradient of softmax: s y * (grad - sum(grad * y)) along ``axis``; y is softmax's output.
 
-    s = ``scale``, as given to the forward; with ``where``, 0 at the excluded entries
-    (and in rows with no entry included).""",
-)
-softmax_backward_ = _make(
-    "softmax",
-    backward=True,
-    in_place=True,
-    doc="""Gradient of softmax in place: overwrites grad with s y * (grad - sum(grad * y)).
-
-    s = ``scale``, as given to the forward; with ``where``, 0 at the excluded entries.""",
-)
-log_softmax = _make(
-    "log_softmax",
-    backward=False,
-    in_place=False,
-    doc="""log_softmax along ``axis`` (new array, or written into ``out``).
-
-    y_i = (s x_i - m) - log(sum_j e^(s x_j - m)), m = max_j s x_j (s = ``scale``).
-"""
-    + _MASK_DOC.format(excluded="-inf", empty_row="all -inf"),
-)
-log_softmax_ = _make(
-    "log_softmax",
-    backward=False,
-    in_place=True,
-    doc="""log_softmax along ``axis`` in place: overwrites x and returns it.
-
-    y_i = (s x_i - m) - log(sum_j e^(s x_j - m)), m = max_j s x_j (s = ``scale``).
-"""
-    + _MASK_DOC.format(excluded="-inf", empty_row="all -inf"),
-)
-log_softmax_backward = _make(
-    "log_softmax",
-    backward=True,
-    in_place=False,
-    doc="""Gradient of log_softmax: s (grad - e^y * sum(grad)) along ``axis``; y is log_softmax's output.
-
-    s = ``scale``, as given to the forward; with ``where``, the sum runs over the included
-    entries and the gradient is 0 at the excluded ones (grad and y there are not used).""",
-)
-log_softmax_backward_ = _make(
-    "log_softmax",
-    backward=True,
-    in_place=True,
-    doc="""Gradient of log_softmax in place: overwrites grad with s (grad - e^y * sum(grad)).
-
-    s = ``scale``, as given to the forward; with ``where``, 0 at the excluded entries.""",
-)
+softmax, softmax_, softmax_backward, softmax_backward_ = _make_all("softmax")
+log_softmax, log_softmax_, log_softmax_backward, log_softmax_backward_ = _make_all("log_softmax")
 
 
 # --- cross-entropy ----------------------------------------------------------------------
