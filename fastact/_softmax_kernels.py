@@ -504,8 +504,10 @@ def _forward(log: bool) -> Op:
         for i in range(wd):
             if log:
                 s[i] = math.log(s[i])
-            else:
+            elif c is None:
                 m[i] = 1.0 / s[i]
+            else:  # kept in s, rounded where used (as the masked kernels always did: NaN signs)
+                s[i] = 1.0 / s[i]
         for k in range(n):
             y = out[o, k, i0:i1]
             if log:
@@ -518,14 +520,17 @@ def _forward(log: bool) -> Op:
                     for i in range(wd):
                         t = (_mul(x[i], cc) - m[i]) - out.dtype.type(s[i])
                         y[i] = t if v[i] else out.dtype.type(-np.inf)
-            elif w is None:
+            elif c is None:
                 for i in range(wd):
                     y[i] *= m[i]
+            elif w is None:
+                for i in range(wd):
+                    y[i] *= out.dtype.type(s[i])
             else:
                 # 0 where excluded: the rows whose 1 / S is not finite need it
                 v = w[o, k, i0:i1]
                 for i in range(wd):
-                    t = y[i] * m[i]
+                    t = y[i] * out.dtype.type(s[i])
                     y[i] = t if v[i] else out.dtype.type(0)
 
     return Op(_forward_lead, whole, part, combine, finish, tile, None if log else _softmax_stream)
