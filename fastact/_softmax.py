@@ -200,11 +200,13 @@ def _run(
     itemsize = out.dtype.itemsize
     size = 0 if serial else out.size // len(groups)
     for views in groups:
-        args = (None if a is None else views[0], None if b is None else views[1])
-        if masked:
-            args = (*args, None if where is None else views[-2], views[-1], float(scale))
-        else:
-            args = (*args, views[-1])
+        args = (
+            None if a is None else views[0],
+            None if b is None else views[1],
+            None if where is None else views[-2],
+            views[-1],
+            float(scale) if masked else None,
+        )
         if mode == "rows":
             rows, n = views[-1].shape
             chunk = config.CHUNK_BYTES // itemsize
@@ -364,56 +366,35 @@ def _checked_run(kname: str, first, name: str, y, axis, scale, where, out, in_pl
     return _run(kname, first, y, out, ax, c, w)
 
 
-def _make_forward(op: str, doc: str):
-    def forward(
-        x: np.ndarray,
-        axis: int = -1,
-        *,
-        scale: float = 1.0,
-        where: np.ndarray | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
-        return _checked_run(op, x, "x", None, axis, scale, where, out, False)
-
-    return _named(forward, op, doc)
+# The four functions of softmax and log_softmax, from one template: (x) or (grad, y), and
+# ``out`` unless in place. Annotations stay strings, as in this module.
+_TEMPLATE = """from __future__ import annotations
 
 
-def _make_forward_(op: str, doc: str):
-    def forward_(
-        x: np.ndarray, axis: int = -1, *, scale: float = 1.0, where: np.ndarray | None = None
-    ) -> np.ndarray:
-        return _checked_run(op, x, "x", None, axis, scale, where, None, True)
-
-    return _named(forward_, op + "_", doc)
+def {name}(
+    {inputs}, axis: int = -1, *, scale: float = 1.0, where: np.ndarray | None = None{out}
+) -> np.ndarray:
+    return _checked_run({kname!r}, {first}, {first!r}, {y}, axis, scale, where, {into}, {in_place})
+"""
 
 
-def _make_backward(op: str, doc: str):
-    def backward(
-        grad: np.ndarray,
-        y: np.ndarray,
-        axis: int = -1,
-        *,
-        scale: float = 1.0,
-        where: np.ndarray | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
-        return _checked_run(op + "_backward", grad, "grad", y, axis, scale, where, out, False)
-
-    return _named(backward, op + "_backward", doc)
-
-
-def _make_backward_(op: str, doc: str):
-    def backward_(
-        grad: np.ndarray,
-        y: np.ndarray,
-        axis: int = -1,
-        *,
-        scale: float = 1.0,
-        where: np.ndarray | None = None,
-    ) -> np.ndarray:
-        return _checked_run(op + "_backward", grad, "grad", y, axis, scale, where, None, True)
-
-    return _named(backward_, op + "_backward_", doc)
+def _make(op: str, backward: bool, in_place: bool, doc: str):
+    """op (``"softmax"`` or ``"log_softmax"``), its backward, or their in-place forms."""
+    kname = op + "_backward" if backward else op
+    name = kname + "_" if in_place else kname
+    source = _TEMPLATE.format(
+        name=name,
+        inputs="grad: np.ndarray, y: np.ndarray" if backward else "x: np.ndarray",
+        out="" if in_place else ", out: np.ndarray | None = None",
+        kname=kname,
+        first="grad" if backward else "x",
+        y="y" if backward else "None",
+        into="None" if in_place else "out",
+        in_place=in_place,
+    )
+    namespace = {"np": np, "_checked_run": _checked_run}
+    exec(compile(source, f"<{__name__}.{name}>", "exec"), namespace)  # a fixed template, no outside input
+    return _named(namespace[name], name, doc)
 
 
 def _named(function, name: str, doc: str):
@@ -423,71 +404,62 @@ def _named(function, name: str, doc: str):
     return function
 
 
+# The docs of the four functions of each op, from its formulas.
+_DOCS = (
+    """{op} along ``axis`` (new array, or written into ``out``).
+
+    {formula}{nan_rows}
+""",
+    """{op} along ``axis`` in place: overwrites x and returns it.
+
+    {formula}
+""",
+    """Gradient of {op}: {gradient} along ``axis``; y is {op}'s output.
+
+    s = ``scale``, as given to the forward; with ``where``, {where_gradient}.""",
+    """Gradient of {op} in place: overwrites grad with {gradient}.
+
+    s = ``scale``, as given to the forward; with ``where``, 0 at the excluded entries.""",
+)
 _MASK_DOC = """
     ``scale`` multiplies x first (the product rounded once per element, in x's dtype);
     ``where`` (a boolean array broadcastable to x, read in place) excludes the entries
     where it is False, as ``jax.nn.softmax``'s ``where``: they get {excluded}, and a row
     with no entry included gives {empty_row}."""
+_FORMULAS = {
+    "softmax": {
+        "formula": "y_i = e^(s x_i - m) / sum_j e^(s x_j - m), m = max_j s x_j (s = ``scale``).",
+        "nan_rows": " NaN or\n    +inf in a row, or a row of only -inf, gives a NaN row (as PyTorch).",
+        "gradient": "s y * (grad - sum(grad * y))",
+        "where_gradient": "0 at the excluded entries\n    (and in rows with no entry included)",
+        "excluded": "probability 0",
+        "empty_row": "all zeros",
+    },
+    "log_softmax": {
+        "formula": "y_i = (s x_i - m) - log(sum_j e^(s x_j - m)), m = max_j s x_j (s = ``scale``).",
+        "nan_rows": "",
+        "gradient": "s (grad - e^y * sum(grad))",
+        "where_gradient": "the sum runs over the included\n    entries and the gradient is 0 at "
+        "the excluded ones (grad and y there are not used)",
+        "excluded": "-inf",
+        "empty_row": "all -inf",
+    },
+}
 
-softmax = _make_forward(
-    "softmax",
-    """softmax along ``axis`` (new array, or written into ``out``).
 
-    y_i = e^(s x_i - m) / sum_j e^(s x_j - m), m = max_j s x_j (s = ``scale``). NaN or
-    +inf in a row, or a row of only -inf, gives a NaN row (as PyTorch).
-"""
-    + _MASK_DOC.format(excluded="probability 0", empty_row="all zeros"),
-)
-softmax_ = _make_forward_(
-    "softmax",
-    """softmax along ``axis`` in place: overwrites x and returns it.
+def _make_all(op: str) -> tuple:
+    """op, op_, op_backward and op_backward_, with their docs."""
+    parts = _FORMULAS[op]
+    mask = _MASK_DOC.format(**parts)
+    kinds = ((False, False), (False, True), (True, False), (True, True))
+    return tuple(
+        _make(op, backward, in_place, doc.format(op=op, **parts) + ("" if backward else mask))
+        for (backward, in_place), doc in zip(kinds, _DOCS)
+    )
 
-    y_i = e^(s x_i - m) / sum_j e^(s x_j - m), m = max_j s x_j (s = ``scale``).
-"""
-    + _MASK_DOC.format(excluded="probability 0", empty_row="all zeros"),
-)
-softmax_backward = _make_backward(
-    "softmax",
-    """Gradient of softmax: s y * (grad - sum(grad * y)) along ``axis``; y is softmax's output.
 
-    s = ``scale``, as given to the forward; with ``where``, 0 at the excluded entries
-    (and in rows with no entry included).""",
-)
-softmax_backward_ = _make_backward_(
-    "softmax",
-    """Gradient of softmax in place: overwrites grad with s y * (grad - sum(grad * y)).
-
-    s = ``scale``, as given to the forward; with ``where``, 0 at the excluded entries.""",
-)
-log_softmax = _make_forward(
-    "log_softmax",
-    """log_softmax along ``axis`` (new array, or written into ``out``).
-
-    y_i = (s x_i - m) - log(sum_j e^(s x_j - m)), m = max_j s x_j (s = ``scale``).
-"""
-    + _MASK_DOC.format(excluded="-inf", empty_row="all -inf"),
-)
-log_softmax_ = _make_forward_(
-    "log_softmax",
-    """log_softmax along ``axis`` in place: overwrites x and returns it.
-
-    y_i = (s x_i - m) - log(sum_j e^(s x_j - m)), m = max_j s x_j (s = ``scale``).
-"""
-    + _MASK_DOC.format(excluded="-inf", empty_row="all -inf"),
-)
-log_softmax_backward = _make_backward(
-    "log_softmax",
-    """Gradient of log_softmax: s (grad - e^y * sum(grad)) along ``axis``; y is log_softmax's output.
-
-    s = ``scale``, as given to the forward; with ``where``, the sum runs over the included
-    entries and the gradient is 0 at the excluded ones (grad and y there are not used).""",
-)
-log_softmax_backward_ = _make_backward_(
-    "log_softmax",
-    """Gradient of log_softmax in place: overwrites grad with s (grad - e^y * sum(grad)).
-
-    s = ``scale``, as given to the forward; with ``where``, 0 at the excluded entries.""",
-)
+softmax, softmax_, softmax_backward, softmax_backward_ = _make_all("softmax")
+log_softmax, log_softmax_, log_softmax_backward, log_softmax_backward_ = _make_all("log_softmax")
 
 
 # --- cross-entropy ----------------------------------------------------------------------

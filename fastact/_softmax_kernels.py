@@ -47,6 +47,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange, types
 from numba.core.dispatcher import Dispatcher
+from numba.extending import overload
 
 from . import _row_intrinsics
 from ._kernels import FASTMATH, interleaved
@@ -72,6 +73,10 @@ REDUCE = dict.fromkeys(sorted(FASTMATH | {"reassoc"}), True)
 
 
 # --- rows: helpers over a[r, lo:hi] ---------------------------------------------------
+# Every op and helper takes w (the mask: a bool array, or None for every entry) and c (the
+# scale: a float of the arrays' dtype, or None for none). numba prunes ``if w is None`` and
+# ``if c is None`` for a None-typed argument before typing: the unmasked, unscaled kernels
+# (w and c None) compile to the code of the loops written without mask or scale.
 
 
 @njit
@@ -94,15 +99,54 @@ def _seg(a, o, r, lo, hi):
     return a[r, lo:hi]
 
 
+def _scale_of(out, c):
+    """The scale c (a float) as out's dtype, or None (c None: no scale)."""
+
+
+@overload(_scale_of)
+def _scale_of_typed(out, c):
+    # chosen by c's type: a function with both returns would return an optional
+    if isinstance(c, types.NoneType):
+        return lambda out, c: None
+    return lambda out, c: out.dtype.type(c)
+
+
 # Each helper slices its row segment first: a loop ``for j in range(lo, hi): a[r, j]``
 # would keep numba's negative-index wraparound check (lo is not known to be >= 0), which
 # costs 4-6x by blocking vectorisation; ``x = a[r, lo:hi]`` then ``x[j]``, j in
 # range(len), does not.
+#
+# softmax(c x) over the entries where w is True: the product c x is rounded once, in a
+# helper compiled without "contract" (LLVM would otherwise fuse it with the subtraction of
+# the max into one FMA, whose argument at the max entry is a rounding error of either
+# sign, and _exp_nonpos takes x <= 0 only). Excluded entries read -inf into the max and
+# exp, so they store 0 (log: -inf is stored by a select); a row with no entry included
+# sums 0 and its scale pass (rare: any factor that is not finite) writes 0 where w is
+# False and what the factor gives elsewhere.
+
+
+@njit(error_model="numpy")
+def _mul(x, c):
+    """x c rounded once (no fastmath: never fused into a later add); x when c is None."""
+    if c is None:
+        return x
+    return x * c
 
 
 @njit(fastmath=REDUCE, error_model="numpy")
-def _max(a, r, lo, hi):
-    return _row_max(a[r, lo:hi])
+def _max(a, w, r, lo, hi, c):
+    """max_j (c a[r, j] where w[r, j], else -inf) over [lo, hi); NaN ignored."""
+    x = a[r, lo:hi]
+    if w is not None:
+        return _row_max_masked(x, w[r, lo:hi], c)  # vectorised by hand, as _row_max
+    if c is None:
+        return _row_max(x)
+    if c > 0:  # rounding is monotonic: max_j fl(c x_j) = fl(c max_j x_j)
+        return _mul(_row_max(x), c)
+    m = a.dtype.type(-np.inf)
+    for j in range(x.shape[0]):
+        m = _maxnum(m, _mul(x[j], c))
+    return m
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -112,45 +156,51 @@ def _shift(a, m):
     return m if m > -np.inf else a.dtype.type(0)
 
 
-# The sum-exp helpers are forceinline: the row loops call them once per PREFETCH_CHUNK.
+# The sum-exp helpers: sum_j e_j, e_j = exp(c a[r, j] - m), 0 where w[r, j] is False,
+# over [lo, hi). forceinline: the row loops call them once per PREFETCH_CHUNK. A loop that
+# writes out reads _seg(a, o, ...) in the function that slices o (see _seg): its vectorised
+# form is then not sent to the scalar fallback by an overlap check when a is None.
 @njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp(a, r, lo, hi, m):
+def _sumexp(a, w, r, lo, hi, m, c):
     x = a[r, lo:hi]
     s = a.dtype.type(0)
-    for j in range(x.shape[0]):
-        s += _exp_nonpos(x[j] - m)
+    if w is None:
+        for j in range(x.shape[0]):
+            s += _exp_nonpos(_mul(x[j], c) - m)
+    else:
+        v = w[r, lo:hi]
+        for j in range(x.shape[0]):
+            t = _mul(x[j], c) - m
+            s += _exp_nonpos(t if v[j] else a.dtype.type(-np.inf))
     return s
 
 
 @njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_store(a, out, r, lo, hi, m):
-    o = out[r, lo:hi]
+def _sumexp_store(a, w, out, ro, r, lo, hi, m, c):
+    """_sumexp, each e_j stored into out[ro, j]: ro = r, or 0 for a (1, L) scratch row
+    (a is then never out)."""
+    o = out[ro, lo:hi]
     x = _seg(a, o, r, lo, hi)
     s = out.dtype.type(0)
-    for j in range(o.shape[0]):
-        e = _exp_nonpos(x[j] - m)
-        o[j] = e
-        s += e
+    if w is None:
+        for j in range(o.shape[0]):
+            e = _exp_nonpos(_mul(x[j], c) - m)
+            o[j] = e
+            s += e
+    else:
+        v = w[r, lo:hi]
+        for j in range(o.shape[0]):
+            t = _mul(x[j], c) - m
+            e = _exp_nonpos(t if v[j] else out.dtype.type(-np.inf))
+            o[j] = e
+            s += e
     return s
 
 
-@njit(fastmath=REDUCE, error_model="numpy")
-def _sum(a, r, lo, hi):
-    x = a[r, lo:hi]
-    s = a.dtype.type(0)
-    for j in range(x.shape[0]):
-        s += x[j]
-    return s
-
-
-@njit(fastmath=REDUCE, error_model="numpy")
-def _dot(a, b, r, lo, hi):
-    x = a[r, lo:hi]
-    y = b[r, lo:hi]
-    s = a.dtype.type(0)
-    for j in range(x.shape[0]):
-        s += x[j] * y[j]
-    return s
+@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
+def _sumexp_only(a, w, out, ro, r, lo, hi, m, c):
+    """_sumexp of the array read (a, or out in place), in _sumexp_store's signature."""
+    return _sumexp(_src(a, out), w, r, lo, hi, m, c)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -161,11 +211,31 @@ def _scale(out, r, lo, hi, c):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _log_store(a, out, r, lo, hi, m, ls):
+def _scale_m(w, out, r, lo, hi, q):
+    """out[r, lo:hi] *= q; where q is not finite (a row of only -inf, NaN or nothing
+    included), 0 where w is False."""
+    if w is None or (q == q and q < np.inf):
+        _scale(out, r, lo, hi, q)
+    else:
+        o = out[r, lo:hi]
+        v = w[r, lo:hi]
+        for j in range(o.shape[0]):
+            o[j] = o[j] * q if v[j] else out.dtype.type(0)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _log_store(a, w, out, r, lo, hi, m, ls, c):
+    """out = (c x - m) - ls, -inf where w is False."""
     o = out[r, lo:hi]
     x = _seg(a, o, r, lo, hi)
-    for j in range(o.shape[0]):
-        o[j] = (x[j] - m) - ls
+    if w is None:
+        for j in range(o.shape[0]):
+            o[j] = (_mul(x[j], c) - m) - ls
+    else:
+        v = w[r, lo:hi]
+        for j in range(o.shape[0]):
+            t = (_mul(x[j], c) - m) - ls
+            o[j] = t if v[j] else out.dtype.type(-np.inf)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -191,16 +261,78 @@ def _combine_sum(ps, qs):
     return total, 0.0
 
 
+# --- the next row's prefetch, and the mask's chunks --------------------------------------
+
+
+@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
+def _mask_count(w, r, lo, hi):
+    """How many of w[r, lo:hi] are True."""
+    return _count_true(w[r, lo:hi])
+
+
+@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
+def _zero_row(out, r, lo, hi):
+    o = out[r, lo:hi]
+    for j in range(o.shape[0]):
+        o[j] = 0
+
+
+@njit(forceinline=True)
+def _zero_none(out, r, lo, hi):
+    return
+
+
+def _prefetching(sumexp, zero):
+    """njit sum over row r of ``sumexp(a, w, out, ro, r, lo, hi, m, c)``, PREFETCH_CHUNK
+    elements at a time while row r + 1 of ``src`` (the array read) is prefetched (see
+    _prefetch_step), and of the mask w too (the mask of one head, re-read for each head,
+    is evicted by the rows streaming through the cache in between). With a mask, the row
+    goes in PREFETCH_CHUNK segments: one with no entry included only stores 0 (``zero``
+    clears what sumexp would have written), one with every entry included runs the loop
+    without the mask; only the others (a causal mask's diagonal) select. A causal mask so
+    computes half the exps of an unmasked row."""
+
+    def run(a, w, out, ro, src, r, n, m, c):
+        step = _prefetch_step(n, src.itemsize, src.strides[1])
+        chunk = step if w is None else PREFETCH_CHUNK
+        s = src.dtype.type(0)
+        lo = 0
+        while lo < n:
+            hi = lo + chunk if lo + chunk < n else n
+            _prefetch_row(src, r + 1, lo, hi, step)
+            if w is None:
+                s += sumexp(a, w, out, ro, r, lo, hi, m, c)
+            else:
+                _prefetch_row(w, r + 1, lo, hi, step)  # (a broadcast mask: lines already in cache)
+                k = _mask_count(w, r, lo, hi)
+                if k == 0:
+                    zero(out, ro, lo, hi)
+                elif k == hi - lo:
+                    s += sumexp(a, None, out, ro, r, lo, hi, m, c)
+                else:
+                    s += sumexp(a, w, out, ro, r, lo, hi, m, c)
+            lo = hi
+        return s
+
+    run.__qualname__ = f"{sumexp.py_func.__name__}_prefetching"  # its own identity (pin_uuid)
+    return njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)(run)
+
+
+_sumexp_store_prefetching = _prefetching(_sumexp_store, _zero_row)
+_sumexp_only_prefetching = _prefetching(_sumexp_only, _zero_none)
+
+
 # --- ops ------------------------------------------------------------------------------
-# Each op is six functions. lead(a, b, out, r, L) is row r's reduction (max, dot or sum);
-# whole(a, b, out, r, L, carry, nxt) does row r in one go given its reduction and returns
-# row nxt's (nxt < 0: none), computed in the same pass, AHEAD elements at a time, so the
-# next row streams in from memory under this row's arithmetic instead of in a pass of its
-# own. The forward ops carry nothing (lead returns 0) and reduce each row in a pass of its
-# own: measured faster (in cache, 128-element rows: 2.6 against 4.2 cycles per element).
-# part / combine / finish do a long row in chunks (part -> (p_c, q_c) per chunk,
-# combine -> (P, Q) per row, finish writes a chunk); tile(a, b, out, o, i0, i1, m, s)
-# does a[o, :, i0:i1] of a cols view.
+# Each op is six functions (seven with the streaming row), each taking the mask w after b
+# and the scale c last (both None: the plain op). lead(a, b, w, out, r, L, c) is row r's
+# reduction (max, dot or sum); whole(a, b, w, out, r, L, carry, nxt, c) does row r in one
+# go given its reduction and returns row nxt's (nxt < 0: none), computed in the same pass,
+# AHEAD elements at a time, so the next row streams in from memory under this row's
+# arithmetic instead of in a pass of its own. The forward ops carry nothing (lead returns
+# 0) and reduce each row in a pass of its own: measured faster (in cache, 128-element
+# rows: 2.6 against 4.2 cycles per element). part / combine / finish do a long row in
+# chunks (part -> (p_c, q_c) per chunk, combine -> (P, Q) per row, finish writes a
+# chunk); tile(a, b, w, out, o, i0, i1, m, s, c) does a[o, :, i0:i1] of a cols view.
 #
 # softmax and log_softmax (and their backwards) differ in a few lines: one factory makes
 # both, its ``log`` a closure constant. numba prunes an ``if log:`` branch on a constant
@@ -238,62 +370,34 @@ def _named(prefix: str, fastmath=FASTMATH):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _forward_lead(a, b, out, r, n):
+def _forward_lead(a, b, w, out, r, n, c):
     return 0  # the forward ops reduce each row in a pass of its own: no carry
 
 
-@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_into(a, tmp, r, lo, hi, m):
-    """As _sumexp_store, into tmp[lo:hi], a 1-D scratch row (a is never tmp here)."""
-    x = a[r, lo:hi]
-    t = tmp[lo:hi]
-    s = a.dtype.type(0)
-    for j in range(x.shape[0]):
-        e = _exp_nonpos(x[j] - m)
-        t[j] = e
-        s += e
-    return s
-
-
-@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_only(a, out, r, lo, hi, m):
-    return _sumexp(_src(a, out), r, lo, hi, m)
-
-
-def _prefetching(sumexp):
-    """njit sum over row r of ``sumexp(a, out, r, lo, hi, m)``, PREFETCH_CHUNK elements
-    at a time while row r + 1 of ``src`` (the array read) is prefetched (see
-    _prefetch_step)."""
-
-    def run(a, out, src, r, n, m):
-        step = _prefetch_step(n, src.itemsize, src.strides[1])
-        s = src.dtype.type(0)
-        lo = 0
-        while lo < n:
-            hi = lo + step if lo + step < n else n
-            _prefetch_row(src, r + 1, lo, hi, step)
-            s += sumexp(a, out, r, lo, hi, m)
-            lo = hi
-        return s
-
-    run.__qualname__ = f"{sumexp.py_func.__name__}_prefetching"  # its own identity (pin_uuid)
-    return njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)(run)
-
-
-_sumexp_store_prefetching = _prefetching(_sumexp_store)
-_sumexp_into_prefetching = _prefetching(_sumexp_into)
-_sumexp_only_prefetching = _prefetching(_sumexp_only)
-
-
 @njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
-def _softmax_stream(a, b, out, r, n, tmp):
-    """Row r of a large out-of-place softmax: the exps in ``tmp`` (in cache), then
-    scaled into ``out`` with non-temporal stores. forceinline: LLVM does not inline it
-    by itself, and a call per row increfs and decrefs the shared arrays (atomics on
-    one cache line from every thread: 4x slower on 128-element rows)."""
-    m = _shift(out, _max(a, r, 0, n))
-    s = _sumexp_into_prefetching(a, tmp, a, r, n, m)
-    _stream_scaled(out[r], tmp, out.dtype.type(1) / s)
+def _softmax_stream(a, b, w, out, r, n, tmp, c):
+    """Row r of a large out-of-place softmax: the exps in ``tmp`` (a (1, L) scratch row, in cache), then
+    scaled into ``out`` with non-temporal stores; a row whose 1 / S is not finite with
+    ordinary stores (see _scale_m). forceinline: LLVM does not inline it by itself, and a
+    call per row increfs and decrefs the shared arrays (atomics on one cache line from
+    every thread: 4x slower on 128-element rows)."""
+    cc = _scale_of(out, c)
+    m = _shift(out, _max(a, w, r, 0, n, cc))
+    s = _sumexp_store_prefetching(a, w, tmp, 0, a, r, n, m, cc)
+    q = out.dtype.type(1) / s
+    if w is None or (q == q and q < np.inf):
+        _stream_scaled(out[r], tmp[0], q)
+    else:
+        _copy_scaled_m(w, out, r, tmp[0], q)
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _copy_scaled_m(w, out, r, tmp, q):
+    """out[r] = tmp q where w[r], else 0 (a row whose 1 / S is not finite)."""
+    o = out[r]
+    v = w[r]
+    for j in range(o.shape[0]):
+        o[j] = tmp[j] * q if v[j] else out.dtype.type(0)
 
 
 @njit
@@ -309,44 +413,52 @@ def _tseg(a, seg, o, k, i0, i1):
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
-def _tile_max(a, o, i0, i1, m):
-    w = i1 - i0
-    for i in range(w):
+def _tile_max(a, w, o, i0, i1, m, c):
+    wd = i1 - i0
+    for i in range(wd):
         m[i] = -np.inf
     for k in range(a.shape[1]):
         x = a[o, k, i0:i1]
-        for i in range(w):
-            m[i] = _maxnum(m[i], x[i])
-    for i in range(w):
+        if w is None:
+            for i in range(wd):
+                m[i] = _maxnum(m[i], _mul(x[i], c))
+        else:
+            v = w[o, k, i0:i1]
+            for i in range(wd):
+                t = _mul(x[i], c)
+                m[i] = _maxnum(m[i], t if v[i] else a.dtype.type(-np.inf))
+    for i in range(wd):
         m[i] = _shift(a, m[i])
 
 
 def _forward(log: bool) -> Op:
-    """softmax (log False) or log_softmax (log True). softmax stores the exps while
-    summing them and scales them by 1 / S; log_softmax sums them only and writes
-    (x - M) - log S."""
+    """softmax(c x) (log False) or log_softmax(c x) over the entries where w is True.
+    softmax stores the exps while summing them and scales them by 1 / S; log_softmax
+    sums them only and writes (c x - M) - log S."""
     named = _named("_log_softmax" if log else "_softmax")
 
     @named
-    def whole(a, b, out, r, n, carry, nxt):
+    def whole(a, b, w, out, r, n, carry, nxt, c):
         src = _src(a, out)
-        m = _shift(out, _max(src, r, 0, n))
+        cc = _scale_of(out, c)
+        m = _shift(out, _max(src, w, r, 0, n, cc))
         if log:
-            s = _sumexp_only_prefetching(a, out, src, r, n, m)
-            _log_store(a, out, r, 0, n, m, out.dtype.type(math.log(s)))
+            s = _sumexp_only_prefetching(a, w, out, r, src, r, n, m, cc)
+            _log_store(a, w, out, r, 0, n, m, out.dtype.type(math.log(s)), cc)
         else:
-            s = _sumexp_store_prefetching(a, out, src, r, n, m)
-            _scale(out, r, 0, n, out.dtype.type(1) / s)
+            s = _sumexp_store_prefetching(a, w, out, r, src, r, n, m, cc)
+            _scale_m(w, out, r, 0, n, out.dtype.type(1) / s)
         return 0
 
     @named
-    def part(a, b, out, r, lo, hi):
+    def part(a, b, w, out, r, lo, hi, c):
         x = _src(a, out)
-        m = _max(x, r, lo, hi)
+        cc = _scale_of(out, c)
+        m = _max(x, w, r, lo, hi, cc)
         if log:
-            s = _sumexp(x, r, lo, hi, _shift(out, m))
+            s = _sumexp(x, w, r, lo, hi, _shift(out, m), cc)
         else:
-            s = _sumexp_store(a, out, r, lo, hi, _shift(out, m))
+            s = _sumexp_store(a, w, out, r, r, lo, hi, _shift(out, m), cc)
         return np.float64(m), np.float64(s)
 
     @named
@@ -357,423 +469,20 @@ def _forward(log: bool) -> Op:
         return big, 1.0 / total
 
     @named
-    def finish(a, b, out, r, lo, hi, m, s, big, q):  # q: log S, or 1 / S
+    def finish(a, b, w, out, r, lo, hi, m, s, big, q, c):  # q: log S, or 1 / S
         if log:
-            _log_store(a, out, r, lo, hi, out.dtype.type(big), out.dtype.type(q))
+            _log_store(a, w, out, r, lo, hi, out.dtype.type(big), out.dtype.type(q), _scale_of(out, c))
         else:
             # A chunk of only -inf stored exp(-inf - 0) = 0; its factor e^(-inf - M) is 0 too.
-            _scale(out, r, lo, hi, out.dtype.type(math.exp(m - big) * q))
-
-    @named
-    def tile(a, b, out, o, i0, i1, m, s):
-        src = _src(a, out)
-        n = out.shape[1]
-        w = i1 - i0
-        _tile_max(src, o, i0, i1, m)
-        s[:w] = 0.0
-        for k in range(n):
-            if log:  # sum the exps only
-                x = src[o, k, i0:i1]
-                for i in range(w):
-                    s[i] += _exp_nonpos(x[i] - m[i])
-            else:  # store them too
-                y = out[o, k, i0:i1]
-                x = _tseg(a, y, o, k, i0, i1)
-                for i in range(w):
-                    e = _exp_nonpos(x[i] - m[i])
-                    y[i] = e
-                    s[i] += e
-        for i in range(w):
-            if log:
-                s[i] = math.log(s[i])
-            else:
-                m[i] = 1.0 / s[i]
-        for k in range(n):
-            y = out[o, k, i0:i1]
-            if log:
-                x = _tseg(a, y, o, k, i0, i1)
-                for i in range(w):
-                    y[i] = (x[i] - m[i]) - out.dtype.type(s[i])
-            else:
-                for i in range(w):
-                    y[i] *= m[i]
-
-    return Op(_forward_lead, whole, part, combine, finish, tile, None if log else _softmax_stream)
-
-
-def _backward(log: bool) -> Op:
-    """softmax_backward (log False): y (g - D) with D = sum g y; log_softmax_backward
-    (log True): g - exp(y) D with D = sum g. D is what lead, whole and part reduce."""
-    named = _named("_log_softmax_backward" if log else "_softmax_backward")
-
-    @named
-    def grad(g, y, out, r, lo, hi, d):
-        o = out[r, lo:hi]
-        x = _seg(g, o, r, lo, hi)
-        p = y[r, lo:hi]
-        for j in range(o.shape[0]):
-            if log:
-                o[j] = x[j] - _exp(p[j]) * d
-            else:
-                o[j] = p[j] * (x[j] - d)
-
-    @named
-    def lead(g, y, out, r, n):
-        if log:
-            return _sum(_src(g, out), r, 0, n)
-        return _dot(_src(g, out), y, r, 0, n)
-
-    @named
-    def whole(g, y, out, r, n, d, nxt):
-        src = _src(g, out)
-        dn = out.dtype.type(0)
-        for lo in range(0, n, AHEAD):
-            hi = min(lo + AHEAD, n)
-            if nxt >= 0:
-                if log:
-                    dn += _sum(src, nxt, lo, hi)
-                else:
-                    dn += _dot(src, y, nxt, lo, hi)
-            grad(g, y, out, r, lo, hi, d)
-        return dn
-
-    @named
-    def part(g, y, out, r, lo, hi):
-        if log:
-            return np.float64(_sum(_src(g, out), r, lo, hi)), 0.0
-        return np.float64(_dot(_src(g, out), y, r, lo, hi)), 0.0
-
-    @named
-    def finish(g, y, out, r, lo, hi, p, q, total, _):
-        grad(g, y, out, r, lo, hi, out.dtype.type(total))
-
-    @named
-    def tile(g, y, out, o, i0, i1, m, s):
-        src = _src(g, out)
-        n = out.shape[1]
-        w = i1 - i0
-        s[:w] = 0.0
-        for k in range(n):
-            x = src[o, k, i0:i1]
-            if log:
-                for i in range(w):
-                    s[i] += x[i]
-            else:
-                p = y[o, k, i0:i1]
-                for i in range(w):
-                    s[i] += x[i] * p[i]
-        for i in range(w):
-            m[i] = s[i]
-        for k in range(n):
-            z = out[o, k, i0:i1]
-            x = _tseg(g, z, o, k, i0, i1)
-            p = y[o, k, i0:i1]
-            for i in range(w):
-                if log:
-                    z[i] = x[i] - _exp(p[i]) * m[i]
-                else:
-                    z[i] = p[i] * (x[i] - m[i])
-
-    return Op(lead, whole, part, _combine_sum, finish, tile)
-
-
-_OPS = {
-    "softmax": _forward(log=False),
-    "log_softmax": _forward(log=True),
-    "softmax_backward": _backward(log=False),
-    "log_softmax_backward": _backward(log=True),
-}
-
-
-# --- masked and scaled ops ----------------------------------------------------------------
-# softmax(c x) over the entries where w is True (w None: every entry; c a float of the
-# arrays' dtype). The product c x is rounded once, in a helper compiled without "contract"
-# (LLVM would otherwise fuse it with the subtraction of the max into one FMA, whose
-# argument at the max entry is a rounding error of either sign, and _exp_nonpos takes
-# x <= 0 only). Excluded entries read -inf into the max and exp, so they store 0 (log:
-# -inf is stored by a select); a row with no entry included sums 0 and its scale pass
-# (rare: any factor that is not finite) writes 0 where w is False and what the factor
-# gives elsewhere. The unmasked ops above are separate functions, untouched: with
-# scale 1 and no mask the wrappers run them.
-
-
-@njit(error_model="numpy")
-def _mul(x, c):
-    """x c rounded once (no fastmath: never fused into a later add)."""
-    return x * c
-
-
-@njit(fastmath=REDUCE, error_model="numpy")
-def _max_m(a, w, r, lo, hi, c):
-    """max_j (c a[r, j] where w[r, j], else -inf) over [lo, hi); NaN ignored."""
-    x = a[r, lo:hi]
-    if w is not None:
-        return _row_max_masked(x, w[r, lo:hi], c)  # vectorised by hand, as _row_max
-    if c > 0:  # rounding is monotonic: max_j fl(c x_j) = fl(c max_j x_j)
-        return _mul(_row_max(x), c)
-    m = a.dtype.type(-np.inf)
-    for j in range(x.shape[0]):
-        m = _maxnum(m, _mul(x[j], c))
-    return m
-
-
-@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_m(a, w, r, lo, hi, m, c):
-    x = a[r, lo:hi]
-    s = a.dtype.type(0)
-    if w is None:
-        for j in range(x.shape[0]):
-            s += _exp_nonpos(_mul(x[j], c) - m)
-    else:
-        v = w[r, lo:hi]
-        for j in range(x.shape[0]):
-            t = _mul(x[j], c) - m
-            s += _exp_nonpos(t if v[j] else a.dtype.type(-np.inf))
-    return s
-
-
-@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_m_store(a, w, out, r, lo, hi, m, c):
-    o = out[r, lo:hi]
-    x = _seg(a, o, r, lo, hi)
-    s = out.dtype.type(0)
-    if w is None:
-        for j in range(o.shape[0]):
-            e = _exp_nonpos(_mul(x[j], c) - m)
-            o[j] = e
-            s += e
-    else:
-        v = w[r, lo:hi]
-        for j in range(o.shape[0]):
-            t = _mul(x[j], c) - m
-            e = _exp_nonpos(t if v[j] else out.dtype.type(-np.inf))
-            o[j] = e
-            s += e
-    return s
-
-
-@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_m_into(a, w, tmp, r, lo, hi, m, c):
-    """As _sumexp_m_store, into tmp[lo:hi], a 1-D scratch row."""
-    x = a[r, lo:hi]
-    t = tmp[lo:hi]
-    s = a.dtype.type(0)
-    if w is None:
-        for j in range(x.shape[0]):
-            e = _exp_nonpos(_mul(x[j], c) - m)
-            t[j] = e
-            s += e
-    else:
-        v = w[r, lo:hi]
-        for j in range(x.shape[0]):
-            u = _mul(x[j], c) - m
-            e = _exp_nonpos(u if v[j] else a.dtype.type(-np.inf))
-            t[j] = e
-            s += e
-    return s
-
-
-@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_m_only(a, w, out, r, lo, hi, m, c):
-    return _sumexp_m(_src(a, out), w, r, lo, hi, m, c)
-
-
-@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _mask_count(w, r, lo, hi):
-    """How many of w[r, lo:hi] are True."""
-    return _count_true(w[r, lo:hi])
-
-
-@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
-def _zero_row(out, r, lo, hi):
-    o = out[r, lo:hi]
-    for j in range(o.shape[0]):
-        o[j] = 0
-
-
-@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
-def _zero_tmp(tmp, r, lo, hi):
-    t = tmp[lo:hi]
-    for j in range(t.shape[0]):
-        t[j] = 0
-
-
-@njit(forceinline=True)
-def _zero_none(out, r, lo, hi):
-    return
-
-
-def _prefetching_m(sumexp, zero):
-    """As _prefetching, for the masked sum-exp helpers (w and c passed on); the next row
-    of the mask is prefetched too (the mask of one head, re-read for each head, is evicted
-    by the rows streaming through the cache in between). With a mask, the row goes in
-    PREFETCH_CHUNK segments: one with no entry included only stores 0 (``zero``), one
-    with every entry included runs the loop without the mask; only the others (a causal
-    mask's diagonal) select. A causal mask so computes half the exps of an unmasked row."""
-
-    def run(a, w, out, src, r, n, m, c):
-        step = _prefetch_step(n, src.itemsize, src.strides[1])
-        chunk = step if w is None else PREFETCH_CHUNK
-        s = src.dtype.type(0)
-        lo = 0
-        while lo < n:
-            hi = lo + chunk if lo + chunk < n else n
-            _prefetch_row(src, r + 1, lo, hi, step)
-            if w is None:
-                s += sumexp(a, w, out, r, lo, hi, m, c)
-            else:
-                _prefetch_row(w, r + 1, lo, hi, step)  # (a broadcast mask: lines already in cache)
-                k = _mask_count(w, r, lo, hi)
-                if k == 0:
-                    zero(out, r, lo, hi)
-                elif k == hi - lo:
-                    s += sumexp(a, None, out, r, lo, hi, m, c)
-                else:
-                    s += sumexp(a, w, out, r, lo, hi, m, c)
-            lo = hi
-        return s
-
-    run.__qualname__ = f"{sumexp.py_func.__name__}_prefetching"
-    return njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)(run)
-
-
-_sumexp_m_store_prefetching = _prefetching_m(_sumexp_m_store, _zero_row)
-_sumexp_m_into_prefetching = _prefetching_m(_sumexp_m_into, _zero_tmp)
-_sumexp_m_only_prefetching = _prefetching_m(_sumexp_m_only, _zero_none)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _scale_m(w, out, r, lo, hi, q):
-    """out[r, lo:hi] *= q; where q is not finite (a row of only -inf, NaN or nothing
-    included), 0 where w is False."""
-    o = out[r, lo:hi]
-    if w is None or (q == q and q < np.inf):
-        for j in range(o.shape[0]):
-            o[j] *= q
-    else:
-        v = w[r, lo:hi]
-        for j in range(o.shape[0]):
-            o[j] = o[j] * q if v[j] else out.dtype.type(0)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _log_store_m(a, w, out, r, lo, hi, m, ls, c):
-    """out = (c x - m) - ls, -inf where w is False."""
-    o = out[r, lo:hi]
-    x = _seg(a, o, r, lo, hi)
-    if w is None:
-        for j in range(o.shape[0]):
-            o[j] = (_mul(x[j], c) - m) - ls
-    else:
-        v = w[r, lo:hi]
-        for j in range(o.shape[0]):
-            t = (_mul(x[j], c) - m) - ls
-            o[j] = t if v[j] else out.dtype.type(-np.inf)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)
-def _softmax_stream_m(a, b, w, out, r, n, tmp, c):
-    """As _softmax_stream, masked and scaled; a row whose 1 / S is not finite is written
-    with ordinary stores (see _scale_m)."""
-    cc = out.dtype.type(c)
-    m = _shift(out, _max_m(a, w, r, 0, n, cc))
-    s = _sumexp_m_into_prefetching(a, w, tmp, a, r, n, m, cc)
-    q = out.dtype.type(1) / s
-    if w is None or (q == q and q < np.inf):
-        _stream_scaled(out[r], tmp, q)
-    else:
-        _copy_scaled_m(w, out, r, tmp, q)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _copy_scaled_m(w, out, r, tmp, q):
-    """out[r] = tmp q where w[r], else 0 (a row whose 1 / S is not finite)."""
-    o = out[r]
-    v = w[r]
-    for j in range(o.shape[0]):
-        o[j] = tmp[j] * q if v[j] else out.dtype.type(0)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _tile_max_m(a, w, o, i0, i1, m, c):
-    wd = i1 - i0
-    ninf = a.dtype.type(-np.inf)
-    for i in range(wd):
-        m[i] = ninf
-    for k in range(a.shape[1]):
-        x = a[o, k, i0:i1]
-        if w is None:
-            for i in range(wd):
-                m[i] = _maxnum(m[i], _mul(x[i], c))
-        else:
-            v = w[o, k, i0:i1]
-            for i in range(wd):
-                t = _mul(x[i], c)
-                m[i] = _maxnum(m[i], t if v[i] else ninf)
-    for i in range(wd):
-        m[i] = _shift(a, m[i])
-
-
-class MaskedOp(NamedTuple):
-    """The functions of one masked (and scaled) op: as Op, each taking w (the mask, or
-    None) after b and c (the scale) last."""
-
-    lead: Dispatcher
-    whole: Dispatcher
-    part: Dispatcher
-    combine: Dispatcher
-    finish: Dispatcher
-    tile: Dispatcher
-    stream: Dispatcher | None = None
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _forward_lead_m(a, b, w, out, r, n, c):
-    return 0
-
-
-def _masked_forward(log: bool) -> MaskedOp:
-    """softmax(c x) (log False) or log_softmax(c x) over the entries where w is True."""
-    named = _named("_log_softmax_masked" if log else "_softmax_masked")
-
-    @named
-    def whole(a, b, w, out, r, n, carry, nxt, c):
-        src = _src(a, out)
-        cc = out.dtype.type(c)
-        m = _shift(out, _max_m(src, w, r, 0, n, cc))
-        if log:
-            s = _sumexp_m_only_prefetching(a, w, out, src, r, n, m, cc)
-            _log_store_m(a, w, out, r, 0, n, m, out.dtype.type(math.log(s)), cc)
-        else:
-            s = _sumexp_m_store_prefetching(a, w, out, src, r, n, m, cc)
-            _scale_m(w, out, r, 0, n, out.dtype.type(1) / s)
-        return 0
-
-    @named
-    def part(a, b, w, out, r, lo, hi, c):
-        x = _src(a, out)
-        cc = out.dtype.type(c)
-        m = _max_m(x, w, r, lo, hi, cc)
-        if log:
-            s = _sumexp_m(x, w, r, lo, hi, _shift(out, m), cc)
-        else:
-            s = _sumexp_m_store(a, w, out, r, lo, hi, _shift(out, m), cc)
-        return np.float64(m), np.float64(s)
-
-    @named
-    def finish(a, b, w, out, r, lo, hi, m, s, big, q, c):
-        if log:
-            _log_store_m(a, w, out, r, lo, hi, out.dtype.type(big), out.dtype.type(q), out.dtype.type(c))
-        else:
             _scale_m(w, out, r, lo, hi, out.dtype.type(math.exp(m - big) * q))
 
     @named
     def tile(a, b, w, out, o, i0, i1, m, s, c):
         src = _src(a, out)
-        cc = out.dtype.type(c)
-        n = out.shape[1]
+        cc = _scale_of(out, c)
         wd = i1 - i0
-        _tile_max_m(src, w, o, i0, i1, m, cc)
+        n = out.shape[1]
+        _tile_max(src, w, o, i0, i1, m, cc)
         s[:wd] = 0.0
         for k in range(n):
             y = out[o, k, i0:i1]
@@ -781,7 +490,7 @@ def _masked_forward(log: bool) -> MaskedOp:
             if w is None:
                 for i in range(wd):
                     e = _exp_nonpos(_mul(x[i], cc) - m[i])
-                    if not log:
+                    if not log:  # store them too
                         y[i] = e
                     s[i] += e
             else:
@@ -795,7 +504,9 @@ def _masked_forward(log: bool) -> MaskedOp:
         for i in range(wd):
             if log:
                 s[i] = math.log(s[i])
-            else:
+            elif c is None:
+                m[i] = 1.0 / s[i]
+            else:  # kept in s, rounded where used (as the masked kernels always did: NaN signs)
                 s[i] = 1.0 / s[i]
         for k in range(n):
             y = out[o, k, i0:i1]
@@ -809,6 +520,9 @@ def _masked_forward(log: bool) -> MaskedOp:
                     for i in range(wd):
                         t = (_mul(x[i], cc) - m[i]) - out.dtype.type(s[i])
                         y[i] = t if v[i] else out.dtype.type(-np.inf)
+            elif c is None:
+                for i in range(wd):
+                    y[i] *= m[i]
             elif w is None:
                 for i in range(wd):
                     y[i] *= out.dtype.type(s[i])
@@ -819,14 +533,14 @@ def _masked_forward(log: bool) -> MaskedOp:
                     t = y[i] * out.dtype.type(s[i])
                     y[i] = t if v[i] else out.dtype.type(0)
 
-    combine = _OPS["log_softmax" if log else "softmax"].combine
-    return MaskedOp(_forward_lead_m, whole, part, combine, finish, tile, None if log else _softmax_stream_m)
+    return Op(_forward_lead, whole, part, combine, finish, tile, None if log else _softmax_stream)
 
 
-def _masked_backward(log: bool) -> MaskedOp:
-    """c y (g - D), D = sum g y (softmax), or c (g - e^y D), D = sum g (log_softmax), over
-    the entries where w is True; 0 elsewhere (g and y there are not used)."""
-    prefix = "_log_softmax_backward_masked" if log else "_softmax_backward_masked"
+def _backward(log: bool) -> Op:
+    """c y (g - D), D = sum g y (softmax_backward, log False), or c (g - e^y D), D = sum g
+    (log_softmax_backward, log True), over the entries where w is True; 0 elsewhere (g
+    and y there are not used). D is what lead, whole and part reduce."""
+    prefix = "_log_softmax_backward" if log else "_softmax_backward"
     named = _named(prefix)
 
     @_named(prefix, REDUCE)  # it sums: reassociated, to vectorise
@@ -851,11 +565,11 @@ def _masked_backward(log: bool) -> MaskedOp:
         p = y[r, lo:hi]
         if w is None:
             for j in range(o.shape[0]):
-                o[j] = (x[j] - _exp(p[j]) * d) * c if log else p[j] * (x[j] - d) * c
+                o[j] = _mul(x[j] - _exp(p[j]) * d if log else p[j] * (x[j] - d), c)
         else:
             v = w[r, lo:hi]
             for j in range(o.shape[0]):
-                t = (x[j] - _exp(p[j]) * d) * c if log else p[j] * (x[j] - d) * c
+                t = _mul(x[j] - _exp(p[j]) * d if log else p[j] * (x[j] - d), c)
                 o[j] = t if v[j] else out.dtype.type(0)
 
     @named
@@ -865,7 +579,7 @@ def _masked_backward(log: bool) -> MaskedOp:
     @named
     def whole(g, y, w, out, r, n, d, nxt, c):
         src = _src(g, out)
-        cc = out.dtype.type(c)
+        cc = _scale_of(out, c)
         dn = out.dtype.type(0)
         for lo in range(0, n, AHEAD):
             hi = min(lo + AHEAD, n)
@@ -880,12 +594,12 @@ def _masked_backward(log: bool) -> MaskedOp:
 
     @named
     def finish(g, y, w, out, r, lo, hi, p, q, total, _, c):
-        grad(g, y, w, out, r, lo, hi, out.dtype.type(total), out.dtype.type(c))
+        grad(g, y, w, out, r, lo, hi, out.dtype.type(total), _scale_of(out, c))
 
     @named
     def tile(g, y, w, out, o, i0, i1, m, s, c):
         src = _src(g, out)
-        cc = out.dtype.type(c)
+        cc = _scale_of(out, c)
         n = out.shape[1]
         wd = i1 - i0
         s[:wd] = 0.0
@@ -908,25 +622,27 @@ def _masked_backward(log: bool) -> MaskedOp:
             p = y[o, k, i0:i1]
             if w is None:
                 for i in range(wd):
-                    z[i] = (x[i] - _exp(p[i]) * m[i]) * cc if log else p[i] * (x[i] - m[i]) * cc
+                    z[i] = _mul(x[i] - _exp(p[i]) * m[i] if log else p[i] * (x[i] - m[i]), cc)
             else:
                 v = w[o, k, i0:i1]
                 for i in range(wd):
-                    t = (x[i] - _exp(p[i]) * m[i]) * cc if log else p[i] * (x[i] - m[i]) * cc
+                    t = _mul(x[i] - _exp(p[i]) * m[i] if log else p[i] * (x[i] - m[i]), cc)
                     z[i] = t if v[i] else out.dtype.type(0)
 
-    return MaskedOp(lead, whole, part, _combine_sum, finish, tile)
+    return Op(lead, whole, part, _combine_sum, finish, tile)
 
 
-_MASKED_OPS = {
-    "softmax": _masked_forward(log=False),
-    "log_softmax": _masked_forward(log=True),
-    "softmax_backward": _masked_backward(log=False),
-    "log_softmax_backward": _masked_backward(log=True),
+_OPS = {
+    "softmax": _forward(log=False),
+    "log_softmax": _forward(log=True),
+    "softmax_backward": _backward(log=False),
+    "log_softmax_backward": _backward(log=True),
 }
 
 
 # --- kernels ----------------------------------------------------------------------------
+# Every kernel takes (a, b, w, out, c, ...): w the mask (or None), c the scale (a float,
+# or None: the plain op, whose code then has neither).
 
 
 # Row blocks of the rows kernels: enough for any thread count to share out evenly (the
@@ -938,105 +654,11 @@ def _rows(lead, whole, part, combine, finish, parallel):
     max_blocks = ROW_BLOCKS if parallel else 1
 
     @_flavoured(parallel)
-    def kernel(a, b, out, chunk, whole_max):
+    def kernel(a, b, w, out, c, chunk, whole_max):
         n_rows, n = out.shape
         if n <= whole_max and n_rows > 0:
             # Blocks of consecutive rows, a few per thread; in a block each row's pass
             # also reduces the next row (lead/whole carry that reduction along).
-            n_blocks = min(n_rows, max_blocks)
-            for blk in prange(n_blocks):
-                r0 = blk * n_rows // n_blocks
-                r1 = (blk + 1) * n_rows // n_blocks
-                carry = lead(a, b, out, r0, n)
-                for r in range(r0, r1):
-                    carry = whole(a, b, out, r, n, carry, r + 1 if r + 1 < r1 else -1)
-            return
-        n_chunks = (n + chunk - 1) // chunk
-        for r in prange(n_rows):
-            ps = np.empty(n_chunks)
-            qs = np.empty(n_chunks)
-            for c in range(n_chunks):
-                lo = c * chunk
-                ps[c], qs[c] = part(a, b, out, r, lo, min(lo + chunk, n))
-            p, q = combine(ps, qs)
-            for c in range(n_chunks):
-                lo = c * chunk
-                finish(a, b, out, r, lo, min(lo + chunk, n), ps[c], qs[c], p, q)
-
-    return kernel
-
-
-def _rows_stream(stream):
-    """Rows done whole by ``stream(a, b, out, r, n, tmp)`` with a row of scratch per
-    block (out of place, C-contiguous, rows that fit in cache; the wrapper checks)."""
-
-    @_flavoured(True)
-    def kernel(a, b, out, chunk, whole_max):
-        n_rows, n = out.shape
-        n_blocks = min(n_rows, ROW_BLOCKS)
-        for blk in prange(n_blocks):
-            tmp = np.empty(n, out.dtype)
-            for r in range(blk * n_rows // n_blocks, (blk + 1) * n_rows // n_blocks):
-                stream(a, b, out, r, n, tmp)
-            _store_fence()
-
-    return kernel
-
-
-def _split(part, combine, finish):
-    @interleaved
-    @njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-    def kernel(a, b, out, chunk, whole_max):  # whole_max: unused, the rows kernels' signature
-        n_rows, n = out.shape
-        n_chunks = (n + chunk - 1) // chunk
-        ps = np.empty((n_rows, n_chunks))
-        qs = np.empty((n_rows, n_chunks))
-        for t in prange(n_rows * n_chunks):
-            r = t // n_chunks
-            c = t - r * n_chunks
-            lo = c * chunk
-            ps[r, c], qs[r, c] = part(a, b, out, r, lo, min(lo + chunk, n))
-        big = np.empty(n_rows)
-        small = np.empty(n_rows)
-        for r in range(n_rows):
-            big[r], small[r] = combine(ps[r], qs[r])
-        for t in prange(n_rows * n_chunks):
-            r = t // n_chunks
-            c = t - r * n_chunks
-            lo = c * chunk
-            finish(a, b, out, r, lo, min(lo + chunk, n), ps[r, c], qs[r, c], big[r], small[r])
-
-    return kernel
-
-
-def _cols(tile, parallel):
-    @_flavoured(parallel)
-    def kernel(a, b, out, tw, n_blocks):
-        n_outer, _, n_inner = out.shape
-        n_tiles = (n_inner + tw - 1) // tw
-        n_tasks = n_outer * n_tiles
-        for block in prange(n_blocks):
-            m = np.empty(tw, out.dtype)
-            s = np.empty(tw)
-            for t in range(block * n_tasks // n_blocks, (block + 1) * n_tasks // n_blocks):
-                o = t // n_tiles
-                i0 = (t - o * n_tiles) * tw
-                tile(a, b, out, o, i0, min(i0 + tw, n_inner), m, s)
-
-    return kernel
-
-
-# The masked (and scaled) kernels: the loops above with w (the mask, or None) after b and
-# c (the scale, float64) after out.
-
-
-def _rows_m(lead, whole, part, combine, finish, parallel):
-    max_blocks = ROW_BLOCKS if parallel else 1
-
-    @_flavoured(parallel)
-    def kernel_masked(a, b, w, out, c, chunk, whole_max):
-        n_rows, n = out.shape
-        if n <= whole_max and n_rows > 0:
             n_blocks = min(n_rows, max_blocks)
             for blk in prange(n_blocks):
                 r0 = blk * n_rows // n_blocks
@@ -1057,27 +679,30 @@ def _rows_m(lead, whole, part, combine, finish, parallel):
                 lo = k * chunk
                 finish(a, b, w, out, r, lo, min(lo + chunk, n), ps[k], qs[k], p, q, c)
 
-    return kernel_masked
+    return kernel
 
 
-def _rows_stream_m(stream):
+def _rows_stream(stream):
+    """Rows done whole by ``stream(a, b, w, out, r, n, tmp, c)`` with a row of scratch
+    per block (out of place, C-contiguous, rows that fit in cache; the wrapper checks)."""
+
     @_flavoured(True)
-    def kernel_masked(a, b, w, out, c, chunk, whole_max):
+    def kernel(a, b, w, out, c, chunk, whole_max):
         n_rows, n = out.shape
         n_blocks = min(n_rows, ROW_BLOCKS)
         for blk in prange(n_blocks):
-            tmp = np.empty(n, out.dtype)
+            tmp = np.empty((1, n), out.dtype)
             for r in range(blk * n_rows // n_blocks, (blk + 1) * n_rows // n_blocks):
                 stream(a, b, w, out, r, n, tmp, c)
             _store_fence()
 
-    return kernel_masked
+    return kernel
 
 
-def _split_m(part, combine, finish):
+def _split(part, combine, finish):
     @interleaved
     @njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-    def kernel_masked(a, b, w, out, c, chunk, whole_max):
+    def kernel(a, b, w, out, c, chunk, whole_max):  # whole_max: unused, the rows kernels' signature
         n_rows, n = out.shape
         n_chunks = (n + chunk - 1) // chunk
         ps = np.empty((n_rows, n_chunks))
@@ -1097,12 +722,12 @@ def _split_m(part, combine, finish):
             lo = k * chunk
             finish(a, b, w, out, r, lo, min(lo + chunk, n), ps[r, k], qs[r, k], big[r], small[r], c)
 
-    return kernel_masked
+    return kernel
 
 
-def _cols_m(tile, parallel):
+def _cols(tile, parallel):
     @_flavoured(parallel)
-    def kernel_masked(a, b, w, out, c, tw, n_blocks):
+    def kernel(a, b, w, out, c, tw, n_blocks):
         n_outer, _, n_inner = out.shape
         n_tiles = (n_inner + tw - 1) // tw
         n_tasks = n_outer * n_tiles
@@ -1114,7 +739,7 @@ def _cols_m(tile, parallel):
                 i0 = (t - o * n_tiles) * tw
                 tile(a, b, w, out, o, i0, min(i0 + tw, n_inner), m, s, c)
 
-    return kernel_masked
+    return kernel
 
 
 def _pin_all() -> None:
@@ -1126,65 +751,53 @@ def _pin_all() -> None:
     pin_all(_generated)
 
 
-_ROLES = ("in", "in", "out", types.int64, types.int64)
-
-
-class Kernels:
-    """The kernels of one op: rows (serial, parallel), split, cols (serial, parallel)."""
-
-    def __init__(self, lead, whole, part, combine, finish, tile, stream=None):
-        _pin_all()
-        # out-of-place rows with non-temporal stores (C-contiguous only), or None
-        self.rows_stream = None if stream is None else _rows_stream(stream)
-        self.rows = Kernel(lambda: _rows(lead, whole, part, combine, finish, False), _ROLES)
-        self.rows_parallel = Kernel(lambda: _rows(lead, whole, part, combine, finish, True), _ROLES)
-        self.split = Kernel(lambda: _split(part, combine, finish), _ROLES)
-        self.cols = Kernel(lambda: _cols(tile, False), _ROLES)
-        self.cols_parallel = Kernel(lambda: _cols(tile, True), _ROLES)
-
-
+# The plain kernels (w and c None) compile a fast dispatcher per argument types (C
+# layout), a generic one ('A' layout) for the rest.
+_ROLES = ("in", "in", "in", "out", types.none, types.int64, types.int64)
 _MASKED_ROLES = ("in", "in", "in", "out", types.float64, types.int64, types.int64)
 # The fast masked kernels: a, b and out C-contiguous, the mask w any layout (its rows
 # are read as fast through a run-time stride: LLVM versions the loops on it).
 _MASKED_FAST_ROLES = ("in C", "in C", "in", "out C", types.float64, types.int64, types.int64)
 
 
-class MaskedKernels:
-    """The masked (and scaled) kernels of one op, as Kernels; each takes
-    ``(a, b, w, out, c, ...)``. The mask's layout never sends a call to the generic
+class Kernels:
+    """The kernels of one op: rows (serial, parallel), split, cols (serial, parallel),
+    and rows_stream (out-of-place rows with non-temporal stores, C-contiguous only) or
+    None. Each takes ``(a, b, w, out, c, ...)``.
+
+    ``masked`` False: the plain op (w and c None). True: the masked and scaled op (c a
+    float, w a mask or None); the mask's layout never sends a call to the generic
     kernels, and the fast ones are compiled once per dtype and None pattern (w typed
-    'A', every input read-only): a mask of x's shape, a broadcast one, a writeable x
-    or a read-only one share one compilation."""
+    'A', every input read-only): a mask of x's shape, a broadcast one, a writeable x or
+    a read-only one share one compilation."""
 
-    def __init__(self, lead, whole, part, combine, finish, tile, stream=None):
+    def __init__(self, op: Op, masked: bool):
         _pin_all()
-        roles, fast = _MASKED_ROLES, _MASKED_FAST_ROLES
-        kw = {"fast_roles": fast, "loose": (2,)}
-        self.rows_stream = None if stream is None else _Generic(_rows_stream_m(stream), fast)
-        self.rows = Kernel(lambda: _rows_m(lead, whole, part, combine, finish, False), roles, **kw)
-        self.rows_parallel = Kernel(lambda: _rows_m(lead, whole, part, combine, finish, True), roles, **kw)
-        self.split = Kernel(lambda: _split_m(part, combine, finish), roles, **kw)
-        self.cols = Kernel(lambda: _cols_m(tile, False), roles, **kw)
-        self.cols_parallel = Kernel(lambda: _cols_m(tile, True), roles, **kw)
+        lead, whole, part, combine, finish, tile, stream = op
+        roles = _MASKED_ROLES if masked else _ROLES
+        kw = {"fast_roles": _MASKED_FAST_ROLES, "loose": (2,)} if masked else {}
+        self.rows_stream = None if stream is None else _rows_stream(stream)
+        if masked and stream is not None:
+            self.rows_stream = _Generic(self.rows_stream, _MASKED_FAST_ROLES)
+        self.rows = Kernel(lambda: _rows(lead, whole, part, combine, finish, False), roles, **kw)
+        self.rows_parallel = Kernel(lambda: _rows(lead, whole, part, combine, finish, True), roles, **kw)
+        self.split = Kernel(lambda: _split(part, combine, finish), roles, **kw)
+        self.cols = Kernel(lambda: _cols(tile, False), roles, **kw)
+        self.cols_parallel = Kernel(lambda: _cols(tile, True), roles, **kw)
 
 
-_built: dict[str, Kernels] = {}
+_built: dict[tuple[str, bool], Kernels] = {}
 
 
-def kernels(op: str) -> Kernels:
-    """The kernels of ``op`` (a key of _OPS), built (not compiled) on first use."""
-    k = _built.get(op)
+def kernels(op: str, masked: bool = False) -> Kernels:
+    """The kernels of ``op`` (a key of _OPS), plain or (``masked``) masked and scaled,
+    built (not compiled) on first use."""
+    k = _built.get((op, masked))
     if k is None:
-        k = _built[op] = Kernels(*_OPS[op])
+        k = _built[op, masked] = Kernels(_OPS[op], masked)
     return k
 
 
-_built_masked: dict[str, MaskedKernels] = {}
-
-
-def masked_kernels(op: str) -> MaskedKernels:
-    """The masked and scaled kernels of ``op`` (a key of _MASKED_OPS), built on first use."""
-    k = _built_masked.get(op)
-    if k is None:
-        k = _built_masked[op] = MaskedKernels(*_MASKED_OPS[op])
-    return k
+def masked_kernels(op: str) -> Kernels:
+    """The masked and scaled kernels of ``op``: ``kernels(op, masked=True)``."""
+    return kernels(op, masked=True)

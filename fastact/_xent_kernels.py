@@ -22,7 +22,18 @@ from ._softmax_kernels import REDUCE, _max, _pin_all, _scale, _seg, _shift, _src
 
 
 @njit(fastmath=REDUCE, error_model="numpy")
-def _sumexp_store_smooth(x, out, w, r, n, m):
+def _weight(w, qr, j, keep, add):
+    """The weight of class j in the smoothed loss: w_j, or w_j q'_j with q' = q keep + add
+    (probability targets, qr the row of q)."""
+    if qr is None:
+        return w[j]
+    return w[j] * (qr[j] * keep + add)
+
+
+@njit(fastmath=REDUCE, error_model="numpy")
+def _sumexp_store_weighted(x, qr, w, out, r, n, m, keep, add):
+    """(sum_j e_j, sum_j u_j (m - x_j)), e_j = exp(x_j - m) stored into out[r], u_j the
+    _weight of class j (qr, the row of q, None: w_j; keep and add are then unused)."""
     o = out[r]
     x = _seg(x, o, r, 0, o.shape[0])
     s = out.dtype.type(0)
@@ -32,7 +43,7 @@ def _sumexp_store_smooth(x, out, w, r, n, m):
         e = _exp_nonpos(v - m)
         o[j] = e
         s += e
-        d += w[j] * (m - v)
+        d += _weight(w, qr, j, keep, add) * (m - v)
     return s, d
 
 
@@ -56,12 +67,12 @@ def _ce_class_row(x, t, w, wsum, ignore, eps, scale, grad, loss, r):
         return
     wk = np.float64(w[k])
     xk = np.float64(_src(x, grad)[r, k])
-    m = _shift(grad, _max(_src(x, grad), r, 0, n))
+    m = _shift(grad, _max(_src(x, grad), None, r, 0, n, None))
     smooth = eps / n
     if eps > 0.0:
-        s, d = _sumexp_store_smooth(x, grad, w, r, n, m)
+        s, d = _sumexp_store_weighted(x, None, w, grad, r, n, m, None, None)
     else:
-        s = _sumexp_store(x, grad, r, 0, n, m)
+        s = _sumexp_store(x, None, grad, r, r, 0, n, m, None)
         d = grad.dtype.type(0)
     ls = math.log(s)
     loss[r] = (1.0 - eps) * wk * ((np.float64(m) - xk) + ls) + smooth * (np.float64(d) + wsum * ls)
@@ -81,24 +92,8 @@ def _max_wq(x, q, w, r, n, keep, add):
     qr = q[r]
     for j in range(n):
         m = _maxnum(m, xr[j])
-        wq += w[j] * (qr[j] * keep + add)
+        wq += _weight(w, qr, j, keep, add)
     return m, wq
-
-
-@njit(fastmath=REDUCE, error_model="numpy")
-def _sumexp_store_wq(x, q, w, out, r, n, m, keep, add):
-    o = out[r]
-    x = _seg(x, o, r, 0, o.shape[0])
-    qr = q[r]
-    s = out.dtype.type(0)
-    d = out.dtype.type(0)
-    for j in range(n):
-        v = x[j]
-        e = _exp_nonpos(v - m)
-        o[j] = e
-        s += e
-        d += w[j] * (qr[j] * keep + add) * (m - v)
-    return s, d
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -119,7 +114,7 @@ def _ce_prob_row(x, q, w, eps, scale, grad, loss, r):
     add = grad.dtype.type(eps / n)
     m, wq = _max_wq(_src(x, grad), q, w, r, n, keep, add)
     m = _shift(grad, m)
-    s, d = _sumexp_store_wq(x, q, w, grad, r, n, m, keep, add)
+    s, d = _sumexp_store_weighted(x, q[r], w, grad, r, n, m, keep, add)
     loss[r] = np.float64(d) + np.float64(wq) * math.log(s)
     _prob_grad(grad, q, w, r, n, grad.dtype.type(scale * wq / s), grad.dtype.type(scale), keep, add)
 

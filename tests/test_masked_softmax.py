@@ -233,7 +233,7 @@ def test_every_kernel_variant(dtype, tunables):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("op", list(K._MASKED_OPS))
+@pytest.mark.parametrize("op", list(K._OPS))
 def test_masked_split_kernel_directly(dtype, op):
     """The masked split kernel (run by the wrappers with 2+ threads) against the rows kernel."""
     rng = np.random.default_rng(5)

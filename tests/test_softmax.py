@@ -150,14 +150,14 @@ def test_split_kernel_directly(dtype, op):
         a = rng.standard_normal((3, 1000)).astype(dtype)
     got, want = np.empty_like(a), np.empty_like(a)
     k = K.kernels(op)
-    k.split(a, b, got, 64, 1 << 30)
-    k.rows(a, b, want, 64, 1 << 30)
+    k.split(a, b, None, got, None, 64, 1 << 30)
+    k.rows(a, b, None, want, None, 64, 1 << 30)
     tol = {
         "rtol": 20 * np.finfo(dtype).eps,
         "atol": 64 * np.finfo(dtype).eps * np.abs(want[np.isfinite(want)]).max(),
     }
     np.testing.assert_allclose(got, want, **tol)
-    k.rows(a, b, got, 64, 100)  # rows longer than `whole`: chunked one row at a time
+    k.rows(a, b, None, got, None, 64, 100)  # rows longer than `whole`: chunked one row at a time
     np.testing.assert_allclose(got, want, **tol)
 
 
@@ -489,9 +489,9 @@ def test_streaming_softmax_matches_the_rows_kernel(dtype, n, slot, monkeypatch):
     start = -raw.ctypes.data % 64 + 64 + offset
     out = raw[start : start + size].view(dtype).reshape(rows, n)
     k = K.kernels("softmax")
-    k.rows_stream(x, None, out, 1 << 13, 1 << 15)
+    k.rows_stream(x, None, None, out, None, 1 << 13, 1 << 15)
     want = np.empty_like(x)
-    k.rows(x, None, want, 1 << 13, 1 << 15)
+    k.rows(x, None, None, want, None, 1 << 13, 1 << 15)
     assert_close(out, want, dtype, rtol_ulps=2)
     assert (raw[:start] == 0xAB).all() and (raw[start + size :] == 0xAB).all()
 
