@@ -340,7 +340,7 @@ def _softsign_backward(g, y):
 
 @_scalar
 def _hardsigmoid(x):
-    y = (x + fm.like(x, 3.0)) / fm.like(x, 6.0)  # x + 3 is exact near -3, x/6 + 1/2 would cancel
+    y = fm.sixth(x + fm.like(x, 3.0))  # x + 3 is exact near -3, x/6 + 1/2 would cancel
     return fm.like(x, 0.0) if x <= -3.0 else (fm.like(x, 1.0) if x >= 3.0 else y)
 
 

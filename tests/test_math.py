@@ -350,6 +350,32 @@ def test_fma_rounds_once(dtype):
     assert np.count_nonzero(out) > out.size // 2  # the residual is there, not a plain product
 
 
+@njit(parallel=True)
+def _sixth_mismatches(lo, hi):
+    """Float32 bit patterns in [lo, hi) where M.sixth(x) is not the division x / 6."""
+    tasks = 64
+    span = (hi - lo + tasks - 1) // tasks
+    bad = np.zeros(tasks, np.int64)
+    for t in prange(tasks):
+        for b in range(lo + t * span, min(hi, lo + (t + 1) * span)):
+            x = np.uint32(b).view(np.float32)
+            for v in (x, -x):
+                q = M.sixth(v)
+                if q != v / np.float32(6.0):
+                    bad[t] += 1
+    return bad.sum()
+
+
+def test_sixth_is_the_division_wherever_the_quotient_is_normal():
+    """Every float32 x with |x| / 6 normal (hardsigmoid's x + 3 in (0, 6) among them):
+    sixth's multiply-and-correct gives the correctly rounded quotient; float64 divides."""
+    lo = int(np.float32(6 * 2.0**-126).view(np.uint32))
+    assert _sixth_mismatches(lo, 0x7F800000) == 0
+    assert _sixth_mismatches(1, lo) > 0  # subnormal quotients: the documented exception
+    x = np.random.default_rng(9).uniform(-1e300, 1e300, 1000)
+    assert all(M.sixth(v) == v / 6.0 for v in x)
+
+
 def _scale_kernel():
     """A fresh compilation of M._scale in a loop (its codegen picks the method then)."""
 

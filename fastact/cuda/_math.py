@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = [
     "erf", "erfc", "exp", "expm1", "gaussian", "gelu", "gelu_grad", "gelu_tanh", "like", "log", "log1p",
-    "log_sigmoid", "mish", "sigmoid", "silu", "silu_grad", "softplus", "tanh",
+    "log_sigmoid", "mish", "sigmoid", "silu", "silu_grad", "sixth", "softplus", "tanh",
 ]  # fmt: skip
 
 SQRT_HALF = 0.7071067811865476
@@ -31,6 +31,11 @@ GELU_TANH_C = 0.044715
 
 def like(x, value):
     return value
+
+
+def sixth(x):
+    """x / 6 (an IEEE division on the GPU, rounded once)."""
+    return x / 6.0
 
 
 def sigmoid(x):
