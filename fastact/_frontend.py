@@ -56,45 +56,23 @@ class Backend:
     doc: Callable[[str], str] = field(default=lambda doc: doc)
 
 
+# One direction's two functions: forward (inputs x) and backward (inputs grad, saved). The
+# first input is the one written in place; the others are checked against its layout.
 _TEMPLATE = """
-def {name}(x{sig}, *, out=None{keywords}):
-    x = {read_x}
+def {fname}({inputs}{sig}, *, out=None{keywords}):{reads}
     {kname}
-    params = {params_x}{prepare_x}
+    params = {params}{prepare}
     if out is None:
-        return {new_forward}
+        return {new}
     out = {write_out}
-    same_layout(out, "out", x, "x")
-    return {into_forward}
+    same_layout(out, "out", {first}, "{first}")
+    return {into}
 
 
-def {name}_(x{sig}{keywords_}):
-    x = {write_x}
+def {fname}_({inputs}{sig}{keywords_}):{writes}
     {kname}
-    params = {params_x}{prepare_x}
-    return {into_forward_x}
-
-
-def {name}_backward(grad, saved{sig}, *, out=None{keywords}):
-    grad = {read_grad}
-    saved = {read_saved}
-    same_layout(saved, "saved", grad, "grad")
-    {kname}
-    params = {params_grad}{prepare_grad}
-    if out is None:
-        return {new_backward}
-    out = {write_out_b}
-    same_layout(out, "out", grad, "grad")
-    return {into_backward}
-
-
-def {name}_backward_(grad, saved{sig}{keywords_}):
-    grad = {write_grad}
-    saved = {read_saved_}
-    same_layout(saved, "saved", grad, "grad")
-    {kname}
-    params = {params_grad}{prepare_grad}
-    return {into_backward_grad}
+    params = {params}{prepare}
+    return {into_first}
 """
 
 
@@ -142,47 +120,52 @@ def _indented(statements: str) -> str:
 
 
 def _source(entry: Activation, backend: Backend) -> str:
-    name = entry.name
     sig = "".join(f", {p.name}" + ("" if p.default is None else f"={p.default!r}") for p in entry.params)
     pargs = "".join(f"{p.name}, " for p in entry.kernel_params)
     chooser = next((p for p in entry.params if p.choices), None)
     if chooser is None:
-        kname = f"kname = {name!r}"
+        kname = f"kname = {entry.name!r}"
     else:
         kname = f"kname = choice({chooser.name}, {chooser.name!r}, choices); entry = table[kname]"
-    fnames = {"": name, "_": name + "_", "b": name + "_backward", "b_": name + "_backward_"}
-    read = lambda arg, f: backend.read.format(arg=arg, fname=fnames[f])
-    write = lambda arg, f: backend.write.format(arg=arg, fname=fnames[f])
-    params = lambda first: (backend.params if pargs else backend.no_params).format(pargs=pargs, first=first)
-    prepare = lambda first: _indented(backend.prepare.format(first=first))
-    new = lambda direction, inputs, first: backend.new.format(direction=direction, inputs=inputs, first=first)
-    into = lambda direction, inputs, out: backend.into.format(direction=direction, inputs=inputs, out=out)
-    keywords_ = (", *" + backend.keywords) if backend.keywords else ""
-    return _TEMPLATE.format(
-        name=name,
-        sig=sig,
-        kname=kname,
-        keywords=backend.keywords,
-        keywords_=keywords_,
-        read_x=read("x", ""),
-        write_x=write("x", "_"),
-        write_out=write("out", ""),
-        params_x=params("x"),
-        prepare_x=prepare("x"),
-        new_forward=new("forward", "(x,)", "x"),
-        into_forward=into("forward", "(x,)", "out"),
-        into_forward_x=into("forward", "(x,)", "x"),
-        read_grad=read("grad", "b"),
-        read_saved=read("saved", "b"),
-        read_saved_=read("saved", "b_"),
-        write_grad=write("grad", "b_"),
-        write_out_b=write("out", "b"),
-        params_grad=params("grad"),
-        prepare_grad=prepare("grad"),
-        new_backward=new("backward", "(grad, saved)", "grad"),
-        into_backward=into("backward", "(grad, saved)", "out"),
-        into_backward_grad=into("backward", "(grad, saved)", "grad"),
+    common = {
+        "sig": sig,
+        "kname": kname,
+        "keywords": backend.keywords,
+        "keywords_": (", *" + backend.keywords) if backend.keywords else "",
+    }
+    directions = (("forward", entry.name, ("x",)), ("backward", entry.name + "_backward", ("grad", "saved")))
+    return "".join(
+        _TEMPLATE.format(**common, **_direction(backend, direction, fname, inputs, pargs))
+        for direction, fname, inputs in directions
     )
+
+
+def _direction(backend: Backend, direction: str, fname: str, inputs: tuple[str, ...], pargs: str) -> dict:
+    """The template's snippets for one direction's functions, ``fname`` and ``fname_``."""
+    first, rest = inputs[0], inputs[1:]
+    tuple_ = f"({', '.join(inputs)},)"
+
+    def checks(suffix: str, first_snippet: str) -> str:
+        """Lines binding the checked inputs of ``fname + suffix``, the first by ``first_snippet``."""
+        fmt = {"fname": fname + suffix}
+        lines = [f"{first} = {first_snippet.format(arg=first, **fmt)}"]
+        lines += [f"{arg} = {backend.read.format(arg=arg, **fmt)}" for arg in rest]
+        lines += [f'same_layout({arg}, "{arg}", {first}, "{first}")' for arg in rest]
+        return _indented("\n".join(lines))
+
+    return {
+        "fname": fname,
+        "inputs": ", ".join(inputs),
+        "first": first,
+        "reads": checks("", backend.read),
+        "writes": checks("_", backend.write),
+        "write_out": backend.write.format(arg="out", fname=fname),
+        "params": (backend.params if pargs else backend.no_params).format(pargs=pargs, first=first),
+        "prepare": _indented(backend.prepare.format(first=first)),
+        "new": backend.new.format(direction=direction, inputs=tuple_, first=first),
+        "into": backend.into.format(direction=direction, inputs=tuple_, out="out"),
+        "into_first": backend.into.format(direction=direction, inputs=tuple_, out=first),
+    }
 
 
 def make_functions(entry: Activation, table: dict[str, Activation], backend: Backend) -> dict[str, Callable]:
