@@ -2,9 +2,10 @@
 
 For each activation there are forward kernels ``k(x, out, *params)`` and backward
 kernels ``k(grad, saved, out, *params)``, each serial or ``parallel=True``, for 1-d
-contiguous arrays, 2-d strided ones and 2-d ones with contiguous rows (see :func:`_row`);
-and 1-d and rows ones for ``out`` that is the first input, ``k(out, *params)`` /
-``k(saved, out, *params)`` (see :func:`_unary_in_place`).
+contiguous arrays, 2-d strided ones and 2-d ones with contiguous rows; and 1-d and rows
+ones for ``out`` that is the first input, ``k(out, *params)`` / ``k(saved, out, *params)``.
+Two loop generators make them all, for one or two inputs: :func:`_contiguous_kernel` (the
+flat and rows layouts, :class:`Layout`, in place or not) and :func:`_strided_kernel`.
 Kernels never validate; the public wrappers in :mod:`fastact._api` do, and pass the
 parameters as Python floats, which each kernel rounds to its arrays' dtype once (see
 :func:`_like`). Everything is compiled lazily, on first use of a signature, and cached on
@@ -58,11 +59,16 @@ def interleaved(dispatcher):
     return compat.interleaved(dispatcher, INTERLEAVE)
 
 
-# The 1-d kernels run in blocks of BLOCK_BYTES and prefetch each input PREFETCH_AHEAD
+# --- layouts: how a loop cuts its arrays into tasks -----------------------------------------
+# A task (one prange iteration) runs a SIMD loop over 1-d contiguous views of the arrays.
+# 1-d contiguous arrays run in blocks of BLOCK_BYTES and prefetch each input PREFETCH_AHEAD
 # bytes ahead of the block: the transcendental kernels are compute-bound, and the hardware
 # prefetcher does not run far enough ahead of a loop this slow (without the prefetch a 16M
 # call took its in-cache compute time plus its memory time). A prefetch never faults, so
-# the last blocks may prefetch past the end.
+# the last blocks may prefetch past the end. 2-d arrays with contiguous rows (``x[:, :k]``,
+# ``x[::2]``) run a row per task, as a 1-d view (see :func:`row_view`), and prefetch the rows
+# about PREFETCH_AHEAD bytes ahead (rows of a view sit apart, where the hardware prefetcher
+# does not follow).
 
 
 @njit(forceinline=True, nogil=True)
@@ -71,189 +77,6 @@ def _prefetch_ahead(a, lo):
     start = lo * a.itemsize + PREFETCH_AHEAD
     for offset in range(start, start + BLOCK_BYTES, CACHE_LINE):
         prefetch(a, offset)
-
-
-def _unary(scalar, parallel, storage=NATIVE):
-    load, store = storage.load, storage.store
-
-    def unary(x, out, *args):
-        params = params_like(out, args)
-        block = BLOCK_BYTES // x.itemsize
-        for k in prange((x.shape[0] + block - 1) // block):
-            full_width_vectors()
-            lo = k * block
-            _prefetch_ahead(x, lo)
-            xs, os = x[lo : lo + block], out[lo : lo + block]
-            for i in range(xs.shape[0]):
-                os[i] = store(scalar(load(xs[i]), *params))
-
-    return _jit(unary, scalar, parallel, storage)
-
-
-def _unary_in_place(scalar, parallel, storage=NATIVE):
-    """The kernel for ``out`` that is ``x``, element for element.
-
-    Given two pointers, LLVM guards its vector loop with a run-time overlap check, and
-    ``out`` overlapping ``x`` sends it to the scalar loop (several times slower than out of
-    place: docs/TUNING.md). With one array there is nothing to check. The
-    parallel kernels need it as much: numba gives a prange body noalias arguments only
-    where it takes no views of them, and the blocks are views. (The 2-d kernels are not
-    helped this way: with a run-time inner stride and one array, LLVM does not vectorize
-    at all.)
-    """
-    load, store = storage.load, storage.store
-
-    def unary_in_place(out, *args):
-        params = params_like(out, args)
-        block = BLOCK_BYTES // out.itemsize
-        for k in prange((out.shape[0] + block - 1) // block):
-            full_width_vectors()
-            lo = k * block
-            _prefetch_ahead(out, lo)
-            os = out[lo : lo + block]
-            for i in range(os.shape[0]):
-                os[i] = stored_whole(store(scalar(load(os[i]), *params)))
-
-    return _jit(unary_in_place, scalar, parallel, storage)
-
-
-# The strided 2-d kernels of all but the light scalars (Activation.light) copy
-# STRIDED_CHUNK elements at a time (in row-major order of the 2-d view, across rows) into a
-# buffer, run the SIMD loop over it and copy it back: a loop over a run-time stride does
-# not vectorize, and scalar transcendental math costs several times the copies. Each task
-# allocates its buffers once (2 KiB of float64 each: in L1, and no allocation the size of
-# the input) and works through STRIDED_TASK_CHUNKS consecutive chunks.
-
-
-@njit(forceinline=True, nogil=True)
-def _gather(a, buf, start, count):
-    """buf[:count] = elements start .. start + count of 2-d ``a`` in row-major order."""
-    cols = a.shape[1]
-    r, c = start // cols, start % cols
-    i = 0
-    while i < count:
-        m = min(cols - c, count - i)
-        row = a[r]
-        for j in range(m):
-            buf[i + j] = row[np.uintp(c + j)]  # unsigned: no wraparound test per element
-        i, r, c = i + m, r + 1, 0
-
-
-@njit(forceinline=True, nogil=True)
-def _scatter(buf, out, start, count):
-    """The inverse of :func:`_gather`: out's elements start .. start + count = buf[:count]."""
-    cols = out.shape[1]
-    r, c = start // cols, start % cols
-    i = 0
-    while i < count:
-        m = min(cols - c, count - i)
-        row = out[r]
-        for j in range(m):
-            row[np.uintp(c + j)] = buf[i + j]
-        i, r, c = i + m, r + 1, 0
-
-
-def _unary_2d(scalar, parallel, light, storage=NATIVE):
-    load, store = storage.load, storage.store
-    if light:
-
-        def unary_2d(x, out, *args):
-            params = params_like(out, args)
-            for i in prange(x.shape[0]):
-                full_width_vectors()
-                for j in range(x.shape[1]):
-                    out[i, j] = store(scalar(load(x[i, j]), *params))
-
-        return _jit(unary_2d, scalar, parallel, storage)
-
-    def unary_2d(x, out, *args):
-        params = params_like(out, args)
-        n = x.shape[0] * x.shape[1]
-        per_task = STRIDED_CHUNK * STRIDED_TASK_CHUNKS
-        for t in prange((n + per_task - 1) // per_task):
-            full_width_vectors()
-            buf = np.empty(STRIDED_CHUNK, out.dtype)
-            for start in range(t * per_task, min(n, (t + 1) * per_task), STRIDED_CHUNK):
-                count = min(STRIDED_CHUNK, n - start)
-                _gather(x, buf, start, count)
-                for i in range(count):
-                    buf[i] = store(scalar(load(buf[i]), *params))
-                _scatter(buf, out, start, count)
-
-    return _jit(unary_2d, scalar, parallel, storage)
-
-
-def _binary(scalar, parallel, reads, storage=NATIVE):
-    load, store = storage.load, storage.store
-    prefetch_a, prefetch_b = reads  # a prefetch of an input the scalar ignores streams it for nothing
-
-    def binary(a, b, out, *args):
-        params = params_like(out, args)
-        block = BLOCK_BYTES // a.itemsize
-        for k in prange((a.shape[0] + block - 1) // block):
-            full_width_vectors()
-            lo = k * block
-            if prefetch_a:
-                _prefetch_ahead(a, lo)
-            if prefetch_b:
-                _prefetch_ahead(b, lo)
-            as_, bs, os = a[lo : lo + block], b[lo : lo + block], out[lo : lo + block]
-            for i in range(as_.shape[0]):
-                os[i] = store(scalar(load(as_[i]), load(bs[i]), *params))
-
-    return _jit(binary, scalar, parallel, storage)
-
-
-def _binary_in_place(scalar, parallel, reads, storage=NATIVE):
-    load, store = storage.load, storage.store
-    """The kernel for ``out`` that is ``a`` (grad): out[i] = f(out[i], b[i])."""
-    prefetch_b = reads[1]
-
-    def binary_in_place(b, out, *args):
-        params = params_like(out, args)
-        block = BLOCK_BYTES // out.itemsize
-        for k in prange((out.shape[0] + block - 1) // block):
-            full_width_vectors()
-            lo = k * block
-            _prefetch_ahead(out, lo)  # read, or at least written: its lines come in either way
-            if prefetch_b:
-                _prefetch_ahead(b, lo)
-            bs, os = b[lo : lo + block], out[lo : lo + block]
-            for i in range(os.shape[0]):
-                os[i] = stored_whole(store(scalar(load(os[i]), load(bs[i]), *params)))
-
-    return _jit(binary_in_place, scalar, parallel, storage)
-
-
-def _binary_2d(scalar, parallel, light, storage=NATIVE):
-    load, store = storage.load, storage.store
-    if light:
-
-        def binary_2d(a, b, out, *args):
-            params = params_like(out, args)
-            for i in prange(a.shape[0]):
-                full_width_vectors()
-                for j in range(a.shape[1]):
-                    out[i, j] = store(scalar(load(a[i, j]), load(b[i, j]), *params))
-
-        return _jit(binary_2d, scalar, parallel, storage)
-
-    def binary_2d(a, b, out, *args):
-        params = params_like(out, args)
-        n = a.shape[0] * a.shape[1]
-        per_task = STRIDED_CHUNK * STRIDED_TASK_CHUNKS
-        for t in prange((n + per_task - 1) // per_task):
-            full_width_vectors()
-            abuf, bbuf = np.empty(STRIDED_CHUNK, out.dtype), np.empty(STRIDED_CHUNK, out.dtype)
-            for start in range(t * per_task, min(n, (t + 1) * per_task), STRIDED_CHUNK):
-                count = min(STRIDED_CHUNK, n - start)
-                _gather(a, abuf, start, count)
-                _gather(b, bbuf, start, count)
-                for i in range(count):
-                    abuf[i] = store(scalar(load(abuf[i]), load(bbuf[i]), *params))
-                _scatter(abuf, out, start, count)
-
-    return _jit(binary_2d, scalar, parallel, storage)
 
 
 @njit(forceinline=True, nogil=True)
@@ -271,78 +94,207 @@ def _prefetch_row(a, r):
             prefetch(a, offset)
 
 
-def _unary_rows(scalar, parallel, storage=NATIVE):
-    """2-d kernels for arrays whose rows are contiguous (``x[:, :k]``, ``x[::2]``): a SIMD
-    loop per row, the rows about PREFETCH_AHEAD bytes ahead prefetched (rows of a view
-    sit apart, where the hardware prefetcher does not follow)."""
+@njit(forceinline=True, nogil=True)
+def _blocks(a):
+    """(how many blocks 1-d ``a`` has, the elements of a block)."""
+    block = BLOCK_BYTES // a.itemsize
+    return (a.shape[0] + block - 1) // block, block
+
+
+@njit(forceinline=True, nogil=True)
+def _block(a, k, block):
+    lo = k * block
+    return a[lo : lo + block]
+
+
+@njit(forceinline=True, nogil=True)
+def _prefetch_block(a, k, block):
+    _prefetch_ahead(a, k * block)
+
+
+@njit(forceinline=True, nogil=True)
+def _rows(a):
+    """(the rows of 2-d ``a``, how many rows ahead to prefetch)."""
+    return a.shape[0], _rows_ahead(a)
+
+
+@njit(forceinline=True, nogil=True)
+def _row(a, r, ahead):
+    return row_view(a, r)
+
+
+@njit(forceinline=True, nogil=True)
+def _prefetch_rows(a, r, ahead):
+    _prefetch_row(a, r + ahead)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A layout's tasks, as three njit functions the loops inline: ``tasks(a) -> (count,
+    step)``; ``view(a, t, step)``, task ``t``'s 1-d contiguous view of ``a``;
+    ``prefetch(a, t, step)``, of the data of ``a`` ahead of task ``t``."""
+
+    name: str  # as :class:`Flavour` names it
+    tasks: object
+    view: object
+    prefetch: object
+
+    @property
+    def suffix(self) -> str:
+        """Of the elementwise kernels' names: none for flat, ``_rows``."""
+        return "" if self.name == "flat" else f"_{self.name}"
+
+    def functions(self) -> tuple:
+        """The three functions, pinned (the kernels close over them: see :func:`pin_uuid`)."""
+        for function in (self.tasks, self.view, self.prefetch):
+            pin_uuid(function)
+        return self.tasks, self.view, self.prefetch
+
+
+FLAT = Layout("flat", _blocks, _block, _prefetch_block)
+ROWS = Layout("rows", _rows, _row, _prefetch_rows)
+LAYOUTS = {layout.name: layout for layout in (FLAT, ROWS)}
+
+
+def _contiguous_kernel(scalar, parallel, layout, nin, in_place, reads_second=True, storage=NATIVE):
+    """The kernel of ``scalar`` (``nin`` inputs, 1 or 2) over ``layout``'s tasks,
+    ``k(*inputs, out, *params)``; in place, where ``out`` is input 0, ``k(*inputs[1:], out,
+    *params)``. ``reads_second``: whether the scalar reads input 1 (a prefetch of an input
+    it ignores streams it for nothing).
+
+    In place is a kernel of its own, with one array where there would be two. Given two
+    pointers, LLVM guards its vector loop with a run-time overlap check, and ``out``
+    overlapping ``x`` sends it to the scalar loop (several times slower than out of place:
+    docs/TUNING.md). The parallel kernels need it as much: numba gives a prange body
+    noalias arguments only where it takes no views of them, and the tasks are views. (The
+    strided kernels are not helped this way: with a run-time inner stride and one array,
+    LLVM does not vectorize at all.)
+    """
     load, store = storage.load, storage.store
+    tasks, view, prefetch_task = layout.functions()
+    binary = nin == 2
+    prefetch_second = binary and reads_second
+    narrays = nin if in_place else nin + 1  # the arrays k takes, out last
+    out_at, second_at = narrays - 1, narrays - 2  # input 1 comes just before out
 
-    def unary_rows(x, out, *args):
-        params = params_like(out, args)
-        ahead = _rows_ahead(x)
-        for r in prange(x.shape[0]):
+    def kernel(*operands):
+        out = operands[out_at]
+        params = params_like(out, operands[narrays:])
+        first = out if in_place else operands[0]
+        if binary:
+            second = operands[second_at]
+        count, step = tasks(first)
+        for t in prange(count):
             full_width_vectors()
-            _prefetch_row(x, r + ahead)
-            xs, os = row_view(x, r), row_view(out, r)
-            for i in range(xs.shape[0]):
-                os[i] = store(scalar(load(xs[i]), *params))
+            prefetch_task(first, t, step)  # in place: read, or at least written; its lines come in either way
+            if prefetch_second:
+                prefetch_task(second, t, step)
+            xs = view(first, t, step)
+            os = xs if in_place else view(out, t, step)
+            if binary:
+                ys = view(second, t, step)
+                for i in range(xs.shape[0]):
+                    y = store(scalar(load(xs[i]), load(ys[i]), *params))
+                    os[i] = stored_whole(y) if in_place else y
+            else:
+                for i in range(xs.shape[0]):
+                    y = store(scalar(load(xs[i]), *params))
+                    os[i] = stored_whole(y) if in_place else y
 
-    return _jit(unary_rows, scalar, parallel, storage)
+    kernel.__name__ = ("binary" if binary else "unary") + layout.suffix + ("_in_place" if in_place else "")
+    return _jit(kernel, scalar, parallel, storage)
 
 
-def _unary_rows_in_place(scalar, parallel, storage=NATIVE):
+# The strided 2-d kernels of all but the light scalars (Activation.light) copy
+# STRIDED_CHUNK elements at a time (in row-major order of the 2-d view, across rows) into a
+# buffer, run the SIMD loop over it and copy it back: a loop over a run-time stride does
+# not vectorize, and scalar transcendental math costs several times the copies. Each task
+# allocates its buffers once (2 KiB of float64 each: in L1, and no allocation the size of
+# the input) and works through STRIDED_TASK_CHUNKS consecutive chunks.
+
+
+def _row_major(copy_run):
+    """``walk(a, buf, start, count)`` over elements start .. start + count of 2-d ``a`` in
+    row-major order, one run along a row at a time: ``copy_run(row, c, buf, i, m)`` copies
+    between row[c : c + m] and buf[i : i + m]."""
+
+    @njit(forceinline=True, nogil=True)
+    def walk(a, buf, start, count):
+        cols = a.shape[1]
+        r, c = start // cols, start % cols
+        i = 0
+        while i < count:
+            m = min(cols - c, count - i)
+            copy_run(a[r], c, buf, i, m)
+            i, r, c = i + m, r + 1, 0
+
+    return walk
+
+
+@njit(forceinline=True, nogil=True)
+def _run_to_buf(row, c, buf, i, m):
+    for j in range(m):
+        buf[i + j] = row[np.uintp(c + j)]  # unsigned: no wraparound test per element
+
+
+@njit(forceinline=True, nogil=True)
+def _buf_to_run(row, c, buf, i, m):
+    for j in range(m):
+        row[np.uintp(c + j)] = buf[i + j]
+
+
+_gather = _row_major(_run_to_buf)  # buf[:count] = the elements of a
+_scatter = _row_major(_buf_to_run)  # the elements of a = buf[:count]
+
+
+def _strided_kernel(scalar, parallel, nin, light, storage=NATIVE):
+    """The kernel of ``scalar`` (``nin`` inputs) over 2-d arrays of any strides,
+    ``k(*inputs, out, *params)``: a light scalar's loops over the strides, the others'
+    through buffers (see above)."""
     load, store = storage.load, storage.store
+    binary = nin == 2
+    narrays = nin + 1
 
-    def unary_rows_in_place(out, *args):
-        params = params_like(out, args)
-        ahead = _rows_ahead(out)
-        for r in prange(out.shape[0]):
+    def light_kernel(*operands):
+        a, out = operands[0], operands[nin]
+        params = params_like(out, operands[narrays:])
+        if binary:
+            b = operands[1]
+        for i in prange(a.shape[0]):
             full_width_vectors()
-            _prefetch_row(out, r + ahead)
-            os = row_view(out, r)
-            for i in range(os.shape[0]):
-                os[i] = stored_whole(store(scalar(load(os[i]), *params)))
+            for j in range(a.shape[1]):
+                if binary:
+                    out[i, j] = store(scalar(load(a[i, j]), load(b[i, j]), *params))
+                else:
+                    out[i, j] = store(scalar(load(a[i, j]), *params))
 
-    return _jit(unary_rows_in_place, scalar, parallel, storage)
-
-
-def _binary_rows(scalar, parallel, reads, storage=NATIVE):
-    load, store = storage.load, storage.store
-    prefetch_a, prefetch_b = reads
-
-    def binary_rows(a, b, out, *args):
-        params = params_like(out, args)
-        ahead = _rows_ahead(a)
-        for r in prange(a.shape[0]):
+    def buffered_kernel(*operands):
+        a, out = operands[0], operands[nin]
+        params = params_like(out, operands[narrays:])
+        if binary:
+            b = operands[1]
+        n = a.shape[0] * a.shape[1]
+        per_task = STRIDED_CHUNK * STRIDED_TASK_CHUNKS
+        for t in prange((n + per_task - 1) // per_task):
             full_width_vectors()
-            if prefetch_a:
-                _prefetch_row(a, r + ahead)
-            if prefetch_b:
-                _prefetch_row(b, r + ahead)
-            as_, bs, os = row_view(a, r), row_view(b, r), row_view(out, r)
-            for i in range(as_.shape[0]):
-                os[i] = store(scalar(load(as_[i]), load(bs[i]), *params))
+            abuf = np.empty(STRIDED_CHUNK, out.dtype)
+            if binary:
+                bbuf = np.empty(STRIDED_CHUNK, out.dtype)
+            for start in range(t * per_task, min(n, (t + 1) * per_task), STRIDED_CHUNK):
+                count = min(STRIDED_CHUNK, n - start)
+                _gather(a, abuf, start, count)
+                if binary:
+                    _gather(b, bbuf, start, count)
+                    for i in range(count):
+                        abuf[i] = store(scalar(load(abuf[i]), load(bbuf[i]), *params))
+                else:
+                    for i in range(count):
+                        abuf[i] = store(scalar(load(abuf[i]), *params))
+                _scatter(out, abuf, start, count)
 
-    return _jit(binary_rows, scalar, parallel, storage)
-
-
-def _binary_rows_in_place(scalar, parallel, reads, storage=NATIVE):
-    load, store = storage.load, storage.store
-    prefetch_b = reads[1]
-
-    def binary_rows_in_place(b, out, *args):
-        params = params_like(out, args)
-        ahead = _rows_ahead(out)
-        for r in prange(out.shape[0]):
-            full_width_vectors()
-            _prefetch_row(out, r + ahead)
-            if prefetch_b:
-                _prefetch_row(b, r + ahead)
-            bs, os = row_view(b, r), row_view(out, r)
-            for i in range(os.shape[0]):
-                os[i] = stored_whole(store(scalar(load(os[i]), load(bs[i]), *params)))
-
-    return _jit(binary_rows_in_place, scalar, parallel, storage)
+    kernel = light_kernel if light else buffered_kernel
+    kernel.__name__ = ("binary" if binary else "unary") + "_2d"
+    return _jit(kernel, scalar, parallel, storage)
 
 
 def _convert(function, parallel):
@@ -477,40 +429,36 @@ def pin_uuid(dispatcher) -> None:
     compat.pin_uuid(dispatcher, f"fastact:{func.__module__}.{func.__qualname__}:{source_fingerprint()}")
 
 
-def _kernel_set(scalar, nin: int, light: bool, reads: tuple[bool, bool], storage: Storage = NATIVE):
+def _kernel_set(scalar, nin: int, light: bool, reads_second: bool, storage: Storage = NATIVE):
     """Every flavour of ``scalar``'s kernels for arrays stored as ``storage``; the native set
     builds the others on demand (:meth:`KernelSet.stored`)."""
     pin_uuid(scalar)
     for function in (storage.load, storage.store):
         pin_uuid(function)
-    factories = {
-        ("flat", False): _unary if nin == 1 else functools.partial(_binary, reads=reads),
-        ("strided", False): functools.partial(_unary_2d if nin == 1 else _binary_2d, light=light),
-        ("flat", True): _unary_in_place if nin == 1 else functools.partial(_binary_in_place, reads=reads),
-        ("rows", False): _unary_rows if nin == 1 else functools.partial(_binary_rows, reads=reads),
-        ("rows", True): _unary_rows_in_place
-        if nin == 1
-        else functools.partial(_binary_rows_in_place, reads=reads),
-    }
-    kernels = {
-        f.field: factories[f.layout, f.in_place](scalar, f.parallel, storage=storage) for f in FLAVOURS
-    }
-    formats = None if storage is not NATIVE else functools.partial(_stored_set, scalar, nin, light, reads)
+
+    def kernel(f: Flavour):
+        if f.layout == "strided":
+            return _strided_kernel(scalar, f.parallel, nin, light, storage)
+        layout = LAYOUTS[f.layout]
+        return _contiguous_kernel(scalar, f.parallel, layout, nin, f.in_place, reads_second, storage)
+
+    kernels = {f.field: kernel(f) for f in FLAVOURS}
+    formats = functools.partial(_stored_set, scalar, nin, light, reads_second) if storage is NATIVE else None
     return KernelSet(**kernels, formats=formats)
 
 
 @cache
-def _stored_set(scalar, nin: int, light: bool, reads: tuple[bool, bool], storage: Storage) -> KernelSet:
-    return _kernel_set(scalar, nin, light, reads, storage)
+def _stored_set(scalar, nin: int, light: bool, reads_second: bool, storage: Storage) -> KernelSet:
+    return _kernel_set(scalar, nin, light, reads_second, storage)
 
 
 @cache
 def forward_kernels(name: str) -> KernelSet:
     entry = ACTIVATIONS[name]
-    return _kernel_set(entry.forward, 1, entry.light_forward, (True, True))
+    return _kernel_set(entry.forward, 1, entry.light_forward, True)
 
 
 @cache
 def backward_kernels(name: str) -> KernelSet:
     entry: Activation = ACTIVATIONS[name]
-    return _kernel_set(entry.backward, 2, entry.light_backward, (True, entry.backward_reads_saved))
+    return _kernel_set(entry.backward, 2, entry.light_backward, entry.backward_reads_saved)
