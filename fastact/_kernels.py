@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
+from numba.core.dispatcher import Dispatcher
 
 from . import _numba_compat as compat
 from ._config import BLOCK_BYTES, CACHE_LINE, INTERLEAVE, PREFETCH_AHEAD, STRIDED_CHUNK, STRIDED_TASK_CHUNKS
@@ -145,9 +146,8 @@ class Layout:
         return "" if self.name == "flat" else f"_{self.name}"
 
     def functions(self) -> tuple:
-        """The three functions, pinned (the kernels close over them: see :func:`pin_uuid`)."""
-        for function in (self.tasks, self.view, self.prefetch):
-            pin_uuid(function)
+        """The three functions, pinned (the kernels close over them: see :func:`_pin_helpers`)."""
+        _pin_helpers()
         return self.tasks, self.view, self.prefetch
 
 
@@ -213,12 +213,11 @@ def _contiguous_kernel(scalar, parallel, layout, nin, in_place, reads_second=Tru
 # the input) and works through STRIDED_TASK_CHUNKS consecutive chunks.
 
 
-def _row_major(copy_run):
-    """``walk(a, buf, start, count)`` over elements start .. start + count of 2-d ``a`` in
-    row-major order, one run along a row at a time: ``copy_run(row, c, buf, i, m)`` copies
-    between row[c : c + m] and buf[i : i + m]."""
+def _row_major(copy_run, name: str):
+    """``name(a, buf, start, count)``, a walk over elements start .. start + count of 2-d
+    ``a`` in row-major order, one run along a row at a time: ``copy_run(row, c, buf, i, m)``
+    copies between row[c : c + m] and buf[i : i + m]."""
 
-    @njit(forceinline=True, nogil=True)
     def walk(a, buf, start, count):
         cols = a.shape[1]
         r, c = start // cols, start % cols
@@ -228,7 +227,8 @@ def _row_major(copy_run):
             copy_run(a[r], c, buf, i, m)
             i, r, c = i + m, r + 1, 0
 
-    return walk
+    walk.__name__ = walk.__qualname__ = name
+    return njit(forceinline=True, nogil=True)(walk)
 
 
 @njit(forceinline=True, nogil=True)
@@ -243,8 +243,8 @@ def _buf_to_run(row, c, buf, i, m):
         row[np.uintp(c + j)] = buf[i + j]
 
 
-_gather = _row_major(_run_to_buf)  # buf[:count] = the elements of a
-_scatter = _row_major(_buf_to_run)  # the elements of a = buf[:count]
+_gather = _row_major(_run_to_buf, "_gather")  # buf[:count] = the elements of a
+_scatter = _row_major(_buf_to_run, "_scatter")  # the elements of a = buf[:count]
 
 
 def _strided_kernel(scalar, parallel, nin, light, storage=NATIVE):
@@ -420,6 +420,19 @@ def source_fingerprint() -> str:
         if path.exists():
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+@cache
+def _pin_helpers() -> None:
+    """Stable identities for this module's njit functions and intrinsics. A kernel's cache
+    key holds its closure cells pickled, and a layout function pickles by value with every
+    helper it calls, each named by a uuid drawn at random per process unless pinned."""
+    fingerprint = source_fingerprint()
+    for obj in list(globals().values()):
+        if isinstance(obj, Dispatcher):
+            pin_uuid(obj)
+        elif compat.is_intrinsic(obj):
+            compat.pin_intrinsic_uuid(obj, f"fastact:{obj.__module__}.{obj.__qualname__}:{fingerprint}")
 
 
 def pin_uuid(dispatcher) -> None:

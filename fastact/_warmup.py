@@ -101,8 +101,8 @@ def _warmup_tasks(names: Iterable[str] | None) -> list[tuple[str, object]]:
                         if flavour.layout == _FLAVOUR_LAYOUT[layout]:
                             label = f"{name} {direction} {dtype.name} {layout} {flavour.field}"
                             # in place: out is the first input, the kernel takes one array fewer
-                            flavour_operands = operands[1:] if flavour.in_place else operands
-                            tasks.append((label, _compile_task(kernels, name, flavour.field, flavour_operands)))
+                            ops = operands[1:] if flavour.in_place else operands
+                            tasks.append((label, _compile_task(kernels, name, flavour.field, ops)))
         for ufunc_name in (name, f"{name}_backward"):
             tasks.append((f"ufuncs.{ufunc_name}", lambda u=ufunc_name: len(getattr(ufuncs, u).types)))
     return tasks
