@@ -20,9 +20,13 @@ from contextlib import contextmanager
 # long bodies); `python -m fastact bench` with INTERLEAVE edited measures it.
 INTERLEAVE = 4
 # The 1-d kernels run in blocks of BLOCK_BYTES and prefetch each input PREFETCH_AHEAD bytes
-# ahead of the block (the rows kernels: about PREFETCH_AHEAD bytes of rows ahead).
+# ahead of the block (the rows kernels: about PREFETCH_AHEAD bytes of rows ahead). On a
+# target CPU whose name starts with one of NO_PREFETCH_CPUS the 1-d kernels prefetch nothing
+# and run in blocks of NO_PREFETCH_BLOCK_BYTES (the rows kernels still prefetch).
 BLOCK_BYTES = 1024
 PREFETCH_AHEAD = 4096
+NO_PREFETCH_CPUS = ("znver",)
+NO_PREFETCH_BLOCK_BYTES = 16384
 CACHE_LINE = 64
 # The buffered strided kernels copy STRIDED_CHUNK elements at a time; a parallel task
 # works through STRIDED_TASK_CHUNKS consecutive chunks.

@@ -26,9 +26,18 @@ from numba import njit, prange
 from numba.core.dispatcher import Dispatcher
 
 from . import _numba_compat as compat
-from ._config import BLOCK_BYTES, CACHE_LINE, INTERLEAVE, PREFETCH_AHEAD, STRIDED_CHUNK, STRIDED_TASK_CHUNKS
+from ._config import (
+    BLOCK_BYTES,
+    CACHE_LINE,
+    INTERLEAVE,
+    NO_PREFETCH_BLOCK_BYTES,
+    PREFETCH_AHEAD,
+    STRIDED_CHUNK,
+    STRIDED_TASK_CHUNKS,
+)
 from ._half import NATIVE, Storage
 from ._intrinsics import full_width_vectors, params_like, prefetch, row_view, stored_whole
+from ._platform import software_prefetch
 from .definitions import ACTIVATIONS, Activation
 
 # Fast-math flags that cannot change a result's NaN/inf behaviour: contraction into
@@ -62,22 +71,27 @@ def interleaved(dispatcher):
 
 # --- layouts: how a loop cuts its arrays into tasks -----------------------------------------
 # A task (one prange iteration) runs a SIMD loop over 1-d contiguous views of the arrays.
-# 1-d contiguous arrays run in blocks of BLOCK_BYTES and prefetch each input PREFETCH_AHEAD
-# bytes ahead of the block: the transcendental kernels are compute-bound, and the hardware
-# prefetcher does not run far enough ahead of a loop this slow (without the prefetch a 16M
-# call took its in-cache compute time plus its memory time). A prefetch never faults, so
-# the last blocks may prefetch past the end. 2-d arrays with contiguous rows (``x[:, :k]``,
-# ``x[::2]``) run a row per task, as a 1-d view (see :func:`row_view`), and prefetch the rows
-# about PREFETCH_AHEAD bytes ahead (rows of a view sit apart, where the hardware prefetcher
-# does not follow).
+# 1-d contiguous arrays run in blocks of FLAT_BLOCK_BYTES and, where PREFETCH, prefetch each
+# input PREFETCH_AHEAD bytes ahead of the block: on the Intel CPUs measured the hardware
+# prefetcher did not run far enough ahead of a compute-bound loop (without the prefetch a
+# 16M call took its in-cache compute time plus its memory time); on AMD Zen it does, and
+# the prefetches slowed the in-place backwards (docs/TUNING.md). Fixed at compile time for
+# the target CPU. A prefetch never faults, so the last blocks may prefetch past the end.
+# 2-d arrays with contiguous rows (``x[:, :k]``, ``x[::2]``) run a row per task, as a 1-d
+# view (see :func:`row_view`), and prefetch the rows about PREFETCH_AHEAD bytes ahead (rows
+# of a view sit apart, where the hardware prefetcher does not follow).
+PREFETCH = software_prefetch()
+FLAT_BLOCK_BYTES = BLOCK_BYTES if PREFETCH else NO_PREFETCH_BLOCK_BYTES
 
 
 @njit(forceinline=True, nogil=True)
 def _prefetch_ahead(a, lo):
-    """Prefetch the block of ``a`` that starts PREFETCH_AHEAD bytes after element ``lo``."""
-    start = lo * a.itemsize + PREFETCH_AHEAD
-    for offset in range(start, start + BLOCK_BYTES, CACHE_LINE):
-        prefetch(a, offset)
+    """Prefetch the block of ``a`` that starts PREFETCH_AHEAD bytes after element ``lo``
+    (nothing where not PREFETCH)."""
+    if PREFETCH:
+        start = lo * a.itemsize + PREFETCH_AHEAD
+        for offset in range(start, start + FLAT_BLOCK_BYTES, CACHE_LINE):
+            prefetch(a, offset)
 
 
 @njit(forceinline=True, nogil=True)
@@ -98,7 +112,7 @@ def _prefetch_row(a, r):
 @njit(forceinline=True, nogil=True)
 def _blocks(a):
     """(how many blocks 1-d ``a`` has, the elements of a block)."""
-    block = BLOCK_BYTES // a.itemsize
+    block = FLAT_BLOCK_BYTES // a.itemsize
     return (a.shape[0] + block - 1) // block, block
 
 
@@ -302,7 +316,7 @@ def _convert(function, parallel):
     on its own (the reductions' 16-bit calls widen blocks into float32 scratch and back)."""
 
     def convert(src, dst):
-        block = BLOCK_BYTES // src.itemsize
+        block = FLAT_BLOCK_BYTES // src.itemsize
         for k in prange((src.shape[0] + block - 1) // block):
             full_width_vectors()
             lo = k * block

@@ -19,6 +19,14 @@ through BLAS's accumulating gemm (:mod:`fastact._blas`; numpy has none), compute
 block by block instead of copying the whole chunk into its workspace. Memory beyond the
 inputs and outputs: the chunk buffer, the float64 row losses (8 N bytes), the targets as
 int64 and the class weights.
+
+bfloat16 and float16 (as torch computes bf16 matrix products: in float32): the weight
+matrix and bias are widened to float32 once per call (a float32 copy of W, twice the
+16-bit W's memory); each chunk of input rows is widened into a float32 buffer; logits,
+cross-entropy, dinput's chunk and the dW / dbias sums are float32 (dinput's chunk goes
+through a float32 chunk buffer and is rounded into the 16-bit dinput); dW and dbias are
+rounded to the input's dtype once, at the end. No float32 array of the N x V logits or of
+the N x H input is ever made.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ import numpy as np
 from . import _blas
 from . import _config as config
 from ._softmax import (
+    narrow,
+    widen,
     xent_options,
     xent_reduce,
     xent_rows,
@@ -76,10 +86,10 @@ class _Problem:
     def __init__(self, input, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                  label_smoothing, chunk_size):  # fmt: skip
         self.reduction, self.eps, self.ignore = xent_options(ignore_index, reduction, label_smoothing)
-        x = as_input(input, "input")
+        x = as_input(input, "input", True)
         if x.ndim not in (1, 2):
             raise ValueError(f"input must be (N, H) or (H,), got shape {x.shape}")
-        w_lin = as_input(linear_weight, "linear_weight")
+        w_lin = as_input(linear_weight, "linear_weight", True)
         if w_lin.ndim != 2:
             raise ValueError(f"linear_weight must be (V, H), got shape {w_lin.shape}")
         if w_lin.dtype != x.dtype:
@@ -96,15 +106,19 @@ class _Problem:
             raise ValueError(f"linear_weight has shape {w_lin.shape}: no classes")
         bias = None
         if linear_bias is not None:
-            bias = as_input(linear_bias, "linear_bias")
+            bias = as_input(linear_bias, "linear_bias", True)
             if bias.dtype != x.dtype:
                 raise TypeError(f"linear_bias has dtype {bias.dtype}, input {x.dtype}: they must match")
             if bias.shape != (v,):
                 raise ValueError(f"linear_bias has shape {bias.shape}, expected {(v,)}")
         logits_shape = (v,) if self.single else (n, v)
-        self.t = xent_target(target, logits_shape, self.ignore, name="the logits (N, V)")
-        self.w, self.wsum = xent_weight(weight, v, x.dtype)
-        self.rows = _chunk_rows(chunk_size, n, v, x.dtype.itemsize)
+        half = x.dtype.itemsize == 2  # computed in float32 (see the module's docstring)
+        self.compute = np.dtype(np.float32) if half else x.dtype
+        self.t = xent_target(
+            target, logits_shape, self.ignore, name="the logits (N, V)", half=x.dtype if half else None
+        )
+        self.w, self.wsum = xent_weight(weight, v, self.compute)
+        self.rows = _chunk_rows(chunk_size, n, v, self.compute.itemsize)
         self.total_weight = xent_total_weight(self.reduction, self.t, self.w, weight is not None, self.ignore)
         self.scale = xent_scale(self.total_weight) if self.reduction == "mean" else 1.0
         # BLAS reads W as given (C order: x @ W.T is a transposed operand, no copy); any other
@@ -112,6 +126,7 @@ class _Problem:
         if not (w_lin.flags.c_contiguous or w_lin.flags.f_contiguous):
             w_lin = np.ascontiguousarray(w_lin)
         self.x, self.weight_matrix, self.bias = x2, w_lin, bias
+        self.half = half
         self.n, self.h, self.v, self.dtype = n, h, v, x.dtype
 
     def shape_input_grad(self, dx: np.ndarray) -> np.ndarray:
@@ -128,6 +143,8 @@ def walk(p: _Problem, grads: bool = True, row_scale: np.ndarray | None = None):
     when ``grads`` is False: logits and losses only). ``row_scale`` (N,), if given, weighs
     row n's gradient by row_scale[n] (the gradient of sum_n row_scale[n] loss_n, for
     reduction "none" under a grad_output)."""
+    if p.half:
+        return _walk_half(p, grads, row_scale)
     n, h, v, dtype = p.n, p.h, p.v, p.dtype
     x, w_lin, bias = p.x, p.weight_matrix, p.bias
     losses = np.empty(n)
@@ -142,11 +159,46 @@ def walk(p: _Problem, grads: bool = True, row_scale: np.ndarray | None = None):
         db = None if bias is None else np.zeros(v, dtype)
     if n == 0:
         return losses, dx, None if dwt is None else dwt.T, db
+    _chunks(p, x, w_lin, bias, losses, dx, dwt, db, grads, row_scale)
+    return losses, dx, None if dwt is None else dwt.T, db
+
+
+def _walk_half(p: _Problem, grads: bool, row_scale: np.ndarray | None):
+    """:func:`walk` for 16-bit arrays: W and the bias widened to float32 once, each chunk of
+    input rows widened into a float32 buffer, dinput's chunks through a float32 buffer
+    rounded into the 16-bit dinput, dW and dbias summed in float32 and rounded at the end."""
+    n, h, v, dtype = p.n, p.h, p.v, p.dtype
+    f32 = np.dtype(np.float32)
+    losses = np.empty(n)
+    dx = dwt = db = None
+    if grads:
+        dx = np.empty((n, h), dtype)
+        dwt = np.zeros((h, v), f32) if n == 0 else np.empty((h, v), f32)
+        db = None if p.bias is None else np.zeros(v, f32)
+    if n > 0:
+        w_lin = widen(p.weight_matrix) if p.weight_matrix.flags.c_contiguous else widen(p.weight_matrix.T).T
+        bias = None if p.bias is None else widen(p.bias)
+        if row_scale is not None:
+            row_scale = row_scale.astype(f32)
+        _chunks(p, p.x, w_lin, bias, losses, dx, dwt, db, grads, row_scale)
+    if not grads:
+        return losses, None, None, None
+    dw = np.empty((h, v), dtype)
+    narrow(dwt, dw)
+    return losses, dx, dw.T, None if db is None else db.astype(dtype)
+
+
+def _chunks(p: _Problem, x, w_lin, bias, losses, dx, dwt, db, grads: bool, row_scale) -> None:
+    """The chunk loop of :func:`walk` over ``x`` (N, H), into the row losses and the
+    gradients (dx's chunks through a buffer of the compute dtype where dx is 16-bit; the
+    16-bit x's chunks through one too)."""
+    n, h, v, dtype = p.n, p.h, p.v, p.compute
     rows = p.rows
     buf = np.empty((rows, v), dtype)
     # A chunk of input rows BLAS cannot read as they are is copied to a small buffer once,
-    # rather than by each of the chunk's two products that read it.
-    xbuf = None if _unit_rows(x) else np.empty((rows, h), dtype)
+    # rather than by each of the chunk's two products that read it (16-bit rows: widened).
+    xbuf = None if _unit_rows(x) and x.dtype == dtype else np.empty((rows, h), dtype)
+    dxbuf = None if dx is None or dx.dtype == dtype else np.empty((rows, h), dtype)
     accumulate = _blas.gemm_accumulate(dtype) if grads and config.LCE_BLAS_ACCUMULATE else None
     scratch = None  # numpy fallback for dW +=: (H, vb) at a time, 1/16 of the buffer
     bias_sum = None if db is None else np.empty(v, dtype)
@@ -157,16 +209,26 @@ def walk(p: _Problem, grads: bool = True, row_scale: np.ndarray | None = None):
         xc = x[c0:c1]
         if xbuf is not None:
             xc = xbuf[: c1 - c0]
-            np.copyto(xc, x[c0:c1])
+            if x.dtype == dtype:
+                np.copyto(xc, x[c0:c1])
+            else:
+                widen(x[c0:c1], xc)
         np.matmul(xc, wt, out=g)
         if bias is not None:
             g += bias
-        xent_rows(None, p.t[c0:c1], p.w, p.wsum, p.ignore, p.eps, p.scale, g, losses[c0:c1])
+        t = p.t[c0:c1]
+        if t.ndim == 2 and t.dtype != dtype and p.half:  # 16-bit probabilities, in the compute dtype
+            t = t.astype(dtype)
+        xent_rows(None, t, p.w, p.wsum, p.ignore, p.eps, p.scale, g, losses[c0:c1])
         if not grads:
             continue
         if row_scale is not None:
             g *= row_scale[c0:c1, None]
-        np.matmul(g, w_lin, out=dx[c0:c1])
+        if dxbuf is None:
+            np.matmul(g, w_lin, out=dx[c0:c1])
+        else:
+            np.matmul(g, w_lin, out=dxbuf[: c1 - c0])
+            narrow(dxbuf[: c1 - c0], dx[c0:c1])
         if c0 == 0:
             np.matmul(xc.T, g, out=dwt)
         elif accumulate is None or not accumulate(dwt, xc.T, g):
@@ -182,7 +244,6 @@ def walk(p: _Problem, grads: bool = True, row_scale: np.ndarray | None = None):
         if db is not None:
             np.sum(g, axis=0, out=bias_sum)
             db += bias_sum
-    return losses, dx, None if dwt is None else dwt.T, db
 
 
 def linear_cross_entropy(
@@ -201,7 +262,9 @@ def linear_cross_entropy(
     its gradients, as ``torch.nn.functional.linear_cross_entropy``, without the N x V logits.
 
     ``input`` is (N, H) (or (H,), one sample), ``linear_weight`` (V, H) and ``linear_bias``
-    (V,) of the same dtype (float32 or float64). ``target``, ``weight`` (class weights,
+    (V,) of the same dtype (float32, float64, or bfloat16 / float16, computed in float32 as
+    torch does: W and the bias are then widened to float32 once per call, a float32 copy
+    of W; input rows and logits are widened a chunk at a time). ``target``, ``weight`` (class weights,
     (V,)), ``ignore_index``, ``reduction`` and ``label_smoothing`` are those of
     :func:`fastact.softmax_cross_entropy` on the logits (class indices (N,), or class
     probabilities (N, V)): with eps = label_smoothing, lse = log sum_c e^z_c, z = the row's
@@ -221,7 +284,10 @@ def linear_cross_entropy(
     dinput[chunk] = g @ W and dW.T += input[chunk].T @ g (BLAS gemm with beta = 1), dbias
     += sum of g's rows. Memory beyond the outputs: that buffer and O(N + V). The weight
     gradient sums over chunks in the input's dtype, so its last bits depend on the chunk
-    size. Everything is checked before anything is computed.
+    size (16-bit: it sums in float32 and is rounded once at the end, as dbias). 16-bit
+    results: the gradients in the input's dtype, the loss a float ("none": the row losses
+    in the input's dtype), as :func:`fastact.softmax_cross_entropy` gives for 16-bit logits.
+    Everything is checked before anything is computed.
     """
     p = _Problem(input, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                  label_smoothing, chunk_size)  # fmt: skip

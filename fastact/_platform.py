@@ -11,7 +11,9 @@ from functools import cache
 import llvmlite.binding as llvm
 from numba.core import config
 
-__all__ = ["cpu", "has_avx512", "simd_level"]
+from ._config import NO_PREFETCH_CPUS
+
+__all__ = ["cpu", "has_avx512", "simd_level", "software_prefetch"]
 
 # (level, the features it needs), best first
 SIMD_LEVELS = (
@@ -45,3 +47,10 @@ def simd_level() -> str:
 def has_avx512() -> bool:
     """Whether the target has AVX-512 (vscalef applies 2^n in one instruction; masked stores are fast)."""
     return bool(cpu()[1].get("avx512f"))
+
+
+def software_prefetch() -> bool:
+    """Whether the 1-d kernels prefetch ahead of their blocks on the target: not on AMD Zen
+    (``NO_PREFETCH_CPUS``), whose hardware prefetcher keeps up and where the prefetches
+    slowed the in-place backwards (docs/TUNING.md)."""
+    return not cpu()[0].startswith(NO_PREFETCH_CPUS)

@@ -32,8 +32,12 @@ PerformanceWarning) as softmax's. bias_act's bias is chunked like x's last axis;
 the float64 sum of dx's blocks over every axis but the last (dask's tree reduction), cast
 to x's dtype.
 
-Dtypes and parameters are checked when the graph is built; target values (class
-indices out of range) only when a block is computed.
+Dtypes: float32, float64, and float16 / ml_dtypes' bfloat16 (each block computed in float32
+by the CPU functions and rounded once, results of the input's dtype; cross-entropy widens
+each block of 16-bit logits to float32 and rounds its gradient once, after the "mean"
+scaling; bias_act_backward's dbias is then the float64 sum of the 16-bit dx). Dtypes and
+parameters are checked when the graph is built; target values (class indices out of range)
+only when a block is computed.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from fastact import _functions as _fa
 from fastact import _softmax as _fa_softmax
+from fastact._half import is_bfloat16
 from fastact.definitions import ACTIVATIONS, GATED_UNITS, Activation, GatedUnit
 
 try:
@@ -56,14 +61,22 @@ except ImportError:  # pragma: no cover
     from dask.array.core import PerformanceWarning
 
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
+
+
+def _half(dtype: np.dtype) -> bool:
+    """float16, or ml_dtypes' bfloat16: stored in 16 bits, computed in float32 per block."""
+    return dtype.itemsize == 2 and (dtype.kind == "f" or is_bfloat16(dtype))
 
 
 def _as_dask(x: object, name: str) -> da.Array:
     if not isinstance(x, da.Array):
         x = da.asarray(x)
-    if x.dtype not in _FLOATS:
-        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {x.dtype}")
+    if x.dtype not in _FLOATS and not is_bfloat16(x.dtype):
+        raise TypeError(
+            f"{name} must be a float32 or float64 array (or float16, or ml_dtypes' bfloat16), "
+            f"got dtype {x.dtype}"
+        )
     return x
 
 
@@ -88,7 +101,14 @@ def _apply_masked_softmax(
 
 
 def _xent_block(logits, target, weight, ignore_index, reduction, label_smoothing):
-    """(loss, grad, denominator) of one block of rows; loss summed in float64 unless "none"."""
+    """(loss, grad, denominator) of one block of rows; loss summed in float64 unless "none".
+    16-bit logits (and probabilities) are widened to float32 here, and the float32 gradient
+    and "none" losses returned: the graph scales them and rounds them to the logits' dtype
+    once."""
+    if _half(logits.dtype):
+        logits = logits.astype(np.float32)
+        if target.dtype.kind not in "iu":
+            target = target.astype(np.float32)
     loss, grad = _fa.softmax_cross_entropy(
         logits,
         target,
@@ -291,7 +311,7 @@ def softmax_cross_entropy(
     # Argument checks (types, shapes, label_smoothing, ignore_index, weight) on a one-row stand-in.
     target = target if isinstance(target, da.Array) else da.asarray(target)
     n, c = logits.shape
-    probs = target.dtype.kind == "f"
+    probs = target.dtype.kind not in "iu"
     if probs and target.shape != logits.shape:
         raise ValueError(
             f"target has shape {target.shape}, expected {logits.shape} (probabilities, as logits)"
@@ -343,15 +363,17 @@ def softmax_cross_entropy(
     def array(key: str, chunks: tuple, dtype) -> da.Array:
         return da.Array(graph, names[key], chunks, dtype=dtype)
 
-    grad = array("grad", logits.chunks, logits.dtype)
+    dtype = logits.dtype
+    compute = np.dtype(np.float32) if _half(dtype) else dtype  # the blocks' results (see _xent_block)
+    grad = array("grad", logits.chunks, compute)
     if reduction == "none":
-        return array("loss", (rows,), logits.dtype), grad
+        return array("loss", (rows,), compute).astype(dtype), grad.astype(dtype)
     total = array("loss", ((1,) * nb,), np.float64).sum()
     if reduction == "sum":
-        return total, grad
+        return total, grad.astype(dtype)
     den = array("den", ((1,) * nb,), np.float64).sum()
     scale = 1.0 / den
-    return total * scale, grad * scale.astype(logits.dtype)
+    return total * scale, (grad * scale.astype(compute)).astype(dtype)
 
 
 # --- fused ops ----------------------------------------------------------------------------

@@ -256,13 +256,18 @@ def _make_function(entry: Activation) -> Callable:
         ]
     )
     n = len(entry.params)
+    defaults = tuple(p.default for p in entry.params)
+    # positional calls from this many arguments on get the rest from their defaults
+    required = max((i + 1 for i, d in enumerate(defaults) if d is None), default=0)
     resolve = _resolver(entry)
 
     def function(input: torch.Tensor, *args, inplace: bool = False, **kwargs) -> torch.Tensor:
         _check(input, "input")
         if not isinstance(inplace, bool):
             raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
-        if kwargs or len(args) != n:
+        if not kwargs and required <= len(args) < n:
+            args += defaults[len(args) :]  # the common call, without Signature.bind's cost
+        elif kwargs or len(args) != n:
             bound = signature.bind(input, *args, inplace=inplace, **kwargs)
             bound.apply_defaults()
             args = tuple(bound.arguments[p.name] for p in entry.params)
@@ -733,9 +738,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if reduction == "none":  # the backward walks again, from the inputs
             ctx.save_for_backward(input, linear_weight, linear_bias, target, weight)
         elif grads:
-            db = None if db is None else torch.from_numpy(db)
-            ctx.save_for_backward(torch.from_numpy(problem.shape_input_grad(dx)), torch.from_numpy(dw), db)
-        return torch.as_tensor(_lxe.reduce_losses(problem, losses), dtype=input.dtype)
+            db = None if db is None else _tensor(db)
+            ctx.save_for_backward(_tensor(problem.shape_input_grad(dx)), _tensor(dw), db)
+        return _tensor(_lxe.reduce_losses(problem, losses), dtype=input.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -743,9 +748,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             problem = _linear_problem(*ctx.saved_tensors, ctx.options)
             scale = grad_output.detach().to(torch.float64).reshape(-1).contiguous().numpy()
             _, dx, dw, db = _lxe.walk(problem, grads=True, row_scale=scale)
-            dx = torch.from_numpy(problem.shape_input_grad(dx))
-            dw = torch.from_numpy(dw)
-            db = None if db is None else torch.from_numpy(db)
+            dx = _tensor(problem.shape_input_grad(dx))
+            dw = _tensor(dw)
+            db = None if db is None else _tensor(db)
         else:
             dx, dw, db = ctx.saved_tensors
             go = grad_output.detach()
@@ -785,7 +790,8 @@ def linear_cross_entropy(
     linear_weight.T + linear_bias, target, ...)``) by :func:`fastact.linear_cross_entropy`:
     rows in chunks, the (N, V) logits never held. Differentiable with respect to
     ``input``, ``linear_weight`` and ``linear_bias`` (first order only; not to probability
-    targets or class weights). CPU tensors, float32 or float64.
+    targets or class weights). CPU tensors, float32, float64, bfloat16 or float16 (16-bit:
+    computed in float32, gradients and loss in the input's dtype).
     """
     _check(input, "input")
     _check(linear_weight, "linear_weight")

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import ENTRIES, require
+from conftest import ENTRIES, assert_same, require, ulp16
 
 import fastact
 from fastact.testing import assert_specials, default_params, forward_ulp, rounded, sample, stated_bound
@@ -255,7 +255,10 @@ def test_host_arrays_and_non_arrays_are_type_errors(fc):
         fc.silu_backward_(np.ones(3), dev(np.ones(3)))
     with pytest.raises(TypeError, match="must be a CUDA array"):
         fc.relu([1.0, 2.0])
-    with pytest.raises(TypeError, match="must be a float32 or float64 array, got dtype int64"):
+    with pytest.raises(
+        TypeError,
+        match=r"must be a float32 or float64 array \(or float16, or ml_dtypes' bfloat16\), got dtype int64",
+    ):
         fc.relu(dev(np.arange(3)))
 
 
@@ -424,6 +427,21 @@ def test_softmax_edge_rows(fc):
         np.testing.assert_allclose(y, want, rtol=2e-6, atol=1e-6)
         assert np.array_equal(np.isnan(y), np.isnan(want))
         assert y[0, 1] == (-inf if log else 0.0)
+
+
+def test_softmax_kernel_signatures_follow_their_arguments(fc):
+    """Each kernel's argument kinds (its compiled signature: the simulator ignores them, a GPU
+    does not) name its parameters in order: the data "a", the mask "m", the workspace "w"."""
+    import inspect
+
+    from fastact.cuda import _softmax_kernels as sk
+
+    for name, (generator, flags, kinds) in sk.KERNELS.items():
+        params = list(inspect.signature(generator(8, np.float32, **flags)).parameters)
+        masked = name.endswith("_masked")
+        kind = {"a": "a", "b": "a", "out": "a", "group": "i", "chunks": "i", "c": "s", "log": "b"}
+        kind.update({"w": "m", "ws": "w"} if masked else {"w": "w"})
+        assert kinds == "".join(kind[p] for p in params), name
 
 
 def test_softmax_errors(fc):
@@ -752,3 +770,194 @@ def test_masked_softmax_matches_cpu(fc, case, log, dtype):
             getattr(fc, name)(dev(x), axis, where=dev(where.astype(np.float32)))
     with pytest.raises(ValueError, match="scale"):
         getattr(fc, name)(dev(x), axis, scale=np.nan)
+
+
+# --- float16 and bfloat16: loaded as float32, computed as float32 data is, rounded once ------
+# Each 16-bit result is the GPU's own float32 result on the widened inputs, rounded to the
+# format (ties to even, NaN stays NaN): compared bit for bit. Small arrays: the simulator is slow.
+
+
+def _f32(a):
+    return a.astype(np.float32)
+
+
+def _rounded(result, like):
+    with np.errstate(all="ignore"):
+        return np.asarray(result).astype(like.dtype)
+
+
+def _half_sample(fmt, n=24, seed=0):
+    """n values around the activations' interesting ranges, specials and 16-bit extremes."""
+    x = (np.random.default_rng(seed).standard_normal(n) * 4).astype(np.float32)
+    big = 60000.0 if fmt == np.float16 else 3e38
+    specials = [0.0, -0.0, np.inf, -np.inf, np.nan, big, -big, 1e-6, -1e-6, 0.5, -30.0]
+    return np.concatenate([x, np.array(specials, np.float32)]).astype(fmt)
+
+
+def test_bfloat16_device_conversions_every_pattern(fc):
+    """The GPU's bfloat16 load and store (as the simulator runs them, over numpy bit casts):
+    widening every pattern is the shift; rounding every bfloat16 value with the low halves
+    that decide a rounding (below, at and above the tie, both parities) is ml_dtypes' (to
+    nearest, ties to even, overflow to inf); NaN stays a NaN of the same sign."""
+    ml = require("ml_dtypes")
+    from fastact.cuda import _math
+
+    top = np.arange(1 << 16, dtype=np.uint32)
+    got = np.array([_math.bf16_load(np.uint16(u)) for u in top], np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), top << 16)
+    bits = ((top[:, None] << 16) | np.array([0x0001, 0x7FFF, 0x8000, 0x8001], np.uint32)).ravel()
+    x = bits.view(np.float32)
+    got = np.array([_math.bf16_store(v) for v in x], np.uint32).astype(np.uint16)
+    want = x.astype(ml.bfloat16).view(np.uint16)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(got[~nan], want[~nan])
+    assert (got[nan] & 0x7FFF > 0x7F80).all() and ((got[nan] >> 15) == (bits[nan] >> 31)).all()
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_half_elementwise_is_float32_rounded_once(fc, entry, fmt):
+    params = default_params(entry)
+    x = _half_sample(fmt)
+    f = gpu_point(fc, entry)
+    y = host(f(dev(x), *params))
+    assert_same(y, _rounded(host(f(dev(_f32(x)), *params)), x), f"{entry.name} forward")
+    g = _half_sample(fmt, seed=1)
+    saved = y if entry.saves == "output" else x
+    b = gpu_point(fc, entry, "_backward")
+    got = host(b(dev(g), dev(saved), *params))
+    assert_same(got, _rounded(host(b(dev(_f32(g)), dev(_f32(saved)), *params)), g), f"{entry.name} backward")
+
+
+def test_half_elementwise_entry_points_and_cpu(fc, fmt):
+    x = _half_sample(fmt)
+    g = _half_sample(fmt, seed=2)
+    for name in ("gelu", "elu", "hardtanh"):
+        y = getattr(fastact, name)(x)
+        d = dev(x)
+        assert getattr(fc, name + "_")(d) is d
+        got = host(d)
+        # the CPU's 16-bit result (float32 with another libm, rounded): within one 16-bit step
+        finite = np.isfinite(_f32(y))
+        diff = np.abs(_f32(got).astype(np.float64) - _f32(y))
+        assert (diff[finite] <= ulp16(y)[finite]).all(), name
+        assert_same(got[~finite], y[~finite], name)
+        out = dev(np.zeros_like(x))
+        assert getattr(fc, name)(dev(x), out=out) is out
+        assert_same(host(out), got, name)
+        saved = y if fastact.ACTIVATIONS[name].saves == "output" else x
+        want = host(getattr(fc, name + "_backward")(dev(g), dev(saved)))
+        d = dev(g)
+        assert getattr(fc, name + "_backward_")(d, dev(saved)) is d
+        assert_same(host(d), want, name)
+    # a strided view, written exactly where the view is
+    base = np.stack([x, x]).T.copy()
+    d = dev(base)
+    fc.silu_(d[::2, 1])
+    want = base.copy()
+    want[::2, 1] = host(fc.silu(dev(np.ascontiguousarray(base[::2, 1]))))
+    assert_same(host(d), want, "strided")
+
+
+def test_half_errors(fc, fmt):
+    other = np.float16 if fmt != np.float16 else require("ml_dtypes").bfloat16
+    with pytest.raises(TypeError, match="dtype"):
+        fc.relu_backward(dev(np.ones(4, fmt)), dev(np.ones(4, other)))
+    with pytest.raises(TypeError, match="dtype"):
+        fc.softmax_backward(dev(np.ones(4, fmt)), dev(np.ones(4, np.float32)))
+    with pytest.raises(TypeError, match="must be a float32 or float64 array"):
+        fc.gelu(dev(np.ones(4, np.int16)))
+    with pytest.raises(TypeError, match="weight has dtype"):
+        fc.softmax_cross_entropy(dev(np.ones((2, 3), fmt)), dev(np.array([0, 1])), weight=dev(np.ones(3)))
+    assert _message(lambda: fc.relu(dev(np.ones(4, np.uint16)))) == _message(
+        lambda: fastact.relu(np.ones(4, np.uint16))
+    )
+
+
+HALF_SOFTMAX = {"rows": ((3, 7), -1), "split": ((2, 150), 1), "cols": ((7, 4), 0)}
+
+
+@pytest.mark.parametrize("case", list(HALF_SOFTMAX))
+def test_half_softmax_is_float32_rounded_once(fc, fmt, case):
+    shape, axis = HALF_SOFTMAX[case]
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal(shape) * 3).astype(np.float32).astype(fmt)
+    x.reshape(-1)[1] = -np.inf
+    g = rng.standard_normal(shape).astype(np.float32).astype(fmt)
+    where = rng.random(shape) < 0.7
+    for name in ("softmax", "log_softmax"):
+        for kw in ({}, {"scale": 0.5, "where": where}):
+            dkw = {k: dev(v) if k == "where" else v for k, v in kw.items()}
+            y = host(getattr(fc, name)(dev(x), axis, **dkw))
+            assert_same(y, _rounded(host(getattr(fc, name)(dev(_f32(x)), axis, **dkw)), x), f"{name} {kw}")
+            d = dev(x)
+            getattr(fc, name + "_")(d, axis, **dkw)
+            assert_same(host(d), y, f"{name}_")
+            gx = host(getattr(fc, name + "_backward")(dev(g), dev(y), axis, **dkw))
+            want = host(getattr(fc, name + "_backward")(dev(_f32(g)), dev(_f32(y)), axis, **dkw))
+            assert_same(gx, _rounded(want, g), f"{name}_backward {kw}")
+            d = dev(g)
+            getattr(fc, name + "_backward_")(d, dev(y), axis, **dkw)
+            assert_same(host(d), gx, f"{name}_backward_")
+            if not kw and case == "rows":  # the CPU's 16-bit softmax: within a step of 16 bits
+                cpu = getattr(fastact, name)(x, axis)
+                np.testing.assert_allclose(_f32(y), _f32(cpu), rtol=2**-7, atol=2**-7)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_half_cross_entropy_is_float32_rounded_once(fc, fmt, reduction):
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((5, 4)) * 2).astype(np.float32).astype(fmt)
+    w = (rng.random(4) + 0.5).astype(np.float32).astype(fmt)
+    q = rng.random((5, 4)).astype(np.float32).astype(fmt)
+    for t, weight, eps in ((np.array([1, 3, -100, 0, 2]), w, 0.1), (q, None, 0.0)):
+        kw = dict(reduction=reduction, label_smoothing=eps)
+        loss, grad = fc.softmax_cross_entropy(
+            dev(x), dev(t), weight=None if weight is None else dev(weight), **kw
+        )
+        tf = t if t.dtype.kind == "i" else _f32(t)
+        loss32, grad32 = fc.softmax_cross_entropy(
+            dev(_f32(x)), dev(tf), weight=None if weight is None else dev(_f32(weight)), **kw
+        )
+        loss, grad = host(loss), host(grad)
+        assert loss.dtype == x.dtype and grad.dtype == x.dtype
+        assert_same(grad, _rounded(host(grad32), x), f"grad {reduction}")
+        assert_same(np.atleast_1d(loss), np.atleast_1d(_rounded(host(loss32), x)), f"loss {reduction}")
+        cpu_loss, cpu_grad = fastact.softmax_cross_entropy(x, t, weight=weight, **kw)
+        np.testing.assert_allclose(_f32(np.asarray(loss)), np.asarray(cpu_loss, np.float32), rtol=2**-6)
+        np.testing.assert_allclose(_f32(grad), _f32(cpu_grad), rtol=2**-7, atol=2**-9)
+    d = dev(x)
+    _, grad = fc.softmax_cross_entropy(d, dev(np.array([1, 3, 0, 0, 2])), inplace=True, reduction=reduction)
+    assert grad is d
+
+
+def test_half_fused_are_float32_rounded_once(fc, fmt):
+    rng = np.random.default_rng(14)
+    a, b, g = ((rng.standard_normal((3, 10)) * 3).astype(np.float32).astype(fmt) for _ in range(3))
+    for unit, kw in (("swiglu", {}), ("geglu", {"approximate": "tanh"}), ("reglu", {})):
+        y = host(getattr(fc, unit)(dev(a), dev(b), **kw))
+        assert_same(y, _rounded(host(getattr(fc, unit)(dev(_f32(a)), dev(_f32(b)), **kw)), a), unit)
+        da, db = getattr(fc, unit + "_backward")(dev(g), dev(a), dev(b), **kw)
+        da32, db32 = getattr(fc, unit + "_backward")(dev(_f32(g)), dev(_f32(a)), dev(_f32(b)), **kw)
+        assert_same(host(da), _rounded(host(da32), a), unit + " da")
+        assert_same(host(db), _rounded(host(db32), a), unit + " db")
+        d = dev(a)
+        getattr(fc, unit + "_")(d, dev(b), **kw)
+        assert_same(host(d), y, unit + "_")
+    x = np.concatenate([a, b], axis=1)
+    assert_same(host(fc.glu(dev(x))), _rounded(host(fc.glu(dev(_f32(x)))), x), "glu")
+    assert_same(
+        host(fc.glu_backward(dev(a), dev(x))),
+        _rounded(host(fc.glu_backward(dev(_f32(a)), dev(_f32(x)))), x),
+        "glu_backward",
+    )
+    bias = b[0]
+    for name, kw in (("gelu", {}), ("leaky_relu", {"negative_slope": 0.2}), ("sigmoid", {})):
+        y = host(fc.bias_act(dev(a), dev(bias), name, **kw))
+        assert_same(y, _rounded(host(fc.bias_act(dev(_f32(a)), dev(_f32(bias)), name, **kw)), a), name)
+        saved = y if fastact.ACTIVATIONS[name].saves == "output" else a
+        dx, dbias = fc.bias_act_backward(dev(g), dev(saved), dev(bias), name, **kw)
+        dx32, dbias32 = fc.bias_act_backward(dev(_f32(g)), dev(_f32(saved)), dev(_f32(bias)), name, **kw)
+        assert_same(host(dx), _rounded(host(dx32), a), name + " dx")
+        assert_same(host(dbias), _rounded(host(dbias32), a), name + " dbias")
+        _, cpu_dbias = fastact.bias_act_backward(g, saved, bias, name, **kw)
+        np.testing.assert_allclose(_f32(host(dbias)), _f32(cpu_dbias), rtol=2**-7, atol=2**-9)

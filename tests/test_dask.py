@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import require, ulp16
 
 da = require("dask.array")
 distributed = require("distributed")
@@ -191,3 +191,70 @@ def test_cross_entropy_is_lazy_and_bad_targets_raise_at_compute():
     assert isinstance(loss, da.Array) and isinstance(grad, da.Array)
     with pytest.raises(ValueError, match="out of range"):
         loss.compute(scheduler="sync")
+
+
+# --- bfloat16 and float16 -----------------------------------------------------------------------
+
+
+def _within_a_step(got, want, what):
+    """Equal 16-bit values, or one step apart (a result rounded after the "mean" scaling
+    instead of before): the float32 values differ in their last bits."""
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(w), err_msg=what)
+    ok = ~np.isnan(w)
+    assert (np.abs(g - w)[ok] <= ulp16(want)[ok]).all(), what
+
+
+def test_half_through_the_wrappers(fmt):
+    """16-bit dask arrays: every kind of wrapper gives the CPU function's 16-bit result on the
+    whole array (elementwise, softmax rows and fused ops: the same bits; cross-entropy's
+    gradient within a step), in the input's dtype. Small arrays, the synchronous scheduler."""
+    rng = np.random.default_rng(9)
+    xn = (rng.standard_normal((20, 12)) * 3).astype(np.float32).astype(fmt)
+    gn = rng.standard_normal(xn.shape).astype(np.float32).astype(fmt)
+    bias = rng.standard_normal(12).astype(np.float32).astype(fmt)
+    x, g = da.from_array(xn, chunks=(7, 12)), da.from_array(gn, chunks=(7, 12))
+    lazy = {
+        "gelu": (fd.gelu(x), fa.gelu(xn)),
+        "gelu_backward": (fd.gelu_backward(g, x), fa.gelu_backward(gn, xn)),
+        "hardtanh": (fd.hardtanh(x, -1.0, 2.0), fa.hardtanh(xn, -1.0, 2.0)),
+        "softmax": (fd.softmax(x), fa.softmax(xn)),
+        "log_softmax_scaled": (fd.log_softmax(x, scale=0.5), fa.log_softmax(xn, scale=0.5)),
+        "softmax_backward": (fd.softmax_backward(g, x), fa.softmax_backward(gn, xn)),
+        "swiglu": (fd.swiglu(x, g), fa.swiglu(xn, gn)),
+        "swiglu_backward_da": (fd.swiglu_backward(g, x, x)[0], fa.swiglu_backward(gn, xn, xn)[0]),
+        "glu": (fd.glu(x), fa.glu(xn)),
+        "bias_act": (fd.bias_act(x, bias, "silu"), fa.bias_act(xn, bias, "silu")),
+        "bias_act_dx": (
+            fd.bias_act_backward(g, x, bias, "silu")[0],
+            fa.bias_act_backward(gn, xn, bias, "silu")[0],
+        ),
+    }
+    got = da.compute(*(v[0] for v in lazy.values()), scheduler="sync")
+    for (name, (_, want)), result in zip(lazy.items(), got):
+        assert result.dtype == xn.dtype, name
+        np.testing.assert_array_equal(result.view(np.uint16), want.view(np.uint16), err_msg=name)
+    dbias = fd.bias_act_backward(g, x, bias, "silu")[1].compute(scheduler="sync")
+    assert dbias.dtype == xn.dtype
+    np.testing.assert_allclose(
+        dbias.astype(np.float64),
+        fa.bias_act_backward(gn, xn, bias, "silu")[1].astype(np.float64),
+        rtol=2**-6,
+        atol=0.05,
+    )
+    t = rng.integers(0, 12, 20)
+    t[3] = -100
+    q = S.softmax(rng.standard_normal((20, 12))).astype(fmt)
+    for target in (t, q):
+        for reduction in ("mean", "sum", "none"):
+            kw = {"reduction": reduction, "label_smoothing": 0.1}
+            loss, grad = da.compute(*fd.softmax_cross_entropy(x, target, **kw), scheduler="sync")
+            want_loss, want_grad = fa.softmax_cross_entropy(xn, target, **kw)
+            _within_a_step(grad, want_grad, f"grad {reduction}")
+            if reduction == "none":
+                _within_a_step(loss, want_loss, "loss")
+            else:
+                np.testing.assert_allclose(float(loss), want_loss, rtol=1e-6)
+    with pytest.raises(TypeError, match="float16, or ml_dtypes' bfloat16"):
+        fd.relu(da.zeros(4, dtype=np.uint16, chunks=2))

@@ -120,6 +120,22 @@ def test_the_check_sees_a_libm_loop():
     assert not PACKED.findall(asm)
 
 
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_flat_kernels_prefetch_where_the_target_cpu_wants_it(direction):
+    """The 1-d kernels prefetch ahead of their blocks except on AMD Zen (docs/TUNING.md)."""
+    asm = _assembly(ACTIVATIONS["sigmoid"], direction, np.float32, "serial_in_place")
+    assert ("prefetcht0" in asm) == _kernels.PREFETCH
+
+
+def test_software_prefetch_follows_the_cpu_name(monkeypatch):
+    from fastact import _platform
+
+    names = {"znver4": False, "znver3": False, "sapphirerapids": True, "skylake-avx512": True}
+    for name, expected in names.items():
+        monkeypatch.setattr(_platform, "cpu", lambda name=name: (name, {}))
+        assert _platform.software_prefetch() is expected
+
+
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
 def test_backwards_declared_not_to_read_saved_do_not(entry):
     """The kernels prefetch ``saved`` only where the entry says its backward reads it (a

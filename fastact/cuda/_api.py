@@ -16,17 +16,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from .. import _frontend
 from ..definitions import Activation
 from ._arrays import DArray, as_device, check_stream, empty_like, resolve_stream
+from ._compile import format_of
 from ._kernels import elementwise
 
-__all__ = ["CUDA", "make_functions"]
+__all__ = ["CUDA", "compute_scalars", "make_functions"]
+
+
+def compute_scalars(values: tuple, dtype) -> tuple:
+    """``values`` rounded to the compute type of arrays of ``dtype``."""
+    t = np.dtype(format_of(dtype).compute).type
+    return tuple(t(value) for value in values)
 
 
 def dtype_params(entry: Activation, values: tuple, dtype) -> tuple:
-    """Checked parameters as scalars of the arrays' dtype (what the CUDA kernels take)."""
-    return tuple(dtype.type(value) for value in _frontend.convert(entry, values))
+    """Checked parameters as scalars of the arrays' compute type (what the CUDA kernels
+    take: the arrays' dtype, float32 for 16-bit arrays)."""
+    return compute_scalars(_frontend.convert(entry, values), dtype)
 
 
 def launch_new(kname: str, direction: str, inputs: tuple[DArray, ...], params: tuple, stream):

@@ -26,8 +26,37 @@ if SIMULATOR:
 else:  # pragma: no cover - needs a GPU
     FakeCUDAArray = ()
 
-_TORCH_DTYPES = {"torch.float32": np.dtype(np.float32), "torch.float64": np.dtype(np.float64)}
+_TORCH_DTYPES = {
+    "torch.float32": np.dtype(np.float32),
+    "torch.float64": np.dtype(np.float64),
+    "torch.float16": np.dtype(np.float16),
+}
 _TORCH_INTS = {"torch.int64": np.dtype(np.int64), "torch.int32": np.dtype(np.int32)}
+_U16 = np.dtype(np.uint16)
+
+
+def is_bfloat16(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is ml_dtypes' bfloat16 (by name, as fastact._half.is_bfloat16)."""
+    return dtype.kind == "V" and dtype.itemsize == 2 and dtype.name == "bfloat16"
+
+
+def _bfloat16() -> np.dtype | None:
+    """ml_dtypes' bfloat16, or None where ml_dtypes is not installed."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+BFLOAT16 = _bfloat16()
+if BFLOAT16 is not None:
+    _TORCH_DTYPES["torch.bfloat16"] = BFLOAT16
+
+
+def kernel_view_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype kernels see an array of ``dtype`` as: bfloat16 as uint16 (its bits)."""
+    return _U16 if is_bfloat16(dtype) else dtype
 
 
 class DArray:
@@ -84,8 +113,12 @@ def _torch(t, name: str, func: str, dtypes: dict) -> DArray:
         )
     dtype = dtypes.get(str(t.dtype))
     if dtype is None:
-        kinds = next((k for k, d in _KINDS.values() if d is dtypes), "a float32 or float64")
-        raise TypeError(f"{name} must be {kinds} array, got dtype {t.dtype}")
+        if str(t.dtype) == "torch.bfloat16" and any(d.itemsize == 2 for d in dtypes.values()):
+            raise TypeError(
+                f"{name} is a bfloat16 tensor: fastact needs ml_dtypes for bfloat16 (pip install ml_dtypes)"
+            )
+        kinds = next((k for k, d in _KINDS.values() if d is dtypes), _FLOATS)
+        raise TypeError(f"{name} must be {kinds}, got dtype {t.dtype}")
     torch = sys.modules["torch"]
     if t.get_device() != torch.cuda.current_device():
         raise ValueError(
@@ -103,6 +136,8 @@ def _from_interface(obj, desc: dict, name: str, lib: str) -> DArray:
         dtype = np.dtype(desc["typestr"])
     except TypeError as exc:
         raise TypeError(f"{name} has an unsupported dtype {desc['typestr']!r}") from exc
+    if dtype.kind == "V" and is_bfloat16(getattr(obj, "dtype", dtype)):  # the interface says "<V2"
+        dtype = obj.dtype
     ptr, readonly = desc["data"]
     return DArray(
         obj, lib, ptr, desc["shape"], desc.get("strides"), dtype, bool(readonly), desc.get("stream")
@@ -118,17 +153,25 @@ def _library(obj) -> str:
     return "cai"
 
 
+_FLOATS = "a float32 or float64 array (or float16, or ml_dtypes' bfloat16)"  # the CPU's message
 _KINDS = {
-    "bool": ("a boolean", {"torch.bool": np.dtype(np.bool_)}),
-    "float": ("a float32 or float64", _TORCH_DTYPES),
-    "int": ("an int32 or int64", _TORCH_INTS),
-    "any": ("an int32, int64, float32 or float64", {**_TORCH_DTYPES, **_TORCH_INTS}),
+    "bool": ("a boolean array", {"torch.bool": np.dtype(np.bool_)}),
+    "float": (_FLOATS, _TORCH_DTYPES),
+    "int": ("an int32 or int64 array", _TORCH_INTS),
+    "any": (
+        "an int32, int64, float32 or float64 array (or float16, or ml_dtypes' bfloat16)",
+        {**_TORCH_DTYPES, **_TORCH_INTS},
+    ),
 }
 
 
+def _accepts(dtype: np.dtype, dtypes: dict) -> bool:
+    return dtype in dtypes.values() or (is_bfloat16(dtype) and np.dtype(np.float16) in dtypes.values())
+
+
 def as_device(obj, name: str, func: str, write: bool = False, kind: str = "float") -> DArray:
-    """``obj`` as a :class:`DArray`, checked: float32/float64 (``kind`` "int": int32/int64,
-    "any": either), and writeable without broadcast strides when ``write``."""
+    """``obj`` as a :class:`DArray`, checked: float32/float64/float16/bfloat16 (``kind``
+    "int": int32/int64, "any": either), and writeable without broadcast strides when ``write``."""
     if isinstance(obj, np.ndarray):
         raise _host_error(name, func)
     kinds, dtypes = _KINDS[kind]
@@ -152,8 +195,8 @@ def as_device(obj, name: str, func: str, write: bool = False, kind: str = "float
                 f"object with __cuda_array_interface__), got {type(obj).__name__}"
             )
         a = _from_interface(obj, desc, name, _library(obj))
-    if a.dtype not in dtypes.values():
-        raise TypeError(f"{name} must be {kinds} array, got dtype {a.dtype}")
+    if not _accepts(a.dtype, dtypes):
+        raise TypeError(f"{name} must be {kinds}, got dtype {a.dtype}")
     if write:
         if a.readonly:
             raise ValueError(f"{name} is read-only; in-place calls need a writeable array")
@@ -170,7 +213,7 @@ def empty(shape: tuple[int, ...], dtype: np.dtype, like: DArray, stream) -> DArr
     """A new C-contiguous array allocated by ``like``'s library (numba for unknown ones)."""
     if like.lib == "torch":
         torch = sys.modules["torch"]
-        t = torch.empty(shape, dtype=getattr(torch, dtype.name), device=like.obj.device)
+        t = torch.empty(shape, dtype=getattr(torch, dtype.name), device=like.obj.device)  # bfloat16 too
         return _torch(t, "out", "", {str(t.dtype): dtype})
     if like.lib == "cupy":
         cupy = sys.modules["cupy"]
@@ -196,7 +239,9 @@ def _numba_empty(shape, dtype, order, stream) -> DArray:
         host = d._ary
         return DArray(d, "numba", host.__array_interface__["data"][0], host.shape, host.strides, host.dtype)
     d = cuda.device_array(shape, dtype=dtype, order=order, stream=stream)  # pragma: no cover
-    return _from_interface(d, d.__cuda_array_interface__, "out", "numba")  # pragma: no cover
+    a = _from_interface(d, d.__cuda_array_interface__, "out", "numba")  # pragma: no cover
+    a.dtype = np.dtype(dtype)  # pragma: no cover - bfloat16's interface typestr is "<V2"
+    return a  # pragma: no cover
 
 
 class _HostView:
@@ -220,7 +265,8 @@ def view(a: DArray, shape: tuple[int, ...], strides: tuple[int, ...], offset: in
     harmless.
     """
     ptr, shape, strides = a.ptr + offset, tuple(shape), tuple(strides)
-    desc = {"shape": shape, "strides": strides, "typestr": a.dtype.str, "data": (ptr, False), "version": 3}
+    typestr = kernel_view_dtype(a.dtype).str
+    desc = {"shape": shape, "strides": strides, "typestr": typestr, "data": (ptr, False), "version": 3}
     if SIMULATOR:
         return FakeCUDAArray(np.asarray(_HostView(desc, a.obj)))
     key = (ptr, shape, strides, a.dtype.char)  # pragma: no cover - needs a GPU
@@ -235,7 +281,7 @@ def view(a: DArray, shape: tuple[int, ...], strides: tuple[int, ...], offset: in
 
 def flat(a: DArray):
     """A 1-d view of a C- or F-contiguous array, in memory order."""
-    if a.ndim == 1 and a.lib == "numba":
+    if a.ndim == 1 and a.lib == "numba" and not is_bfloat16(a.dtype):
         return a.obj
     return view(a, (a.size,), (a.dtype.itemsize,))
 

@@ -14,7 +14,12 @@ globals are rebound before compiling it with a given ``jit``:
   -> ``np.float32``, so float32 data is computed in float32 rather than promoted to
   float64 by Python's float literals (GPUs run float64 at 1/2 to 1/64 of the float32
   rate). Entries whose float32 result would break their stated ulp bound that way are
-  listed in :data:`WIDEN` (from the table's ``cuda_float64``) and computed in float64 instead.
+  listed in :data:`WIDEN` (from the table's ``cuda_float64``) and computed in float64 instead;
+* the storage placeholders :func:`load` and :func:`store`, which every kernel calls on each
+  element it reads and each value it writes -> the functions of the builder's storage
+  :class:`Format` (:data:`FORMATS`): the identity for float32/float64 arrays, the
+  widening to float32 and the rounding back (to nearest, ties to even) for float16 and
+  bfloat16 arrays, which the kernels see as float16 and uint16 arrays.
 
 Nothing here imports ``numba.cuda``: with ``jit=numba.njit`` the same builder gives
 CPU functions, which is how the tests check the float32 arithmetic without a GPU.
@@ -26,6 +31,7 @@ import dis
 import math
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,11 +54,60 @@ def device(func: Callable) -> Callable:
     return func
 
 
+@device
+def load(v):
+    """An element read from an array, as the value computed with (bound per storage format)."""
+    return v
+
+
+@device
+def store(v):
+    """A computed value, as the element written to an array (bound per storage format)."""
+    return v
+
+
+@dataclass(frozen=True)
+class Format:
+    """How a kernel's arrays hold their elements (the GPU's twin of :class:`fastact._half.Storage`).
+
+    ``array``: the element type the kernels see (numba's name); ``compute``: the float type
+    of the values computed with, of the parameters, accumulators, shared memory and
+    workspaces; ``load`` / ``store``: plain Python device functions bound to
+    :func:`load` / :func:`store`. 16-bit formats compute in float32 and round once on store:
+    the result is the float32 kernel's on the widened input, rounded.
+    """
+
+    name: str
+    array: str
+    compute: str
+    load: Callable
+    store: Callable
+
+    @property
+    def native(self) -> bool:
+        return self.array == self.compute
+
+
+FORMATS = {
+    "float32": Format("float32", "float32", "float32", load, store),
+    "float64": Format("float64", "float64", "float64", load, store),
+    "float16": Format("float16", "float16", "float32", _math.f16_load, _math.f16_store),
+    "bfloat16": Format("bfloat16", "uint16", "float32", _math.bf16_load, _math.bf16_store),
+}
+
+
+def format_of(dtype: np.dtype | str) -> Format:
+    """The storage format of arrays of ``dtype`` (float32, float64, float16, bfloat16); KeyError else."""
+    return FORMATS[np.dtype(dtype).name if not isinstance(dtype, str) else dtype]
+
+
 def compute_dtype(name: str, direction: str, dtype: np.dtype) -> np.dtype:
-    """The dtype the scalar of ``name`` computes in for arrays of ``dtype``."""
+    """The dtype the scalar of ``name`` computes in for arrays of ``dtype`` (16-bit arrays:
+    as float32 arrays, whose results they round)."""
+    dtype = np.dtype(format_of(dtype).compute)
     if dtype == np.float32 and (name, direction) in WIDEN:
         return np.dtype(np.float64)
-    return np.dtype(dtype)
+    return dtype
 
 
 def _global_names(code: types.CodeType) -> set[str]:
@@ -73,12 +128,24 @@ class Builder:
     """Compiles functions for one float type, rebinding their globals (see module doc).
 
     ``jit`` compiles a device function (``cuda.jit(device=True)`` or ``numba.njit``);
-    ``kernel_jit`` (optional) compiles the functions passed to :meth:`kernel`.
+    ``storage`` binds :func:`load` and :func:`store` (default: the identity); ``replace``
+    maps functions to the ones compiled in their place (on a GPU: the bit casts of
+    :mod:`fastact.cuda._math` to libdevice's).
     """
 
-    def __init__(self, jit: Callable, ftype: type, numpy_math: bool = False) -> None:
+    def __init__(
+        self,
+        jit: Callable,
+        ftype: type,
+        numpy_math: bool = False,
+        storage: Format | None = None,
+        replace: dict | None = None,
+    ) -> None:
         self.jit = jit
         self.ftype = np.dtype(ftype).type
+        self._replace = {load: load, store: store, **(replace or {})}
+        if storage is not None:
+            self._replace.update({load: storage.load, store: storage.store})
         self._compiled: dict[object, Callable] = {}
         self._namespaces: dict[str, types.ModuleType] = {}
         self._math = self._math_proxy(numpy_math) if self.ftype is np.float32 or numpy_math else math
@@ -86,6 +153,7 @@ class Builder:
     def function(self, func: Callable) -> Callable:
         """``func`` (a dispatcher or plain function) compiled with ``jit``; cached."""
         py = getattr(func, "py_func", func)
+        py = self._replace.get(py, py)
         compiled = self._compiled.get(py)
         if compiled is None:
             compiled = self._compiled[py] = self.jit(self.rebind(py))
@@ -111,6 +179,8 @@ class Builder:
     def _global(self, value: object) -> object:
         if type(value) is float:
             return self.ftype(value)
+        if isinstance(value, types.FunctionType) and value in self._replace:
+            return self.function(self._replace[value])
         if isinstance(value, types.ModuleType):
             if value is math:
                 return self._math

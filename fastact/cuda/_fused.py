@@ -18,13 +18,14 @@ from .._fused_kernels import chunks
 from .._layout import collapse_axes, overlap, pad_axes
 from .._validate import bias_along_last_axis
 from ..definitions import ACTIVATIONS, GATED_UNITS
-from ._api import dtype_params
+from ._api import compute_scalars, dtype_params
 from ._arrays import DArray, _numba_empty, as_device, empty, empty_like, resolve_stream, view
 from ._kernels import (
     _copy_kernel,
     bias_backward_kernel,
     combine_kernel,
     fused_elementwise,
+    kernel_dtype,
     strided_views,
     unaliased,
     zero_kernel,
@@ -163,7 +164,7 @@ def _bias(bias, x: DArray, fname: str) -> DArray:
 def _bias_forward(x, bias, activation, out, params: dict, in_place: bool):
     x = as_device(x, "x", "bias_act", write=in_place)
     entry, floats = _fused.resolve(activation, params)
-    floats = tuple(x.dtype.type(f) for f in floats)
+    floats = compute_scalars(floats, x.dtype)
     stream = resolve_stream(None, x)
     if in_place:
         target = x
@@ -186,7 +187,7 @@ def _bias_backward(grad, saved, bias, activation, params: dict, in_place: bool):
     s = as_device(saved, "saved", fname)
     _same(s, "saved", g, "grad")
     entry, floats = _fused.resolve(activation, params)
-    floats = tuple(g.dtype.type(f) for f in floats)
+    floats = compute_scalars(floats, g.dtype)
     c = _bias(bias, g, fname)
     stream = resolve_stream(None, g)
     n = g.shape[-1]
@@ -198,7 +199,7 @@ def _bias_backward(grad, saved, bias, activation, params: dict, in_place: bool):
     if c.strides[0] != c.dtype.itemsize:  # the kernel takes a contiguous bias: copy it (n elements)
         copy = _numba_empty((n,), c.dtype, "C", stream)
         for views in strided_views((c, copy)):
-            launch(_copy_kernel(c.dtype.name), blocks(n), settings.threads, stream, views)
+            launch(_copy_kernel(kernel_dtype(c.dtype)), blocks(n), settings.threads, stream, views)
         c = copy
     arrays = (g, s, dx)
     dims, steps = collapse_axes(g.shape[:-1], [a.strides[:-1] for a in arrays], 2)

@@ -18,9 +18,13 @@ from numba import cuda
 
 from .._layout import collapse_axes, pad_axes
 from ..definitions import ACTIVATIONS
-from . import _compile
+from . import _compile, _math
 from ._arrays import SIMULATOR, DArray, _numba_empty, flat, view
+from ._compile import store
 from ._launch import blocks, compile_kernel, launch, settings
+
+if not SIMULATOR:  # pragma: no cover - needs a GPU
+    from numba.cuda import libdevice
 
 _FLAT_LOOP = "    for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):\n"
 _STRIDED_LOOP = """\
@@ -37,39 +41,71 @@ _STRIDED_LOOP = """\
 """
 
 
+def _gpu_float_as_int(x):
+    return libdevice.float_as_int(x)
+
+
+def _gpu_int_as_float(i):
+    return libdevice.int_as_float(np.int32(i))
+
+
+# On a GPU the bit casts of the 16-bit formats are libdevice's (the simulator runs _math's).
+_BIT_CASTS = (
+    {} if SIMULATOR else {_math.float_as_int: _gpu_float_as_int, _math.int_as_float: _gpu_int_as_float}
+)
+
+
 @functools.cache
-def builder(dtype: str) -> _compile.Builder:
-    """The device-function builder for one compute dtype."""
-    return _compile.Builder(cuda.jit(device=True), np.dtype(dtype).type, numpy_math=SIMULATOR)
+def builder(dtype: str, storage: str | None = None) -> _compile.Builder:
+    """The device-function builder for one compute dtype and (for kernels) the storage
+    format of their arrays (``load``/``store``; default: the identity)."""
+    fmt = None if storage is None else _compile.FORMATS[storage]
+    return _compile.Builder(
+        cuda.jit(device=True), np.dtype(dtype).type, numpy_math=SIMULATOR, storage=fmt, replace=_BIT_CASTS
+    )
+
+
+def storage_builder(dtype: str) -> _compile.Builder:
+    """The builder of kernels over arrays of ``dtype``: its format's compute type and load/store."""
+    fmt = _compile.format_of(dtype)
+    return builder(fmt.compute, None if fmt.native else fmt.name)
 
 
 def _source(nin: int, nparams: int, strided: bool, wide: bool) -> str:
     inputs = ("x",) if nin == 1 else ("g", "s")
     params = "".join(f", p{k}" for k in range(nparams))
     index = "i0, i1, i2, i3" if strided else "i"
-    loads = ", ".join(f"wide({a}[{index}])" if wide else f"{a}[{index}]" for a in inputs)
+    loads = ", ".join(f"wide(load({a}[{index}]))" if wide else f"load({a}[{index}])" for a in inputs)
     head = f"def kernel({', '.join(inputs)}, out{params}):\n"
     loop = _STRIDED_LOOP if strided else _FLAT_LOOP
-    return f"{head}{loop}        out[{index}] = scalar({loads}{params})\n"
+    return f"{head}{loop}        out[{index}] = store(scalar({loads}{params}))\n"
 
 
-def _signature(dtype: np.dtype, nin: int, nparams: int, strided: bool) -> str:
-    t = dtype.name
+def _signature(dtype: str, nin: int, nparams: int, strided: bool) -> str:
+    fmt = _compile.format_of(dtype)
+    t = fmt.array
     array = f"{t}[:, :, :, :]" if strided else f"{t}[::1]"
-    return f"void({', '.join([array] * (nin + 1) + [t] * nparams)})"
+    return f"void({', '.join([array] * (nin + 1) + [fmt.compute] * nparams)})"
+
+
+def _namespace(dtype: str, **names) -> dict:
+    """A generated kernel's globals: ``load`` and ``store`` of ``dtype``'s format, ``names``."""
+    build = storage_builder(dtype)
+    return {"cuda": cuda, "load": build.function(_compile.load), "store": build.function(store), **names}
 
 
 @functools.cache
 def kernel(name: str, direction: str, dtype: str, strided: bool):
-    """The compiled flat or strided kernel of one activation's forward or backward."""
+    """The compiled flat or strided kernel of one activation's forward or backward, for
+    arrays of ``dtype`` (float32, float64, float16, bfloat16)."""
     entry = ACTIVATIONS[name]
-    dtype = np.dtype(dtype)
+    fmt = _compile.format_of(dtype)
     compute = _compile.compute_dtype(name, direction, dtype)
     scalar = builder(compute.name).function(entry.forward if direction == "forward" else entry.backward)
     nin = 1 if direction == "forward" else 2
     nparams = len(entry.kernel_params)
-    source = _source(nin, nparams, strided, compute != dtype)
-    namespace = {"cuda": cuda, "scalar": scalar, "wide": compute.type}
+    source = _source(nin, nparams, strided, compute != fmt.compute)
+    namespace = _namespace(dtype, scalar=scalar, wide=compute.type)
     exec(compile(source, f"<fastact.cuda {name} {direction} {dtype}>", "exec"), namespace)
     return compile_kernel(namespace["kernel"], _signature(dtype, nin, nparams, strided))
 
@@ -78,11 +114,31 @@ def _identity(x):
     return x
 
 
+def kernel_dtype(dtype: np.dtype) -> str:
+    """The element type name the kernels see arrays of ``dtype`` as (bfloat16: uint16)."""
+    fmt = _compile.FORMATS.get(np.dtype(dtype).name)
+    return np.dtype(dtype).name if fmt is None else fmt.array
+
+
 @functools.cache
 def _copy_kernel(dtype: str):
-    namespace = {"cuda": cuda, "scalar": cuda.jit(device=True)(_identity)}
+    """Copy 4-d views element for element (``dtype``: the kernels' element type, see kernel_dtype)."""
+    identity = cuda.jit(device=True)(_identity)
+    namespace = {"cuda": cuda, "scalar": identity, "load": identity, "store": identity}
     exec(compile(_source(1, 0, True, False), "<fastact.cuda copy>", "exec"), namespace)
-    return compile_kernel(namespace["kernel"], _signature(np.dtype(dtype), 1, 0, True))
+    return compile_kernel(namespace["kernel"], f"void({dtype}[:, :, :, :], {dtype}[:, :, :, :])")
+
+
+_NARROW = "def kernel(x, out):\n" + _STRIDED_LOOP + "        out[i0, i1, i2, i3] = store(x[i0, i1, i2, i3])\n"
+
+
+@functools.cache
+def narrow_kernel(dtype: str):
+    """out = store(x) over 4-d views: x of ``dtype``'s compute type, out of ``dtype`` (16-bit)."""
+    fmt = _compile.format_of(dtype)
+    namespace = _namespace(dtype)
+    exec(compile(_NARROW, f"<fastact.cuda narrow {dtype}>", "exec"), namespace)
+    return compile_kernel(namespace["kernel"], f"void({fmt.compute}[:, :, :, :], {fmt.array}[:, :, :, :])")
 
 
 # --- layouts ------------------------------------------------------------------------
@@ -125,7 +181,13 @@ def unaliased(a: DArray, out: DArray, stream) -> DArray:
         return a
     copy = _numba_empty(a.shape, a.dtype, "C", stream)
     for views in strided_views((a, copy)):
-        launch(_copy_kernel(a.dtype.name), blocks(math.prod(views[1].shape)), settings.threads, stream, views)
+        launch(
+            _copy_kernel(kernel_dtype(a.dtype)),
+            blocks(math.prod(views[1].shape)),
+            settings.threads,
+            stream,
+            views,
+        )
     return copy
 
 
@@ -153,15 +215,15 @@ def elementwise(name: str, direction: str, inputs: tuple[DArray, ...], out: DArr
 # dtype, as on the CPU), backward dx = backward_f(g, s + c or s) with dbias's column sums.
 
 _FUSED_BODY = {
-    "gated": "        out{i} = f(wide(a{i}){p}) * wide(b{i})\n",
+    "gated": "        out{i} = store(f(wide(load(a{i})){p}) * wide(load(b{i})))\n",
     "gated_backward": (
-        "        gv = wide(g{i})\n"
-        "        av = wide(a{i})\n"
+        "        gv = wide(load(g{i}))\n"
+        "        av = wide(load(a{i}))\n"
         "        y = f(av{p})\n"
-        "        da{i} = fb(gv * wide(b{i}), av if from_input else y{p})\n"
-        "        db{i} = gv * y\n"
+        "        da{i} = store(fb(gv * wide(load(b{i})), av if from_input else y{p}))\n"
+        "        db{i} = store(gv * y)\n"
     ),
-    "bias": "        out{i} = f(wide(x{i} + c{i}){p})\n",
+    "bias": "        out{i} = store(f(wide(load(x{i}) + load(c{i})){p}))\n",
 }
 _FUSED_ARRAYS = {
     "gated": ("a", "b", "out"),
@@ -170,13 +232,20 @@ _FUSED_ARRAYS = {
 }
 
 
+def _fused_compute(kname: str, dtype: str, directions=("forward", "backward")) -> np.dtype:
+    """float64 where either direction of ``kname`` is widened for ``dtype``, else its format's
+    compute type."""
+    fmt = _compile.format_of(dtype)
+    widen = any(_compile.compute_dtype(kname, d, dtype) != fmt.compute for d in directions)
+    return np.dtype(np.float64) if widen else np.dtype(fmt.compute)
+
+
 @functools.cache
 def fused_kernel(op: str, kname: str, dtype: str, strided: bool):
     """The flat or strided (4-d) kernel of a fused op with the entry ``kname``."""
     entry = ACTIVATIONS[kname]
-    dtype = np.dtype(dtype)
-    widen = any(_compile.compute_dtype(kname, d, dtype) != dtype for d in ("forward", "backward"))
-    compute = np.dtype(np.float64) if widen else dtype
+    fmt = _compile.format_of(dtype)
+    compute = _fused_compute(kname, dtype)
     build = builder(compute.name)
     arrays = _FUSED_ARRAYS[op]
     nparams = len(entry.kernel_params)
@@ -187,17 +256,19 @@ def fused_kernel(op: str, kname: str, dtype: str, strided: bool):
     source = (
         head + (_STRIDED_LOOP if strided else _FLAT_LOOP).replace("out.shape", f"{arrays[-1]}.shape") + body
     )
-    namespace = {
-        "cuda": cuda,
-        "f": build.function(entry.forward),
-        "fb": build.function(entry.backward),
-        "wide": compute.type,
-        "from_input": entry.saves == "input",
-    }
+    namespace = _namespace(
+        dtype,
+        f=build.function(entry.forward),
+        fb=build.function(entry.backward),
+        wide=compute.type,
+        from_input=entry.saves == "input",
+    )
     exec(compile(source, f"<fastact.cuda {op} {kname} {dtype}>", "exec"), namespace)
-    t = dtype.name
+    t = fmt.array
     array = f"{t}[:, :, :, :]" if strided else f"{t}[::1]"
-    return compile_kernel(namespace["kernel"], f"void({', '.join([array] * len(arrays) + [t] * nparams)})")
+    return compile_kernel(
+        namespace["kernel"], f"void({', '.join([array] * len(arrays) + [fmt.compute] * nparams)})"
+    )
 
 
 def fused_elementwise(op: str, kname: str, arrays: tuple[DArray, ...], params: tuple, stream) -> None:
@@ -232,8 +303,9 @@ def _bias_backward_source(nparams: int) -> str:
         "        j = t % n\n"
         "        acc = partial[k, j]\n"
         "        for r in range(k * rows // chunks, (k + 1) * rows // chunks):\n"
-        f"            d = fb(wide(g[r, j]), wide(s[r, j] + c[j]) if from_input else wide(s[r, j]){params})\n"
-        "            dx[r, j] = d\n"
+        "            d = fb(wide(load(g[r, j])), "
+        f"wide(load(s[r, j]) + load(c[j])) if from_input else wide(load(s[r, j])){params})\n"
+        "            dx[r, j] = store(d)\n"
         "            acc += d\n"
         "        partial[k, j] = acc\n"
     )
@@ -244,7 +316,7 @@ def _combine(partial, out):
         acc = partial[0, j]
         for k in range(1, partial.shape[0]):
             acc += partial[k, j]
-        out[j] = acc
+        out[j] = store(acc)
 
 
 @functools.cache
@@ -252,25 +324,27 @@ def bias_backward_kernel(kname: str, dtype: str):
     """dx and the chunks' float64 partial column sums over 2-d (rows, n) views: one thread
     per (chunk, column), the rows of its chunk in order (deterministic, coalesced)."""
     entry = ACTIVATIONS[kname]
-    dtype = np.dtype(dtype)
-    compute = np.dtype(np.float64) if _compile.compute_dtype(kname, "backward", dtype) != dtype else dtype
-    namespace = {
-        "cuda": cuda,
-        "fb": builder(compute.name).function(entry.backward),
-        "wide": compute.type,
-        "from_input": entry.saves == "input",
-    }
+    fmt = _compile.format_of(dtype)
+    compute = _fused_compute(kname, dtype, ("backward",))
+    namespace = _namespace(
+        dtype,
+        fb=builder(compute.name).function(entry.backward),
+        wide=compute.type,
+        from_input=entry.saves == "input",
+    )
     nparams = len(entry.kernel_params)
     exec(compile(_bias_backward_source(nparams), f"<fastact.cuda bias backward {kname}>", "exec"), namespace)
-    t = dtype.name
-    scalars = "".join(f", {t}" for _ in range(nparams))
+    t, c = fmt.array, fmt.compute
+    scalars = "".join(f", {c}" for _ in range(nparams))
     sig = f"void({t}[:, :], {t}[:, :], {t}[::1], {t}[:, :], float64[:, ::1]{scalars})"
     return compile_kernel(namespace["kernel"], sig)
 
 
 @functools.cache
 def combine_kernel(dtype: str):
-    return compile_kernel(_combine, f"void(float64[:, ::1], {dtype}[::1])")
+    """dbias (of ``dtype``) from the chunks' float64 partial sums, added in chunk order."""
+    pyfunc = storage_builder(dtype).rebind(_combine)
+    return compile_kernel(pyfunc, f"void(float64[:, ::1], {_compile.format_of(dtype).array}[::1])")
 
 
 def _zero(a):

@@ -14,6 +14,8 @@ import math
 # type's ``math`` (numpy's under the simulator), as it binds ``math`` itself.
 from math import erf, erfc, exp, expm1, log, log1p, tanh
 
+import numpy as np
+
 __all__ = [
     "erf", "erfc", "exp", "expm1", "gaussian", "gelu", "gelu_grad", "gelu_tanh", "like", "log", "log1p",
     "log_sigmoid", "mish", "sigmoid", "silu", "silu_grad", "softplus", "tanh",
@@ -121,3 +123,54 @@ def mish(x):
     if x == -math.inf:
         return -0.0
     return x * math.tanh(softplus(x))
+
+
+# --- 16-bit storage (fastact.cuda._compile.FORMATS): not table helpers, so not in __all__ --------
+# float16 arrays are numba float16 arrays: converting to float32 and assigning a float32 to an
+# element are the PTX cvt instructions (cvt.rn.f16.f32: to nearest, ties to even, NaN stays
+# NaN). bfloat16 arrays are uint16 arrays of the bits, converted as fastact._half does on the
+# CPU. A value computed in float64 (fastact.cuda._compile.WIDEN) is rounded to float32 first:
+# the 16-bit result is the float32 kernel's, rounded once more.
+
+
+def float_as_int(x):
+    """The bits of float32 ``x`` as an integer (signed 32-bit); on a GPU the builder binds
+    libdevice's ``float_as_int`` in its place."""
+    return int(np.float32(x).view(np.int32))
+
+
+def int_as_float(i):
+    """The float32 whose bits are the low 32 of integer ``i``; on a GPU libdevice's
+    ``int_as_float`` (of ``i`` truncated to 32 bits) in its place."""
+    return np.uint32(i & 0xFFFFFFFF).view(np.float32)
+
+
+def bf16_widen(u):
+    """The float32 value of bfloat16 bits ``u`` (exact): the bits in float32's top half."""
+    return int_as_float(np.int64(u) << 16)
+
+
+def bf16_narrow(x):
+    """float32 ``x`` rounded to the nearest bfloat16's bits, ties to even (add 0x7FFF and the
+    kept half's lowest bit, then shift; overflow carries into the exponent, to inf); NaN: the
+    top half with the quiet bit set."""
+    b = float_as_int(x)
+    if x != x:
+        return ((b >> 16) | 0x40) & 0xFFFF
+    return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def bf16_load(u):
+    return bf16_widen(u)
+
+
+def bf16_store(v):
+    return bf16_narrow(np.float32(v))
+
+
+def f16_load(h):
+    return np.float32(h)
+
+
+def f16_store(v):
+    return np.float32(v)  # rounded to float16 by the assignment to the float16 element

@@ -29,7 +29,8 @@ from .._layout import pad_axes
 from .._validate import same_layout
 from . import _softmax_kernels as sk
 from ._arrays import DArray, _numba_empty, as_device, check_stream, empty_like, resolve_stream, view
-from ._kernels import builder, collapse, unaliased
+from ._compile import format_of
+from ._kernels import collapse, storage_builder, unaliased
 from ._launch import blocks, compile_kernel, group_size, launch, max_blocks, settings
 
 try:
@@ -46,21 +47,23 @@ def axis_index(axis: object, ndim: int) -> int:
 
 
 _KIND = {
-    "a": "{t}[:, :, :]",
-    "w": "{t}[:, :, ::1]",
+    "a": "{t}[:, :, :]",  # the data: the format's element type ({t})
+    "w": "{c}[:, :, ::1]",  # the split workspace: the compute type ({c})
     "i": "int64",
     "b": "boolean",
     "m": "boolean[:, :, :]",  # the mask of the masked kernels
-    "s": "{t}",  # their scale, in the data's dtype
+    "s": "{c}",  # their scale, in the compute type
 }
 
 
 @functools.cache
 def compiled(name: str, dtype: str, threads: int):
-    """The kernel ``name`` of :data:`~fastact.cuda._softmax_kernels.KERNELS` for ``dtype``."""
+    """The kernel ``name`` of :data:`~fastact.cuda._softmax_kernels.KERNELS` for arrays of
+    ``dtype`` (float32, float64; float16 and bfloat16 computed in float32)."""
     generator, flags, kinds = sk.KERNELS[name]
-    pyfunc = builder(dtype).rebind(generator(threads, np.dtype(dtype).type, **flags))
-    signature = f"void({', '.join(_KIND[k].format(t=dtype) for k in kinds)})"
+    fmt = format_of(dtype)
+    pyfunc = storage_builder(dtype).rebind(generator(threads, np.dtype(fmt.compute).type, **flags))
+    signature = f"void({', '.join(_KIND[k].format(t=fmt.array, c=fmt.compute) for k in kinds)})"
     return compile_kernel(pyfunc, signature)
 
 
@@ -122,7 +125,8 @@ def run(
         arrays = (*arrays[:-1], w, arrays[-1])
     dtype, tpb = out.dtype.name, settings.threads
     direction = "backward" if backward else "forward"
-    c = out.dtype.type(scale)
+    compute = np.dtype(format_of(dtype).compute)
+    c = compute.type(scale)
     mode, groups = row_views(arrays, axis)
     for views in groups:
         if masked:  # (a[, b], w, out) -> kernel arguments (a, b, w, out) and the scale
@@ -146,7 +150,7 @@ def run(
             continue
         grid = min(rows * chunks, max_blocks())
         # the partial sums, and (forward) the partial maxima, of each row's chunks
-        work = _numba_empty((1 if backward else 2, rows, chunks), out.dtype, "C", stream)
+        work = _numba_empty((1 if backward else 2, rows, chunks), compute, "C", stream)
         work = view(work, work.shape, work.strides)
         partial = compiled(f"split_{direction}_partial", dtype, tpb)
         finish = compiled(f"split_{direction}_finish", dtype, tpb)
@@ -171,7 +175,7 @@ def run_masked(mode: str, views: tuple, c, direction: str, dtype: str, tpb: int,
         launch(kernel, blocks(rows, tpb // group), tpb, stream, (*views, group, c, log))
         return
     grid = min(rows * chunks, max_blocks())
-    work = _numba_empty((1 if backward else 2, rows, chunks), np.dtype(dtype), "C", stream)
+    work = _numba_empty((1 if backward else 2, rows, chunks), np.dtype(format_of(dtype).compute), "C", stream)
     work = view(work, work.shape, work.strides)
     partial = compiled(f"split_{direction}_partial_masked", dtype, tpb)
     finish = compiled(f"split_{direction}_finish_masked", dtype, tpb)

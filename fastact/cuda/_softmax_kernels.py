@@ -18,7 +18,11 @@ b = y; log_softmax or softmax is the run-time flag ``log``. The forward keeps a 
 (max m, sum of e^(x - m)) per thread (:mod:`fastact.cuda._reduce`); a row whose max is
 +inf is made NaN, which gives PyTorch's results on rows with NaN, +inf or only -inf.
 Kernels are written once with Python float literals; :class:`fastact.cuda._compile.Builder`
-retypes them for float32 so float32 data is reduced in float32 (as PyTorch does).
+retypes them for float32 so float32 data is reduced in float32 (as PyTorch does). Every
+element read goes through ``load`` and every element written through ``store``, which the
+builder binds to the arrays' storage format: float16 and bfloat16 arrays are reduced in
+float32 (``dt``, the shared memory and the split workspaces are float32) and each result
+is rounded once.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import math
 
 from numba import cuda
 
-from ._compile import device
+from ._compile import device, load, store
 from ._reduce import block_maxsum, block_sum, group_rows, merge, push, row_at
 
 # --- one direction's device functions ---------------------------------------------------
@@ -38,7 +42,7 @@ def reduce_forward(x, o, k, start, stop, step):
     m = -math.inf
     s = 0.0
     for j in range(start, stop, step):
-        m, s = push(m, s, x[o, j, k])
+        m, s = push(m, s, load(x[o, j, k]))
     return m, s
 
 
@@ -50,10 +54,10 @@ def write_forward(x, out, o, k, start, stop, step, m, s, log):
     if log:
         c = math.log(s)
         for j in range(start, stop, step):
-            out[o, j, k] = (x[o, j, k] - m) - c
+            out[o, j, k] = store((load(x[o, j, k]) - m) - c)
     else:
         for j in range(start, stop, step):
-            out[o, j, k] = math.exp(x[o, j, k] - m) / s
+            out[o, j, k] = store(math.exp(load(x[o, j, k]) - m) / s)
 
 
 @device
@@ -62,10 +66,10 @@ def reduce_backward(g, y, o, k, start, stop, step, log):
     s = 0.0
     if log:
         for j in range(start, stop, step):
-            s += g[o, j, k]
+            s += load(g[o, j, k])
     else:
         for j in range(start, stop, step):
-            s += g[o, j, k] * y[o, j, k]
+            s += load(g[o, j, k]) * load(y[o, j, k])
     return s
 
 
@@ -74,10 +78,10 @@ def write_backward(g, y, out, o, k, start, stop, step, s, log):
     """out = y * (g - s) (softmax) or g - e^y * s (log_softmax)."""
     if log:
         for j in range(start, stop, step):
-            out[o, j, k] = g[o, j, k] - math.exp(y[o, j, k]) * s
+            out[o, j, k] = store(load(g[o, j, k]) - math.exp(load(y[o, j, k])) * s)
     else:
         for j in range(start, stop, step):
-            out[o, j, k] = y[o, j, k] * (g[o, j, k] - s)
+            out[o, j, k] = store(load(y[o, j, k]) * (load(g[o, j, k]) - s))
 
 
 # --- either direction: a row's state is (m, s); the backward's m is unused ----------------
@@ -213,7 +217,7 @@ def reduce_forward_m(x, w, o, k, start, stop, step, c):
     s = 0.0
     for j in range(start, stop, step):
         if w[o, j, k]:
-            m, s = push(m, s, x[o, j, k] * c)
+            m, s = push(m, s, load(x[o, j, k]) * c)
     return m, s
 
 
@@ -224,10 +228,10 @@ def write_forward_m(x, w, out, o, k, start, stop, step, m, s, c, log):
     if log:
         lc = math.log(s)
         for j in range(start, stop, step):
-            out[o, j, k] = ((x[o, j, k] * c - m) - lc) if w[o, j, k] else -math.inf
+            out[o, j, k] = store(((load(x[o, j, k]) * c - m) - lc) if w[o, j, k] else -math.inf)
     else:
         for j in range(start, stop, step):
-            out[o, j, k] = (math.exp(x[o, j, k] * c - m) / s) if w[o, j, k] else 0.0
+            out[o, j, k] = store((math.exp(load(x[o, j, k]) * c - m) / s) if w[o, j, k] else 0.0)
 
 
 @device
@@ -235,7 +239,7 @@ def reduce_backward_m(g, y, w, o, k, start, stop, step, log):
     s = 0.0
     for j in range(start, stop, step):
         if w[o, j, k]:
-            s += g[o, j, k] if log else g[o, j, k] * y[o, j, k]
+            s += load(g[o, j, k]) if log else load(g[o, j, k]) * load(y[o, j, k])
     return s
 
 
@@ -243,11 +247,11 @@ def reduce_backward_m(g, y, w, o, k, start, stop, step, log):
 def write_backward_m(g, y, w, out, o, k, start, stop, step, s, c, log):
     for j in range(start, stop, step):
         if not w[o, j, k]:
-            out[o, j, k] = 0.0
+            out[o, j, k] = store(0.0)
         elif log:
-            out[o, j, k] = (g[o, j, k] - math.exp(y[o, j, k]) * s) * c
+            out[o, j, k] = store((load(g[o, j, k]) - math.exp(load(y[o, j, k])) * s) * c)
         else:
-            out[o, j, k] = y[o, j, k] * (g[o, j, k] - s) * c
+            out[o, j, k] = store(load(y[o, j, k]) * (load(g[o, j, k]) - s) * c)
 
 
 @device
@@ -326,13 +330,13 @@ def cols_masked(tpb, dt, backward):
 # "m": the 3-d bool mask view, "s": the scale, a scalar of the data's dtype
 KERNELS.update(
     {
-        "rows_forward_masked": (rows_masked, {"backward": False}, "aaamisb"),
-        "rows_backward_masked": (rows_masked, {"backward": True}, "aaamisb"),
-        "split_forward_partial_masked": (split_masked, {"backward": False, "finish": False}, "aaamwisb"),
-        "split_forward_finish_masked": (split_masked, {"backward": False, "finish": True}, "aaamwisb"),
-        "split_backward_partial_masked": (split_masked, {"backward": True, "finish": False}, "aaamwisb"),
-        "split_backward_finish_masked": (split_masked, {"backward": True, "finish": True}, "aaamwisb"),
-        "cols_forward_masked": (cols_masked, {"backward": False}, "aaamsb"),
-        "cols_backward_masked": (cols_masked, {"backward": True}, "aaamsb"),
+        "rows_forward_masked": (rows_masked, {"backward": False}, "aamaisb"),
+        "rows_backward_masked": (rows_masked, {"backward": True}, "aamaisb"),
+        "split_forward_partial_masked": (split_masked, {"backward": False, "finish": False}, "aamawisb"),
+        "split_forward_finish_masked": (split_masked, {"backward": False, "finish": True}, "aamawisb"),
+        "split_backward_partial_masked": (split_masked, {"backward": True, "finish": False}, "aamawisb"),
+        "split_backward_finish_masked": (split_masked, {"backward": True, "finish": True}, "aamawisb"),
+        "cols_forward_masked": (cols_masked, {"backward": False}, "aamasb"),
+        "cols_backward_masked": (cols_masked, {"backward": True}, "aamasb"),
     }
 )

@@ -28,8 +28,8 @@ from numba import cuda
 
 from .._validate import choice, real
 from ._arrays import DArray, _numba_empty, as_device, check_stream, empty, empty_like, resolve_stream, view
-from ._compile import device
-from ._kernels import builder, collapse, unaliased
+from ._compile import device, format_of, load, store
+from ._kernels import collapse, kernel_dtype, narrow_kernel, storage_builder, strided_views, unaliased
 from ._launch import blocks, compile_kernel, group_size, launch, settings
 from ._reduce import block_maxsum, block_sum, group_rows, push, row_at
 
@@ -44,12 +44,12 @@ def _reduce_row(x, q, w, o, k, start, stop, step, keep, smooth, weighted, probs)
     a_sum = 0.0
     ax_sum = 0.0
     for j in range(start, stop, step):
-        v = x[o, j, k]
+        v = load(x[o, j, k])
         m, s = push(m, s, v)
         if probs or smooth != 0.0:
-            a = w[j] if weighted else 1.0
+            a = load(w[j]) if weighted else 1.0
             if probs:
-                a *= keep * q[o, j, k] + smooth
+                a *= keep * load(q[o, j, k]) + smooth
             a_sum += a
             ax_sum += a * v
     return m, s, a_sum, ax_sum
@@ -80,8 +80,8 @@ def xent_rows(tpb, dt, probs):
             if not probs and row < n_rows:
                 target = t[o, k]
                 if target != ignore and target >= 0 and target < n:
-                    x_t = x[o, target, k]  # read before any gradient overwrites the logits
-                    w_t = w[target] if weighted else 1.0
+                    x_t = load(x[o, target, k])  # read before any gradient overwrites the logits
+                    w_t = load(w[target]) if weighted else 1.0
             active = row < n_rows and (probs or target != ignore)
             m = -math.inf
             s = 0.0
@@ -101,25 +101,25 @@ def xent_rows(tpb, dt, probs):
                 log_z = m + math.log(s)
                 if probs:
                     for j in range(lane, n, group):
-                        a = (w[j] if weighted else 1.0) * (keep * q[o, j, k] + smooth)
-                        grad[o, j, k] = (math.exp(x[o, j, k] - m) / s * a_sum - a) * scale
+                        a = (load(w[j]) if weighted else 1.0) * (keep * load(q[o, j, k]) + smooth)
+                        grad[o, j, k] = store((math.exp(load(x[o, j, k]) - m) / s * a_sum - a) * scale)
                     if lane == 0:
                         loss[o, k] = a_sum * log_z - ax_sum
                 else:
                     hit = keep * w_t
                     coef = hit + smooth * a_sum
                     for j in range(lane, n, group):
-                        d = math.exp(x[o, j, k] - m) / s * coef
+                        d = math.exp(load(x[o, j, k]) - m) / s * coef
                         if smooth != 0.0:
-                            d -= smooth * (w[j] if weighted else 1.0)
+                            d -= smooth * (load(w[j]) if weighted else 1.0)
                         if j == target:
                             d -= hit
-                        grad[o, j, k] = d * scale
+                        grad[o, j, k] = store(d * scale)
                     if lane == 0:
                         loss[o, k] = hit * (log_z - x_t) + smooth * (a_sum * log_z - ax_sum)
             elif row < n_rows:  # an ignored target
                 for j in range(lane, n, group):
-                    grad[o, j, k] = 0.0
+                    grad[o, j, k] = store(0.0)
                 if lane == 0:
                     loss[o, k] = 0.0
 
@@ -144,26 +144,27 @@ def xent_sum(tpb, dt, targets):
                 if not weighted:
                     s += 1.0
                 elif v >= 0 and v < w.shape[0]:
-                    s += w[v]
+                    s += load(w[v])
         s = block_sum(sh, s, tid, tpb)
         if tid == 0:
             if targets:
                 out[0] = s
             else:
-                out[0] = s / den[0] if use_den else s * scale
+                out[0] = store(s / den[0] if use_den else s * scale)
 
     return kernel
 
 
-# name -> (generator, its compile-time flags, argument types): "a3" a 3-d array of the dtype {t}, {i}
-# the class targets' integer type.
-_ROWS = ", {t}[:], a3, {t}[:, :], {t}[::1], {t}, b1, i8, {t}, {t}, b1, i8"  # after x and t
-_SUM = ", {t}[:], {t}[::1], {t}[::1], i8, b1, {t}, b1"  # after a
+# name -> (generator, its compile-time flags, argument types): "a3" a 3-d array of the logits'
+# element type {t}, {c} the compute type (of the row losses, the denominator, the scalars),
+# {i} the class targets' integer type.
+_ROWS = ", {t}[:], a3, {c}[:, :], {c}[::1], {c}, b1, i8, {c}, {c}, b1, i8"  # after x and t
+_SUM = ", {t}[:], {out}[::1], {c}[::1], i8, b1, {c}, b1"  # after a
 _SIGNATURES = {
     "xent_index": (xent_rows, {"probs": False}, "a3, {i}[:, :]" + _ROWS),
     "xent_probs": (xent_rows, {"probs": True}, "a3, a3" + _ROWS),
-    "xent_denominator": (xent_sum, {"targets": True}, "{i}[:, :]" + _SUM),
-    "xent_total": (xent_sum, {"targets": False}, "{t}[:, :]" + _SUM),
+    "xent_denominator": (xent_sum, {"targets": True}, "{i}[:, :]" + _SUM.replace("{out}", "{c}")),
+    "xent_total": (xent_sum, {"targets": False}, "{c}[:, :]" + _SUM.replace("{out}", "{t}")),
 }
 
 
@@ -171,8 +172,9 @@ _SIGNATURES = {
 def compiled(name: str, dtype: str, index_dtype: str, threads: int):
     generator, flags, args = _SIGNATURES[name]
     args = args.replace("a3", "{t}[:, :, :]").replace("b1", "boolean").replace("i8", "int64")
-    pyfunc = builder(dtype).rebind(generator(threads, np.dtype(dtype).type, **flags))
-    return compile_kernel(pyfunc, f"void({args.format(t=dtype, i=index_dtype)})")
+    fmt = format_of(dtype)
+    pyfunc = storage_builder(dtype).rebind(generator(threads, np.dtype(fmt.compute).type, **flags))
+    return compile_kernel(pyfunc, f"void({args.format(t=fmt.array, c=fmt.compute, i=index_dtype)})")
 
 
 # --- views and the public function ------------------------------------------------------
@@ -212,8 +214,11 @@ def softmax_cross_entropy(
 ):
     """(loss, grad): ``torch.nn.functional.cross_entropy(logits, target, ...)`` and its gradient.
 
-    logits: (C,), (N, C) or (N, C, d1, ...); target: class indices (int32/int64) of the
-    batch shape, or probabilities of the logits' shape. ``loss`` is a 0-d array
+    logits: (C,), (N, C) or (N, C, d1, ...), float32, float64, float16 or bfloat16 (16-bit
+    logits are computed in float32: sums, row losses and the reduction, rounded once into
+    the gradient and the loss, both of the logits' dtype); target: class indices
+    (int32/int64) of the batch shape, or probabilities of the logits' shape and dtype;
+    ``weight`` of the logits' dtype. ``loss`` is a 0-d array
     ("mean"/"sum") or of the batch shape ("none"), of the caller's library; ``grad``
     is d loss / d logits ("none": of the summed loss), written into the logits when
     ``inplace``. Runs on ``stream`` or the caller's library's current stream.
@@ -234,7 +239,7 @@ def softmax_cross_entropy(
     class_axis = 0 if x.ndim == 1 else 1
     n_classes = x.shape[class_axis]
     batch = x.shape[:class_axis] + x.shape[class_axis + 1 :]
-    probs = t.dtype.kind == "f"
+    probs = t.dtype.kind not in "iu"
     if probs:
         if t.dtype != x.dtype:
             raise TypeError(f"target has dtype {t.dtype}, expected {x.dtype} (probabilities like logits)")
@@ -254,10 +259,16 @@ def softmax_cross_entropy(
     _layout(t, "target", class_axis if probs else None)
     s = resolve_stream(stream, x)
 
-    dtype, dt = x.dtype.name, x.dtype.type
+    dtype = x.dtype.name
+    fmt = format_of(dtype)
+    compute = np.dtype(fmt.compute)
+    dt = compute.type
     grad = x if inplace else empty_like(x, s)
     rows = math.prod(batch)
-    loss = empty(batch, x.dtype, x, s) if reduction == "none" else _numba_empty(batch, x.dtype, "C", s)
+    # the row losses: the returned array ("none") or a workspace, of the compute type (a
+    # 16-bit "none" result is rounded from a float32 workspace once every row is done)
+    loss = empty(batch, x.dtype, x, s) if reduction == "none" else None
+    losses = loss if loss is not None and fmt.native else _numba_empty(batch, compute, "C", s)
     total = None if reduction == "none" else empty((), x.dtype, x, s)
     if x.size:
         if probs:
@@ -265,7 +276,7 @@ def softmax_cross_entropy(
         xv = _view(x, "logits", class_axis)
         tv = _view(t, "target", class_axis if probs else None)
         gv = _view(grad, "grad", class_axis)
-        lv = _view(loss, "loss", None)
+        lv = _view(losses, "loss", None)
         wa = w if w is not None else _numba_empty((1,), x.dtype, "C", s)  # unread without weights
         wv = view(wa, wa.shape, wa.strides)
         keep, smooth = dt(1.0 - eps), dt(eps / n_classes)
@@ -274,7 +285,7 @@ def softmax_cross_entropy(
         grid = blocks(rows, tpb // group)
         use_den = reduction == "mean" and not probs
         scale = dt(1.0 / rows) if reduction == "mean" and probs else dt(1.0)
-        den = view(_numba_empty((1,), x.dtype, "C", s), (1,), (x.dtype.itemsize,))
+        den = view(_numba_empty((1,), compute, "C", s), (1,), (compute.itemsize,))
         weighted, ignore = w is not None, int(ignore_index)
         index = "int64" if probs else t.dtype.name
         if use_den:
@@ -287,6 +298,9 @@ def softmax_cross_entropy(
             finish = compiled("xent_total", dtype, "int64", tpb)
             tot = view(total, (1,), (x.dtype.itemsize,))
             launch(finish, 1, tpb, s, (lv, wv, tot, den, ignore, False, scale, use_den))
+        elif losses is not loss:  # 16-bit "none": the float32 row losses rounded into the result
+            for views in strided_views((losses, loss)):
+                launch(narrow_kernel(dtype), blocks(math.prod(views[1].shape)), tpb, s, views)
     elif total is not None:  # no rows: sum is 0, mean is 0/0 (as torch)
         _fill(total, 0.0 if reduction == "sum" else math.nan, s)
     return (loss.obj if total is None else total.obj), grad.obj
@@ -294,4 +308,5 @@ def softmax_cross_entropy(
 
 def _fill(a: DArray, value: float, stream) -> None:
     """a[()] = value without a host round trip of the array."""
-    view(a, (1,), (a.dtype.itemsize,)).copy_to_device(np.array([value], dtype=a.dtype), stream=stream)
+    bits = np.array([value], dtype=np.float64).astype(a.dtype).view(kernel_dtype(a.dtype))
+    view(a, (1,), (a.dtype.itemsize,)).copy_to_device(bits, stream=stream)
