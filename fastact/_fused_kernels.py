@@ -35,7 +35,17 @@ from . import _config as config
 from ._config import BIAS_GRAD_COLUMN_BYTES
 from ._half import NATIVE, Storage
 from ._intrinsics import full_width_vectors, params_like, row_view
-from ._kernels import FLAT, ROWS, KernelSet, _jit, _kernel_set, _prefetch_row, _rows_ahead, pin_uuid
+from ._kernels import (
+    FLAT,
+    ROWS,
+    KernelSet,
+    _jit,
+    _kernel_set,
+    _prefetch_row,
+    _rows_ahead,
+    generated,
+    pin_uuid,
+)
 from .definitions import ACTIVATIONS
 
 _scalar = njit(forceinline=True, fastmath={"contract"}, error_model="numpy")
@@ -88,33 +98,36 @@ def bias_scalars(kname: str):
 # --- gated backward: three inputs, two outputs ----------------------------------------------
 
 
+# the names the loops' templates read as globals
+_LOOP_GLOBALS = (full_width_vectors, params_like, row_view, _prefetch_row, _rows_ahead)
+
+_GATED = """\
+params = params_like(a, args)
+count, step = tasks(g)
+for t in prange(count):
+    full_width_vectors()
+    prefetch_task(g, t, step)
+    prefetch_task(a, t, step)
+    prefetch_task(b, t, step)
+    gs, as_, bs = view(g, t, step), view(a, t, step), view(b, t, step)
+    das, dbs = {outs}
+    for i in range(gs.shape[0]):
+        d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
+        das[i], dbs[i] = store(d_a), store(d_b)
+"""
+
+
 def _gated_kernel(scalar, parallel, layout, in_place, storage=NATIVE):
     """The gated backward over ``layout``'s tasks (see :class:`fastact._kernels.Layout`):
     ``k(g, a, b, da, db, *params)``; in place ``k(g, a, b, *params)``, da over ``a`` and db
     over ``b``: one pointer per array, so LLVM's overlap checks pass."""
-    load, store = storage.load, storage.store
     tasks, view, prefetch_task = layout.functions()
-    narrays = 3 if in_place else 5
-
-    def kernel(*operands):
-        g, a, b = operands[0], operands[1], operands[2]
-        if not in_place:
-            da, db = operands[3], operands[4]
-        params = params_like(a, operands[narrays:])
-        count, step = tasks(g)
-        for t in prange(count):
-            full_width_vectors()
-            prefetch_task(g, t, step)
-            prefetch_task(a, t, step)
-            prefetch_task(b, t, step)
-            gs, as_, bs = view(g, t, step), view(a, t, step), view(b, t, step)
-            das, dbs = (as_, bs) if in_place else (view(da, t, step), view(db, t, step))
-            for i in range(gs.shape[0]):
-                d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
-                das[i], dbs[i] = store(d_a), store(d_b)
-
-    kernel.__name__ = f"gated_{layout.name}" + ("_in_place" if in_place else "")
-    return _jit(kernel, scalar, parallel, storage)
+    body = _GATED.format(outs="as_, bs" if in_place else "view(da, t, step), view(db, t, step)")
+    name = f"gated_{layout.name}" + ("_in_place" if in_place else "")
+    closure = {"scalar": scalar, "load": storage.load, "store": storage.store}
+    closure.update(tasks=tasks, view=view, prefetch_task=prefetch_task)
+    arrays = "g, a, b" if in_place else "g, a, b, da, db"
+    return _jit(generated(name, arrays, body, globals(), closure), scalar, parallel, storage)
 
 
 def _gated_strided(scalar, parallel, storage=NATIVE):
@@ -152,36 +165,34 @@ def _tasks(g, chunks):
     return chunks * ((g.shape[1] + width - 1) // width)
 
 
+_BIAS_ROWS = """\
+params = params_like(g, args)
+chunks = partial.shape[0]
+ahead = _rows_ahead(g)
+for t in prange(_tasks(g, chunks)):
+    full_width_vectors()
+    k, lo, hi, j0, j1 = _task(t, g, chunks)
+    acc, cs = row_view(partial, k)[j0:j1], c[j0:j1]
+    for r in range(lo, hi):
+        _prefetch_row(g, r + ahead)
+        _prefetch_row(s, r + ahead)
+        gs, ss = row_view(g, r)[j0:j1], row_view(s, r)[j0:j1]
+        ds = {dx}
+        for i in range(gs.shape[0]):
+            d = scalar(load(gs[i]), load(ss[i]), load(cs[i]), *params)
+            ds[i] = store(d)
+            acc[i] += d
+"""
+
+
 def _bias_rows_kernel(scalar, parallel, in_place, storage=NATIVE):
     """dx and dbias's partial sums over arrays with contiguous rows: ``k(g, s, c, dx,
     partial, *params)``; in place, dx over ``g``, ``k(s, c, g, partial, *params)``."""
-    load, store = storage.load, storage.store
-    g_at, s_at, c_at, partial_at = (2, 0, 1, 3) if in_place else (0, 1, 2, 4)
-    narrays = partial_at + 1
-
-    def kernel(*operands):
-        g, s, c, partial = operands[g_at], operands[s_at], operands[c_at], operands[partial_at]
-        if not in_place:
-            dx = operands[3]
-        params = params_like(g, operands[narrays:])
-        chunks = partial.shape[0]
-        ahead = _rows_ahead(g)
-        for t in prange(_tasks(g, chunks)):
-            full_width_vectors()
-            k, lo, hi, j0, j1 = _task(t, g, chunks)
-            acc, cs = row_view(partial, k)[j0:j1], c[j0:j1]
-            for r in range(lo, hi):
-                _prefetch_row(g, r + ahead)
-                _prefetch_row(s, r + ahead)
-                gs, ss = row_view(g, r)[j0:j1], row_view(s, r)[j0:j1]
-                ds = gs if in_place else row_view(dx, r)[j0:j1]
-                for i in range(gs.shape[0]):
-                    d = scalar(load(gs[i]), load(ss[i]), load(cs[i]), *params)
-                    ds[i] = store(d)
-                    acc[i] += d
-
-    kernel.__name__ = "bias_rows_in_place" if in_place else "bias_rows"
-    return _jit(kernel, scalar, parallel, storage)
+    body = _BIAS_ROWS.format(dx="gs" if in_place else "row_view(dx, r)[j0:j1]")
+    name = "bias_rows_in_place" if in_place else "bias_rows"
+    closure = {"scalar": scalar, "load": storage.load, "store": storage.store}
+    arrays = "s, c, g, partial" if in_place else "g, s, c, dx, partial"
+    return _jit(generated(name, arrays, body, globals(), closure), scalar, parallel, storage)
 
 
 def _bias_strided(scalar, parallel, storage=NATIVE):

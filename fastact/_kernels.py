@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -170,11 +171,53 @@ ROWS = Layout("rows", _rows, _row, _prefetch_rows)
 LAYOUTS = {layout.name: layout for layout in (FLAT, ROWS)}
 
 
+def generated(name: str, arrays: str, body: str, namespace: dict, closure: dict) -> Callable:
+    """The function ``name(<arrays>, *args)`` running ``body`` (its source, unindented),
+    closing over the values of ``closure`` and seeing ``namespace`` as its globals (those of
+    the module whose loop it is).
+
+    The loop generators write each variant's source so that it takes its arrays as explicit
+    arguments: a kernel taking them as one ``*operands`` tuple costs numba's dispatcher tens
+    of ns more per call to type, and its loops read them out of the tuple. The code compiles
+    under the module's file name, where numba's cache finds a file to stamp its index with;
+    numba keys a kernel's entries by its code and closure (see :func:`pin_uuid`), so what
+    varies between the variants of a loop is in one or the other.
+    """
+    inner = f"def {name}({arrays}, *args):\n" + textwrap.indent(body, "    ")
+    source = f"def factory({', '.join(closure)}):\n{textwrap.indent(inner, '    ')}\n    return {name}\n"
+    local: dict = {}
+    # fixed templates, no outside input
+    exec(compile(source, namespace["__file__"], "exec"), namespace, local)
+    return local["factory"](**closure)
+
+
+# the names the loops' templates read as globals, besides those this module uses itself
+_LOOP_GLOBALS = (params_like, stored_whole, STRIDED_CHUNK, STRIDED_TASK_CHUNKS)
+
+
+def _call(scalar: str, inputs: tuple[str, ...]) -> str:
+    """The source of ``store(scalar(load(input), ..., *params))``."""
+    return f"store({scalar}({', '.join(f'load({v})' for v in inputs)}, *params))"
+
+
+_CONTIGUOUS = """\
+params = params_like(out, args)
+count, step = tasks({first})
+for t in prange(count):
+    full_width_vectors()
+    prefetch_task({first}, t, step){prefetch_note}
+{prefetch_second}    xs = view({first}, t, step)
+    {outs}
+{seconds}    for i in range(xs.shape[0]):
+        os[i] = {value}
+"""
+
+
 def _contiguous_kernel(scalar, parallel, layout, nin, in_place, reads_second=True, storage=NATIVE):
-    """The kernel of ``scalar`` (``nin`` inputs, 1 or 2) over ``layout``'s tasks,
-    ``k(*inputs, out, *params)``; in place, where ``out`` is input 0, ``k(*inputs[1:], out,
-    *params)``. ``reads_second``: whether the scalar reads input 1 (a prefetch of an input
-    it ignores streams it for nothing).
+    """The kernel of ``scalar`` (``nin`` inputs, 1 or 2) over ``layout``'s tasks:
+    ``k(x, out, *params)`` / ``k(a, b, out, *params)``; in place, where ``out`` is input 0,
+    ``k(out, *params)`` / ``k(b, out, *params)``. ``reads_second``: whether the scalar reads
+    input 1 (a prefetch of an input it ignores streams it for nothing).
 
     In place is a kernel of its own, with one array where there would be two. Given two
     pointers, LLVM guards its vector loop with a run-time overlap check, and ``out``
@@ -184,39 +227,24 @@ def _contiguous_kernel(scalar, parallel, layout, nin, in_place, reads_second=Tru
     strided kernels are not helped this way: with a run-time inner stride and one array,
     LLVM does not vectorize at all.)
     """
-    load, store = storage.load, storage.store
     tasks, view, prefetch_task = layout.functions()
     binary = nin == 2
-    prefetch_second = binary and reads_second
-    narrays = nin if in_place else nin + 1  # the arrays k takes, out last
-    out_at, second_at = narrays - 1, narrays - 2  # input 1 comes just before out
-
-    def kernel(*operands):
-        out = operands[out_at]
-        params = params_like(out, operands[narrays:])
-        first = out if in_place else operands[0]
-        if binary:
-            second = operands[second_at]
-        count, step = tasks(first)
-        for t in prange(count):
-            full_width_vectors()
-            prefetch_task(first, t, step)  # in place: read, or at least written; its lines come in either way
-            if prefetch_second:
-                prefetch_task(second, t, step)
-            xs = view(first, t, step)
-            os = xs if in_place else view(out, t, step)
-            if binary:
-                ys = view(second, t, step)
-                for i in range(xs.shape[0]):
-                    y = store(scalar(load(xs[i]), load(ys[i]), *params))
-                    os[i] = stored_whole(y) if in_place else y
-            else:
-                for i in range(xs.shape[0]):
-                    y = store(scalar(load(xs[i]), *params))
-                    os[i] = stored_whole(y) if in_place else y
-
-    kernel.__name__ = ("binary" if binary else "unary") + layout.suffix + ("_in_place" if in_place else "")
-    return _jit(kernel, scalar, parallel, storage)
+    inputs = ("a", "b") if binary else ("x",)
+    first = "out" if in_place else inputs[0]
+    value = _call("scalar", ("xs[i]", "ys[i]") if binary else ("xs[i]",))
+    body = _CONTIGUOUS.format(
+        first=first,
+        prefetch_note="  # read, or at least written: its lines come in either way" if in_place else "",
+        prefetch_second="    prefetch_task(b, t, step)\n" if binary and reads_second else "",
+        outs="os = xs" if in_place else "os = view(out, t, step)",
+        seconds="    ys = view(b, t, step)\n" if binary else "",
+        value=f"stored_whole({value})" if in_place else value,
+    )
+    arrays = ", ".join((*inputs[1:], "out") if in_place else (*inputs, "out"))
+    name = ("binary" if binary else "unary") + layout.suffix + ("_in_place" if in_place else "")
+    closure = {"scalar": scalar, "load": storage.load, "store": storage.store}
+    closure.update(tasks=tasks, view=view, prefetch_task=prefetch_task)
+    return _jit(generated(name, arrays, body, globals(), closure), scalar, parallel, storage)
 
 
 # The strided 2-d kernels of all but the light scalars (Activation.light) copy
@@ -261,53 +289,47 @@ _gather = _row_major(_run_to_buf, "_gather")  # buf[:count] = the elements of a
 _scatter = _row_major(_buf_to_run, "_scatter")  # the elements of a = buf[:count]
 
 
+_STRIDED_LIGHT = """\
+params = params_like(out, args)
+for i in prange(a.shape[0]):
+    full_width_vectors()
+    for j in range(a.shape[1]):
+        out[i, j] = {value}
+"""
+
+_STRIDED_BUFFERED = """\
+params = params_like(out, args)
+n = a.shape[0] * a.shape[1]
+per_task = STRIDED_CHUNK * STRIDED_TASK_CHUNKS
+for t in prange((n + per_task - 1) // per_task):
+    full_width_vectors()
+    {buffers}
+    for start in range(t * per_task, min(n, (t + 1) * per_task), STRIDED_CHUNK):
+        count = min(STRIDED_CHUNK, n - start)
+{gathers}        for i in range(count):
+            abuf[i] = {value}
+        _scatter(out, abuf, start, count)
+"""
+
+
 def _strided_kernel(scalar, parallel, nin, light, storage=NATIVE):
     """The kernel of ``scalar`` (``nin`` inputs) over 2-d arrays of any strides,
-    ``k(*inputs, out, *params)``: a light scalar's loops over the strides, the others'
-    through buffers (see above)."""
-    load, store = storage.load, storage.store
-    binary = nin == 2
-    narrays = nin + 1
-
-    def light_kernel(*operands):
-        a, out = operands[0], operands[nin]
-        params = params_like(out, operands[narrays:])
-        if binary:
-            b = operands[1]
-        for i in prange(a.shape[0]):
-            full_width_vectors()
-            for j in range(a.shape[1]):
-                if binary:
-                    out[i, j] = store(scalar(load(a[i, j]), load(b[i, j]), *params))
-                else:
-                    out[i, j] = store(scalar(load(a[i, j]), *params))
-
-    def buffered_kernel(*operands):
-        a, out = operands[0], operands[nin]
-        params = params_like(out, operands[narrays:])
-        if binary:
-            b = operands[1]
-        n = a.shape[0] * a.shape[1]
-        per_task = STRIDED_CHUNK * STRIDED_TASK_CHUNKS
-        for t in prange((n + per_task - 1) // per_task):
-            full_width_vectors()
-            abuf = np.empty(STRIDED_CHUNK, out.dtype)
-            if binary:
-                bbuf = np.empty(STRIDED_CHUNK, out.dtype)
-            for start in range(t * per_task, min(n, (t + 1) * per_task), STRIDED_CHUNK):
-                count = min(STRIDED_CHUNK, n - start)
-                _gather(a, abuf, start, count)
-                if binary:
-                    _gather(b, bbuf, start, count)
-                    for i in range(count):
-                        abuf[i] = store(scalar(load(abuf[i]), load(bbuf[i]), *params))
-                else:
-                    for i in range(count):
-                        abuf[i] = store(scalar(load(abuf[i]), *params))
-                _scatter(out, abuf, start, count)
-
-    kernel = light_kernel if light else buffered_kernel
-    kernel.__name__ = ("binary" if binary else "unary") + "_2d"
+    ``k(a, out, *params)`` / ``k(a, b, out, *params)``: a light scalar's loops over the
+    strides, the others' through buffers (see above)."""
+    inputs = ("a", "b")[:nin]
+    if light:
+        body = _STRIDED_LIGHT.format(value=_call("scalar", tuple(f"{v}[i, j]" for v in inputs)))
+    else:
+        body = _STRIDED_BUFFERED.format(
+            buffers=", ".join(f"{v}buf" for v in inputs)
+            + " = "
+            + ", ".join("np.empty(STRIDED_CHUNK, out.dtype)" for _ in inputs),
+            gathers="".join(f"        _gather({v}, {v}buf, start, count)\n" for v in inputs),
+            value=_call("scalar", tuple(f"{v}buf[i]" for v in inputs)),
+        )
+    name = ("binary" if nin == 2 else "unary") + "_2d"
+    closure = {"scalar": scalar, "load": storage.load, "store": storage.store}
+    kernel = generated(name, ", ".join((*inputs, "out")), body, globals(), closure)
     return _jit(kernel, scalar, parallel, storage)
 
 

@@ -96,22 +96,22 @@ def _warmup_tasks(names: Iterable[str] | None) -> list[tuple[str, object]]:
                 # Python floats, as the public functions pass them
                 params = tuple(0.0 if p.default is None else float(p.default) for p in entry.kernel_params)
                 for layout, arrays in _layouts(nin, 4, dtype):
-                    operands = (*_kernel_args(arrays, layout != "1-d"), *params)
+                    args = (*_kernel_args(arrays, layout != "1-d"), params)
                     for flavour in FLAVOURS:  # the dispatcher's choices for this layout
                         if flavour.layout == _FLAVOUR_LAYOUT[layout]:
                             label = f"{name} {direction} {dtype.name} {layout} {flavour.field}"
                             # in place: out is the first input, the kernel takes one array fewer
-                            ops = operands[1:] if flavour.in_place else operands
-                            tasks.append((label, _compile_task(kernels, name, flavour.field, ops)))
+                            flavour_args = args[1:] if flavour.in_place else args
+                            tasks.append((label, _compile_task(kernels, name, flavour.field, flavour_args)))
         for ufunc_name in (name, f"{name}_backward"):
             tasks.append((f"ufuncs.{ufunc_name}", lambda u=ufunc_name: len(getattr(ufuncs, u).types)))
     return tasks
 
 
-def _compile_task(kernels, name: str, attr: str, operands: tuple) -> object:
+def _compile_task(kernels, name: str, attr: str, args: tuple) -> object:
     def task() -> int:
         kernel = getattr(kernels(name), attr)
-        kernel.compile((numba.typeof(operands),))  # k(*operands): numba types them as one tuple
+        kernel.compile(tuple(numba.typeof(a) for a in args))
         return 1
 
     return task

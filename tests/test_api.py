@@ -207,8 +207,7 @@ def test_parameters_of_any_real_type_round_once_to_the_dtype(dtype):
     for kernels in (forward_kernels("elu"), backward_kernels("elu")):
         for flavour in ("serial", "serial_in_place"):
             for signature in getattr(kernels, flavour).signatures:
-                (operands,) = signature  # k(*operands): the arrays, then the parameters
-                assert operands[-1] == types.float64 and operands[-2] != types.float64, signature
+                assert signature[-1] == types.UniTuple(types.float64, 1), signature
 
 
 def test_signatures_follow_torch():
