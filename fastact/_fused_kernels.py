@@ -13,8 +13,9 @@ and bias + activation over the last axis, for every entry::
 The two forwards are binary scalars, so their kernels are :func:`fastact._kernels._kernel_set`'s
 (every flavour: flat, rows, strided, in place, serial and parallel; the bias enters as a
 zero-stride view). The backwards have two outputs (gated) or a reduction (bias), and their
-loops are here, over ``_kernels``' layouts (:class:`fastact._kernels.Layout`: blocks or rows,
-prefetch, full-width vectors).
+loops are here, written from source like ``_kernels``' (:func:`fastact._kernels.generated`),
+over its layouts (:class:`fastact._kernels.Layout`: blocks or rows, prefetch, full-width
+vectors).
 
 bias_act's dbias is deterministic: the rows are split into chunks whose number depends only
 on the shape (:func:`chunks`), each chunk sums its rows in order into a float64 row of
@@ -37,10 +38,12 @@ from ._half import NATIVE, Storage
 from ._intrinsics import full_width_vectors, params_like, row_view
 from ._kernels import (
     FLAT,
+    FLAT_BLOCK_BYTES,
     ROWS,
     KernelSet,
     _jit,
     _kernel_set,
+    _prefetch_ahead,
     _prefetch_row,
     _rows_ahead,
     generated,
@@ -98,22 +101,22 @@ def bias_scalars(kname: str):
 # --- gated backward: three inputs, two outputs ----------------------------------------------
 
 
-# the names the loops' templates read as globals
-_LOOP_GLOBALS = (full_width_vectors, params_like, row_view, _prefetch_row, _rows_ahead)
+# the names the loops' templates read as globals (the layouts' among them)
+_LOOP_GLOBALS = (
+    FLAT_BLOCK_BYTES,
+    full_width_vectors,
+    params_like,
+    row_view,
+    _prefetch_ahead,
+    _prefetch_row,
+    _rows_ahead,
+)
 
 _GATED = """\
-params = params_like(a, args)
-count, step = tasks(g)
-for t in prange(count):
-    full_width_vectors()
-    prefetch_task(g, t, step)
-    prefetch_task(a, t, step)
-    prefetch_task(b, t, step)
-    gs, as_, bs = view(g, t, step), view(a, t, step), view(b, t, step)
-    das, dbs = {outs}
-    for i in range(gs.shape[0]):
+params = params_like({out}, args)
+{head}{views}    for i in range(gs.shape[0]):
         d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
-        das[i], dbs[i] = store(d_a), store(d_b)
+        {outs}[i], {outs2}[i] = store(d_a), store(d_b)
 """
 
 
@@ -121,13 +124,17 @@ def _gated_kernel(scalar, parallel, layout, in_place, storage=NATIVE):
     """The gated backward over ``layout``'s tasks (see :class:`fastact._kernels.Layout`):
     ``k(g, a, b, da, db, *params)``; in place ``k(g, a, b, *params)``, da over ``a`` and db
     over ``b``: one pointer per array, so LLVM's overlap checks pass."""
-    tasks, view, prefetch_task = layout.functions()
-    body = _GATED.format(outs="as_, bs" if in_place else "view(da, t, step), view(db, t, step)")
+    arrays = ("g", "a", "b") if in_place else ("g", "a", "b", "da", "db")
+    body = _GATED.format(
+        out="a" if in_place else "da",
+        head=layout.head("g", ("g", "a", "b")),
+        views=layout.views(("gs", "as_", "bs", "das", "dbs")[: len(arrays)], arrays),
+        outs="as_" if in_place else "das",
+        outs2="bs" if in_place else "dbs",
+    )
     name = f"gated_{layout.name}" + ("_in_place" if in_place else "")
     closure = {"scalar": scalar, "load": storage.load, "store": storage.store}
-    closure.update(tasks=tasks, view=view, prefetch_task=prefetch_task)
-    arrays = "g, a, b" if in_place else "g, a, b, da, db"
-    return _jit(generated(name, arrays, body, globals(), closure), scalar, parallel, storage)
+    return _jit(generated(name, ", ".join(arrays), body, globals(), closure), scalar, parallel, storage)
 
 
 def _gated_strided(scalar, parallel, storage=NATIVE):
@@ -166,7 +173,7 @@ def _tasks(g, chunks):
 
 
 _BIAS_ROWS = """\
-params = params_like(g, args)
+params = params_like({out}, args)
 chunks = partial.shape[0]
 ahead = _rows_ahead(g)
 for t in prange(_tasks(g, chunks)):
@@ -176,11 +183,10 @@ for t in prange(_tasks(g, chunks)):
     for r in range(lo, hi):
         _prefetch_row(g, r + ahead)
         _prefetch_row(s, r + ahead)
-        gs, ss = row_view(g, r)[j0:j1], row_view(s, r)[j0:j1]
-        ds = {dx}
+        {views}
         for i in range(gs.shape[0]):
             d = scalar(load(gs[i]), load(ss[i]), load(cs[i]), *params)
-            ds[i] = store(d)
+            {dx}[i] = store(d)
             acc[i] += d
 """
 
@@ -188,7 +194,12 @@ for t in prange(_tasks(g, chunks)):
 def _bias_rows_kernel(scalar, parallel, in_place, storage=NATIVE):
     """dx and dbias's partial sums over arrays with contiguous rows: ``k(g, s, c, dx,
     partial, *params)``; in place, dx over ``g``, ``k(s, c, g, partial, *params)``."""
-    body = _BIAS_ROWS.format(dx="gs" if in_place else "row_view(dx, r)[j0:j1]")
+    views = {"gs": "g", "ss": "s"} if in_place else {"gs": "g", "ss": "s", "ds": "dx"}
+    body = _BIAS_ROWS.format(
+        out="g" if in_place else "dx",
+        views=f"{', '.join(views)} = {', '.join(f'row_view({a}, r)[j0:j1]' for a in views.values())}",
+        dx="gs" if in_place else "ds",
+    )
     name = "bias_rows_in_place" if in_place else "bias_rows"
     closure = {"scalar": scalar, "load": storage.load, "store": storage.store}
     arrays = "s, c, g, partial" if in_place else "g, s, c, dx, partial"

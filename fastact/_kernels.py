@@ -5,7 +5,9 @@ kernels ``k(grad, saved, out, *params)``, each serial or ``parallel=True``, for 
 contiguous arrays, 2-d strided ones and 2-d ones with contiguous rows; and 1-d and rows
 ones for ``out`` that is the first input, ``k(out, *params)`` / ``k(saved, out, *params)``.
 Two loop generators make them all, for one or two inputs: :func:`_contiguous_kernel` (the
-flat and rows layouts, :class:`Layout`, in place or not) and :func:`_strided_kernel`.
+flat and rows layouts, :class:`Layout`, in place or not) and :func:`_strided_kernel`. They
+write each kernel's source (see :func:`generated`), which takes its arrays as explicit
+arguments and reads as the hand-written loop would.
 Kernels never validate; the public wrappers in :mod:`fastact._api` do, and pass the
 parameters as Python floats, which each kernel rounds to its arrays' dtype once (see
 :func:`_like`). Everything is compiled lazily, on first use of a signature, and cached on
@@ -24,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
-from numba.core.dispatcher import Dispatcher
 
 from . import _numba_compat as compat
 from ._config import (
@@ -110,64 +111,57 @@ def _prefetch_row(a, r):
             prefetch(a, offset)
 
 
-@njit(forceinline=True, nogil=True)
-def _blocks(a):
-    """(how many blocks 1-d ``a`` has, the elements of a block)."""
-    block = FLAT_BLOCK_BYTES // a.itemsize
-    return (a.shape[0] + block - 1) // block, block
-
-
-@njit(forceinline=True, nogil=True)
-def _block(a, k, block):
-    lo = k * block
-    return a[lo : lo + block]
-
-
-@njit(forceinline=True, nogil=True)
-def _prefetch_block(a, k, block):
-    _prefetch_ahead(a, k * block)
-
-
-@njit(forceinline=True, nogil=True)
-def _rows(a):
-    """(the rows of 2-d ``a``, how many rows ahead to prefetch)."""
-    return a.shape[0], _rows_ahead(a)
-
-
-@njit(forceinline=True, nogil=True)
-def _row(a, r, ahead):
-    return row_view(a, r)
-
-
-@njit(forceinline=True, nogil=True)
-def _prefetch_rows(a, r, ahead):
-    _prefetch_row(a, r + ahead)
-
-
 @dataclass(frozen=True)
 class Layout:
-    """A layout's tasks, as three njit functions the loops inline: ``tasks(a) -> (count,
-    step)``; ``view(a, t, step)``, task ``t``'s 1-d contiguous view of ``a``;
-    ``prefetch(a, t, step)``, of the data of ``a`` ahead of task ``t``."""
+    """How a loop cuts its arrays into tasks (one prange iteration each, ``t``), as source the
+    loop generators write into their loops: ``setup`` before the loop, of the arrays' first
+    (``{a}``); ``count``, the tasks; ``start``, the first line of task ``t``; ``view``, its 1-d
+    contiguous view of array ``{a}``; ``prefetch``, of the data of ``{a}`` ahead of the task.
+    Source, not inlined njit functions: composed out of those, the loops compiled to other
+    code than the hand-written ones (a rows backward in place ran 6-30% slower)."""
 
     name: str  # as :class:`Flavour` names it
-    tasks: object
-    view: object
-    prefetch: object
+    setup: str
+    count: str
+    start: str
+    view: str
+    prefetch: str
 
     @property
     def suffix(self) -> str:
         """Of the elementwise kernels' names: none for flat, ``_rows``."""
         return "" if self.name == "flat" else f"_{self.name}"
 
-    def functions(self) -> tuple:
-        """The three functions, pinned (the kernels close over them: see :func:`_pin_helpers`)."""
-        _pin_helpers()
-        return self.tasks, self.view, self.prefetch
+    def head(self, first: str, prefetched: tuple[str, ...]) -> str:
+        """The source of the loop over the tasks of array ``first`` and its tasks' first
+        lines, the prefetches of ``prefetched`` among them (unindented; the task's body
+        follows, indented once)."""
+        lines = [self.setup.format(a=first), f"for t in prange({self.count.format(a=first)}):"]
+        lines += ["    full_width_vectors()", *(f"    {line}" for line in self.start.splitlines())]
+        lines += [f"    {self.prefetch.format(a=a)}" for a in prefetched]
+        return "\n".join(lines) + "\n"
+
+    def views(self, names: tuple[str, ...], arrays: tuple[str, ...]) -> str:
+        """``names = `` task ``t``'s views of ``arrays``, indented once."""
+        return f"    {', '.join(names)} = {', '.join(self.view.format(a=a) for a in arrays)}\n"
 
 
-FLAT = Layout("flat", _blocks, _block, _prefetch_block)
-ROWS = Layout("rows", _rows, _row, _prefetch_rows)
+FLAT = Layout(
+    "flat",
+    setup="block = FLAT_BLOCK_BYTES // {a}.itemsize",
+    count="({a}.shape[0] + block - 1) // block",
+    start="lo = t * block",
+    view="{a}[lo : lo + block]",
+    prefetch="_prefetch_ahead({a}, lo)",
+)
+ROWS = Layout(
+    "rows",
+    setup="ahead = _rows_ahead({a})",
+    count="{a}.shape[0]",
+    start="",
+    view="row_view({a}, t)",
+    prefetch="_prefetch_row({a}, t + ahead)",
+)
 LAYOUTS = {layout.name: layout for layout in (FLAT, ROWS)}
 
 
@@ -176,12 +170,13 @@ def generated(name: str, arrays: str, body: str, namespace: dict, closure: dict)
     closing over the values of ``closure`` and seeing ``namespace`` as its globals (those of
     the module whose loop it is).
 
-    The loop generators write each variant's source so that it takes its arrays as explicit
-    arguments: a kernel taking them as one ``*operands`` tuple costs numba's dispatcher tens
-    of ns more per call to type, and its loops read them out of the tuple. The code compiles
-    under the module's file name, where numba's cache finds a file to stamp its index with;
-    numba keys a kernel's entries by its code and closure (see :func:`pin_uuid`), so what
-    varies between the variants of a loop is in one or the other.
+    The loop generators write each variant's source, so that it takes its arrays as explicit
+    arguments (taken as one ``*operands`` tuple they cost numba's dispatcher 35-50 ns more a
+    call) and its loop reads as the hand-written one would (see :class:`Layout`). The code
+    compiles under the module's file name, where numba's cache finds a file to stamp its
+    index with (line numbers in numba's messages count in the generated source); numba keys
+    a kernel's entries by its code and closure (see :func:`pin_uuid`), so what varies
+    between the variants of a loop is in one or the other.
     """
     inner = f"def {name}({arrays}, *args):\n" + textwrap.indent(body, "    ")
     source = f"def factory({', '.join(closure)}):\n{textwrap.indent(inner, '    ')}\n    return {name}\n"
@@ -192,7 +187,7 @@ def generated(name: str, arrays: str, body: str, namespace: dict, closure: dict)
 
 
 # the names the loops' templates read as globals, besides those this module uses itself
-_LOOP_GLOBALS = (params_like, stored_whole, STRIDED_CHUNK, STRIDED_TASK_CHUNKS)
+_LOOP_GLOBALS = (params_like, stored_whole, row_view, STRIDED_CHUNK, STRIDED_TASK_CHUNKS)
 
 
 def _call(scalar: str, inputs: tuple[str, ...]) -> str:
@@ -202,15 +197,10 @@ def _call(scalar: str, inputs: tuple[str, ...]) -> str:
 
 _CONTIGUOUS = """\
 params = params_like(out, args)
-count, step = tasks({first})
-for t in prange(count):
-    full_width_vectors()
-    prefetch_task({first}, t, step){prefetch_note}
-{prefetch_second}    xs = view({first}, t, step)
-    {outs}
-{seconds}    for i in range(xs.shape[0]):
+{head}{views}    for i in range({first_view}.shape[0]):
         os[i] = {value}
 """
+_VIEW = {"x": "xs", "a": "as_", "b": "bs", "out": "os"}  # a task's view of each array
 
 
 def _contiguous_kernel(scalar, parallel, layout, nin, in_place, reads_second=True, storage=NATIVE):
@@ -227,24 +217,23 @@ def _contiguous_kernel(scalar, parallel, layout, nin, in_place, reads_second=Tru
     strided kernels are not helped this way: with a run-time inner stride and one array,
     LLVM does not vectorize at all.)
     """
-    tasks, view, prefetch_task = layout.functions()
     binary = nin == 2
     inputs = ("a", "b") if binary else ("x",)
-    first = "out" if in_place else inputs[0]
-    value = _call("scalar", ("xs[i]", "ys[i]") if binary else ("xs[i]",))
+    first = "out" if in_place else inputs[0]  # in place: out is input 0, and the kernel reads it
+    arrays = (*inputs[1:], "out") if in_place else (*inputs, "out")
+    # a prefetch of out in place: read, or at least written; its lines come in either way
+    prefetched = (first, "b") if binary and reads_second else (first,)
+    value = _call("scalar", tuple(f"{_VIEW[v]}[i]" for v in (first, *inputs[1:])))
     body = _CONTIGUOUS.format(
-        first=first,
-        prefetch_note="  # read, or at least written: its lines come in either way" if in_place else "",
-        prefetch_second="    prefetch_task(b, t, step)\n" if binary and reads_second else "",
-        outs="os = xs" if in_place else "os = view(out, t, step)",
-        seconds="    ys = view(b, t, step)\n" if binary else "",
+        head=layout.head(first, prefetched),
+        views=layout.views(tuple(_VIEW[v] for v in arrays), arrays),
+        first_view=_VIEW[first],
         value=f"stored_whole({value})" if in_place else value,
     )
-    arrays = ", ".join((*inputs[1:], "out") if in_place else (*inputs, "out"))
     name = ("binary" if binary else "unary") + layout.suffix + ("_in_place" if in_place else "")
     closure = {"scalar": scalar, "load": storage.load, "store": storage.store}
-    closure.update(tasks=tasks, view=view, prefetch_task=prefetch_task)
-    return _jit(generated(name, arrays, body, globals(), closure), scalar, parallel, storage)
+    kernel = generated(name, ", ".join(arrays), body, globals(), closure)
+    return _jit(kernel, scalar, parallel, storage)
 
 
 # The strided 2-d kernels of all but the light scalars (Activation.light) copy
@@ -456,19 +445,6 @@ def source_fingerprint() -> str:
         if path.exists():
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-@cache
-def _pin_helpers() -> None:
-    """Stable identities for this module's njit functions and intrinsics. A kernel's cache
-    key holds its closure cells pickled, and a layout function pickles by value with every
-    helper it calls, each named by a uuid drawn at random per process unless pinned."""
-    fingerprint = source_fingerprint()
-    for obj in list(globals().values()):
-        if isinstance(obj, Dispatcher):
-            pin_uuid(obj)
-        elif compat.is_intrinsic(obj):
-            compat.pin_intrinsic_uuid(obj, f"fastact:{obj.__module__}.{obj.__qualname__}:{fingerprint}")
 
 
 def pin_uuid(dispatcher) -> None:
