@@ -188,9 +188,8 @@ def _ceiling_kernel(direction: str, parallel: bool):
     backward. As fast as a loop this simple runs here, it stands for the memory
     bandwidth (a plain ``prange`` loop without the prefetch read ~1.6x slower)."""
     _kernels.pin_uuid(_times)
-    if direction == "forward":
-        return _kernels._unary_in_place(_times, parallel)
-    return _kernels._binary_in_place(_times, parallel, reads=(True, True))
+    nin = 1 if direction == "forward" else 2
+    return _kernels._contiguous_kernel(_times, parallel, _kernels.FLAT, nin, in_place=True)
 
 
 _CEILING = {
@@ -471,10 +470,8 @@ def _half_ceiling(direction: str, x: np.ndarray, s: np.ndarray) -> tuple[Callabl
 
     storage = storage_of(x.dtype)
     parallel = x.size >= PARALLEL_THRESHOLD
-    if direction == "forward":
-        kernel = _kernels._unary_in_place(_times, parallel, storage=storage)
-    else:
-        kernel = _kernels._binary_in_place(_times, parallel, reads=(True, True), storage=storage)
+    nin = 1 if direction == "forward" else 2
+    kernel = _kernels._contiguous_kernel(_times, parallel, _kernels.FLAT, nin, in_place=True, storage=storage)
     buf = x.copy()
     bits, saved = buf.view(np.uint16), s.view(np.uint16)
     call = (lambda: kernel(bits, 1.0000001)) if direction == "forward" else (lambda: kernel(saved, bits))
@@ -642,11 +639,12 @@ def _fused_ceiling(kind: str):
     if kind not in _FUSED_CEILING:
         for scalar in (_times, _times2, _times_biased):
             _kernels.pin_uuid(scalar)
+        flat, rows = _kernels.FLAT, _kernels.ROWS
         _FUSED_CEILING[kind] = {
-            "3": lambda p: _kernels._binary(_times, p, (True, True)),  # out = a * b
-            "5": lambda p: _fused_kernels._gated_flat_in_place(_times2, p),  # a, b = g * a, g * b
-            "bias2": lambda p: _kernels._binary_rows(_times, p, (True, True)),  # out = x * c
-            "bias3": lambda p: _fused_kernels._bias_rows_in_place(_times_biased, p),  # g = g * s + c, dbias
+            "3": lambda p: _kernels._contiguous_kernel(_times, p, flat, 2, False),  # out = a * b
+            "5": lambda p: _fused_kernels._gated_kernel(_times2, p, flat, True),  # a, b = g * a, g * b
+            "bias2": lambda p: _kernels._contiguous_kernel(_times, p, rows, 2, False),  # out = x * c
+            "bias3": lambda p: _fused_kernels._bias_rows_kernel(_times_biased, p, True),  # g = g*s + c, dbias
         }[kind](True)
     return _FUSED_CEILING[kind]
 

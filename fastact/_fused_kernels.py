@@ -13,7 +13,9 @@ and bias + activation over the last axis, for every entry::
 The two forwards are binary scalars, so their kernels are :func:`fastact._kernels._kernel_set`'s
 (every flavour: flat, rows, strided, in place, serial and parallel; the bias enters as a
 zero-stride view). The backwards have two outputs (gated) or a reduction (bias), and their
-loops are here, written like ``_kernels``' (blocks, prefetch, full-width vectors, row views).
+loops are here, written from source like ``_kernels``' (:func:`fastact._kernels.generated`),
+over its layouts (:class:`fastact._kernels.Layout`: blocks or rows, prefetch, full-width
+vectors).
 
 bias_act's dbias is deterministic: the rows are split into chunks whose number depends only
 on the shape (:func:`chunks`), each chunk sums its rows in order into a float64 row of
@@ -35,13 +37,16 @@ from ._config import BIAS_GRAD_COLUMN_BYTES
 from ._half import NATIVE, Storage
 from ._intrinsics import full_width_vectors, params_like, row_view
 from ._kernels import (
+    FLAT,
     FLAT_BLOCK_BYTES,
+    ROWS,
     KernelSet,
     _jit,
     _kernel_set,
     _prefetch_ahead,
     _prefetch_row,
     _rows_ahead,
+    generated,
     pin_uuid,
 )
 from .definitions import ACTIVATIONS
@@ -96,89 +101,40 @@ def bias_scalars(kname: str):
 # --- gated backward: three inputs, two outputs ----------------------------------------------
 
 
-def _gated_flat(scalar, parallel, storage=NATIVE):
+# the names the loops' templates read as globals (the layouts' among them)
+_LOOP_GLOBALS = (
+    FLAT_BLOCK_BYTES,
+    full_width_vectors,
+    params_like,
+    row_view,
+    _prefetch_ahead,
+    _prefetch_row,
+    _rows_ahead,
+)
 
-    load, store = storage.load, storage.store
-
-    def gated_flat(g, a, b, da, db, *args):
-        params = params_like(da, args)
-        block = FLAT_BLOCK_BYTES // g.itemsize
-        for k in prange((g.shape[0] + block - 1) // block):
-            full_width_vectors()
-            lo = k * block
-            _prefetch_ahead(g, lo)
-            _prefetch_ahead(a, lo)
-            _prefetch_ahead(b, lo)
-            gs, as_, bs = g[lo : lo + block], a[lo : lo + block], b[lo : lo + block]
-            das, dbs = da[lo : lo + block], db[lo : lo + block]
-            for i in range(gs.shape[0]):
-                d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
-                das[i], dbs[i] = store(d_a), store(d_b)
-
-    return _jit(gated_flat, scalar, parallel, storage)
+_GATED = """\
+params = params_like({out}, args)
+{head}{views}    for i in range(gs.shape[0]):
+        d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
+        {outs}[i], {outs2}[i] = store(d_a), store(d_b)
+"""
 
 
-def _gated_flat_in_place(scalar, parallel, storage=NATIVE):
-    """da over ``a``, db over ``b``: one pointer per array, so LLVM's overlap checks pass."""
-
-    load, store = storage.load, storage.store
-
-    def gated_flat_in_place(g, a, b, *args):
-        params = params_like(a, args)
-        block = FLAT_BLOCK_BYTES // g.itemsize
-        for k in prange((g.shape[0] + block - 1) // block):
-            full_width_vectors()
-            lo = k * block
-            _prefetch_ahead(g, lo)
-            _prefetch_ahead(a, lo)
-            _prefetch_ahead(b, lo)
-            gs, as_, bs = g[lo : lo + block], a[lo : lo + block], b[lo : lo + block]
-            for i in range(gs.shape[0]):
-                d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
-                as_[i], bs[i] = store(d_a), store(d_b)
-
-    return _jit(gated_flat_in_place, scalar, parallel, storage)
-
-
-def _gated_rows(scalar, parallel, storage=NATIVE):
-
-    load, store = storage.load, storage.store
-
-    def gated_rows(g, a, b, da, db, *args):
-        params = params_like(da, args)
-        ahead = _rows_ahead(g)
-        for r in prange(g.shape[0]):
-            full_width_vectors()
-            _prefetch_row(g, r + ahead)
-            _prefetch_row(a, r + ahead)
-            _prefetch_row(b, r + ahead)
-            gs, as_, bs = row_view(g, r), row_view(a, r), row_view(b, r)
-            das, dbs = row_view(da, r), row_view(db, r)
-            for i in range(gs.shape[0]):
-                d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
-                das[i], dbs[i] = store(d_a), store(d_b)
-
-    return _jit(gated_rows, scalar, parallel, storage)
-
-
-def _gated_rows_in_place(scalar, parallel, storage=NATIVE):
-
-    load, store = storage.load, storage.store
-
-    def gated_rows_in_place(g, a, b, *args):
-        params = params_like(a, args)
-        ahead = _rows_ahead(g)
-        for r in prange(g.shape[0]):
-            full_width_vectors()
-            _prefetch_row(g, r + ahead)
-            _prefetch_row(a, r + ahead)
-            _prefetch_row(b, r + ahead)
-            gs, as_, bs = row_view(g, r), row_view(a, r), row_view(b, r)
-            for i in range(gs.shape[0]):
-                d_a, d_b = scalar(load(gs[i]), load(as_[i]), load(bs[i]), *params)
-                as_[i], bs[i] = store(d_a), store(d_b)
-
-    return _jit(gated_rows_in_place, scalar, parallel, storage)
+def _gated_kernel(scalar, parallel, layout, in_place, storage=NATIVE):
+    """The gated backward over ``layout``'s tasks (see :class:`fastact._kernels.Layout`):
+    ``k(g, a, b, da, db, *params)``; in place ``k(g, a, b, *params)``, da over ``a`` and db
+    over ``b``: one pointer per array, so LLVM's overlap checks pass."""
+    arrays = ("g", "a", "b") if in_place else ("g", "a", "b", "da", "db")
+    body = _GATED.format(
+        out="a" if in_place else "da",
+        head=layout.head("g", ("g", "a", "b")),
+        views=layout.views(("gs", "as_", "bs", "das", "dbs")[: len(arrays)], arrays),
+        outs="as_" if in_place else "das",
+        outs2="bs" if in_place else "dbs",
+    )
+    name = f"gated_{layout.name}" + ("_in_place" if in_place else "")
+    closure = {"scalar": scalar, "load": storage.load, "store": storage.store}
+    return _jit(generated(name, ", ".join(arrays), body, globals(), closure), scalar, parallel, storage)
 
 
 def _gated_strided(scalar, parallel, storage=NATIVE):
@@ -216,52 +172,38 @@ def _tasks(g, chunks):
     return chunks * ((g.shape[1] + width - 1) // width)
 
 
-def _bias_rows(scalar, parallel, storage=NATIVE):
-
-    load, store = storage.load, storage.store
-
-    def bias_rows(g, s, c, dx, partial, *args):
-        params = params_like(dx, args)
-        chunks = partial.shape[0]
-        ahead = _rows_ahead(g)
-        for t in prange(_tasks(g, chunks)):
-            full_width_vectors()
-            k, lo, hi, j0, j1 = _task(t, g, chunks)
-            acc, cs = row_view(partial, k)[j0:j1], c[j0:j1]
-            for r in range(lo, hi):
-                _prefetch_row(g, r + ahead)
-                _prefetch_row(s, r + ahead)
-                gs, ss, ds = row_view(g, r)[j0:j1], row_view(s, r)[j0:j1], row_view(dx, r)[j0:j1]
-                for i in range(gs.shape[0]):
-                    d = scalar(load(gs[i]), load(ss[i]), load(cs[i]), *params)
-                    ds[i] = store(d)
-                    acc[i] += d
-
-    return _jit(bias_rows, scalar, parallel, storage)
+_BIAS_ROWS = """\
+params = params_like({out}, args)
+chunks = partial.shape[0]
+ahead = _rows_ahead(g)
+for t in prange(_tasks(g, chunks)):
+    full_width_vectors()
+    k, lo, hi, j0, j1 = _task(t, g, chunks)
+    acc, cs = row_view(partial, k)[j0:j1], c[j0:j1]
+    for r in range(lo, hi):
+        _prefetch_row(g, r + ahead)
+        _prefetch_row(s, r + ahead)
+        {views}
+        for i in range(gs.shape[0]):
+            d = scalar(load(gs[i]), load(ss[i]), load(cs[i]), *params)
+            {dx}[i] = store(d)
+            acc[i] += d
+"""
 
 
-def _bias_rows_in_place(scalar, parallel, storage=NATIVE):
-
-    load, store = storage.load, storage.store
-
-    def bias_rows_in_place(s, c, g, partial, *args):
-        params = params_like(g, args)
-        chunks = partial.shape[0]
-        ahead = _rows_ahead(g)
-        for t in prange(_tasks(g, chunks)):
-            full_width_vectors()
-            k, lo, hi, j0, j1 = _task(t, g, chunks)
-            acc, cs = row_view(partial, k)[j0:j1], c[j0:j1]
-            for r in range(lo, hi):
-                _prefetch_row(g, r + ahead)
-                _prefetch_row(s, r + ahead)
-                gs, ss = row_view(g, r)[j0:j1], row_view(s, r)[j0:j1]
-                for i in range(gs.shape[0]):
-                    d = scalar(load(gs[i]), load(ss[i]), load(cs[i]), *params)
-                    gs[i] = store(d)
-                    acc[i] += d
-
-    return _jit(bias_rows_in_place, scalar, parallel, storage)
+def _bias_rows_kernel(scalar, parallel, in_place, storage=NATIVE):
+    """dx and dbias's partial sums over arrays with contiguous rows: ``k(g, s, c, dx,
+    partial, *params)``; in place, dx over ``g``, ``k(s, c, g, partial, *params)``."""
+    views = {"gs": "g", "ss": "s"} if in_place else {"gs": "g", "ss": "s", "ds": "dx"}
+    body = _BIAS_ROWS.format(
+        out="g" if in_place else "dx",
+        views=f"{', '.join(views)} = {', '.join(f'row_view({a}, r)[j0:j1]' for a in views.values())}",
+        dx="gs" if in_place else "ds",
+    )
+    name = "bias_rows_in_place" if in_place else "bias_rows"
+    closure = {"scalar": scalar, "load": storage.load, "store": storage.store}
+    arrays = "s, c, g, partial" if in_place else "g, s, c, dx, partial"
+    return _jit(generated(name, arrays, body, globals(), closure), scalar, parallel, storage)
 
 
 def _bias_strided(scalar, parallel, storage=NATIVE):
@@ -292,55 +234,64 @@ def chunks(rows: int) -> int:
 
 
 class Pair:
-    """A serial and a parallel build of one loop."""
+    """A serial and a parallel build of one loop, ``factory(scalar, parallel, **options,
+    storage=storage)``."""
 
     __slots__ = ("parallel", "serial")
 
-    def __init__(self, factory, scalar, storage) -> None:
-        self.serial = factory(scalar, False, storage)
-        self.parallel = factory(scalar, True, storage)
+    def __init__(self, factory, scalar, storage: Storage, options: dict) -> None:
+        self.serial = factory(scalar, False, **options, storage=storage)
+        self.parallel = factory(scalar, True, **options, storage=storage)
+
+
+def _pairs(scalar, storage: Storage, loops: dict) -> dict[str, Pair]:
+    """{key: the :class:`Pair` of ``scalar`` for each key: (factory, options) of ``loops``}."""
+    for function in (scalar, storage.load, storage.store):
+        pin_uuid(function)
+    return {key: Pair(factory, scalar, storage, options) for key, (factory, options) in loops.items()}
+
+
+_GATED_LOOPS = {
+    "flat": (_gated_kernel, {"layout": FLAT, "in_place": False}),
+    "flat_in_place": (_gated_kernel, {"layout": FLAT, "in_place": True}),
+    "rows": (_gated_kernel, {"layout": ROWS, "in_place": False}),
+    "rows_in_place": (_gated_kernel, {"layout": ROWS, "in_place": True}),
+    "strided": (_gated_strided, {}),
+}
+_BIAS_LOOPS = {
+    "rows": (_bias_rows_kernel, {"in_place": False}),
+    "rows_in_place": (_bias_rows_kernel, {"in_place": True}),
+    "strided": (_bias_strided, {}),
+}
+
+
+def _forward_kernels(scalar, kname: str) -> KernelSet:
+    return _kernel_set(scalar, 2, ACTIVATIONS[kname].light_forward, True)
 
 
 @cache
 def gated_forward_kernels(kname: str) -> KernelSet:
     """The elementwise flavours of ``f(a) * b`` (run by :func:`fastact._dispatch.run`)."""
-    entry = ACTIVATIONS[kname]
-    return _kernel_set(gated_scalars(kname)[0], 2, entry.light_forward, (True, True))
-
-
-@cache
-def gated_backward_kernels(kname: str, storage: Storage = NATIVE) -> dict[str, Pair]:
-    """{"flat", "flat_in_place", "rows", "rows_in_place", "strided"}: the backward's loops,
-    for arrays stored as ``storage``."""
-    scalar = gated_scalars(kname)[1]
-    for function in (scalar, storage.load, storage.store):
-        pin_uuid(function)
-    factories = {
-        "flat": _gated_flat,
-        "flat_in_place": _gated_flat_in_place,
-        "rows": _gated_rows,
-        "rows_in_place": _gated_rows_in_place,
-        "strided": _gated_strided,
-    }
-    return {key: Pair(factory, scalar, storage) for key, factory in factories.items()}
+    return _forward_kernels(gated_scalars(kname)[0], kname)
 
 
 @cache
 def bias_forward_kernels(kname: str) -> KernelSet:
     """The elementwise flavours of ``f(x + c)`` (``c`` a zero-stride view of the bias)."""
-    entry = ACTIVATIONS[kname]
-    return _kernel_set(bias_scalars(kname)[0], 2, entry.light_forward, (True, True))
+    return _forward_kernels(bias_scalars(kname)[0], kname)
+
+
+@cache
+def gated_backward_kernels(kname: str, storage: Storage = NATIVE) -> dict[str, Pair]:
+    """The backward's loops (the keys of :data:`_GATED_LOOPS`), for arrays stored as ``storage``."""
+    return _pairs(gated_scalars(kname)[1], storage, _GATED_LOOPS)
 
 
 @cache
 def bias_backward_kernels(kname: str, storage: Storage = NATIVE) -> dict[str, Pair]:
-    """{"rows", "rows_in_place", "strided"}: dx and dbias's partial sums (of the float32
-    values before they are rounded into a 16-bit dx), for arrays stored as ``storage``."""
-    scalar = bias_scalars(kname)[1]
-    for function in (scalar, storage.load, storage.store):
-        pin_uuid(function)
-    factories = {"rows": _bias_rows, "rows_in_place": _bias_rows_in_place, "strided": _bias_strided}
-    return {key: Pair(factory, scalar, storage) for key, factory in factories.items()}
+    """The loops of :data:`_BIAS_LOOPS`: dx and dbias's partial sums (of the float32 values
+    before they are rounded into a 16-bit dx), for arrays stored as ``storage``."""
+    return _pairs(bias_scalars(kname)[1], storage, _BIAS_LOOPS)
 
 
 def combine(partial: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -2,9 +2,12 @@
 
 For each activation there are forward kernels ``k(x, out, *params)`` and backward
 kernels ``k(grad, saved, out, *params)``, each serial or ``parallel=True``, for 1-d
-contiguous arrays, 2-d strided ones and 2-d ones with contiguous rows (see :func:`_row`);
-and 1-d and rows ones for ``out`` that is the first input, ``k(out, *params)`` /
-``k(saved, out, *params)`` (see :func:`_unary_in_place`).
+contiguous arrays, 2-d strided ones and 2-d ones with contiguous rows; and 1-d and rows
+ones for ``out`` that is the first input, ``k(out, *params)`` / ``k(saved, out, *params)``.
+Two loop generators make them all, for one or two inputs: :func:`_contiguous_kernel` (the
+flat and rows layouts, :class:`Layout`, in place or not) and :func:`_strided_kernel`. They
+write each kernel's source (see :func:`generated`), which takes its arrays as explicit
+arguments and reads as the hand-written loop would.
 Kernels never validate; the public wrappers in :mod:`fastact._api` do, and pass the
 parameters as Python floats, which each kernel rounds to its arrays' dtype once (see
 :func:`_like`). Everything is compiled lazily, on first use of a signature, and cached on
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -67,12 +71,17 @@ def interleaved(dispatcher):
     return compat.interleaved(dispatcher, INTERLEAVE)
 
 
-# The 1-d kernels run in blocks of FLAT_BLOCK_BYTES and, where PREFETCH, prefetch each
+# --- layouts: how a loop cuts its arrays into tasks -----------------------------------------
+# A task (one prange iteration) runs a SIMD loop over 1-d contiguous views of the arrays.
+# 1-d contiguous arrays run in blocks of FLAT_BLOCK_BYTES and, where PREFETCH, prefetch each
 # input PREFETCH_AHEAD bytes ahead of the block: on the Intel CPUs measured the hardware
 # prefetcher did not run far enough ahead of a compute-bound loop (without the prefetch a
 # 16M call took its in-cache compute time plus its memory time); on AMD Zen it does, and
 # the prefetches slowed the in-place backwards (docs/TUNING.md). Fixed at compile time for
 # the target CPU. A prefetch never faults, so the last blocks may prefetch past the end.
+# 2-d arrays with contiguous rows (``x[:, :k]``, ``x[::2]``) run a row per task, as a 1-d
+# view (see :func:`row_view`), and prefetch the rows about PREFETCH_AHEAD bytes ahead (rows
+# of a view sit apart, where the hardware prefetcher does not follow).
 PREFETCH = software_prefetch()
 FLAT_BLOCK_BYTES = BLOCK_BYTES if PREFETCH else NO_PREFETCH_BLOCK_BYTES
 
@@ -85,189 +94,6 @@ def _prefetch_ahead(a, lo):
         start = lo * a.itemsize + PREFETCH_AHEAD
         for offset in range(start, start + FLAT_BLOCK_BYTES, CACHE_LINE):
             prefetch(a, offset)
-
-
-def _unary(scalar, parallel, storage=NATIVE):
-    load, store = storage.load, storage.store
-
-    def unary(x, out, *args):
-        params = params_like(out, args)
-        block = FLAT_BLOCK_BYTES // x.itemsize
-        for k in prange((x.shape[0] + block - 1) // block):
-            full_width_vectors()
-            lo = k * block
-            _prefetch_ahead(x, lo)
-            xs, os = x[lo : lo + block], out[lo : lo + block]
-            for i in range(xs.shape[0]):
-                os[i] = store(scalar(load(xs[i]), *params))
-
-    return _jit(unary, scalar, parallel, storage)
-
-
-def _unary_in_place(scalar, parallel, storage=NATIVE):
-    """The kernel for ``out`` that is ``x``, element for element.
-
-    Given two pointers, LLVM guards its vector loop with a run-time overlap check, and
-    ``out`` overlapping ``x`` sends it to the scalar loop (several times slower than out of
-    place: docs/TUNING.md). With one array there is nothing to check. The
-    parallel kernels need it as much: numba gives a prange body noalias arguments only
-    where it takes no views of them, and the blocks are views. (The 2-d kernels are not
-    helped this way: with a run-time inner stride and one array, LLVM does not vectorize
-    at all.)
-    """
-    load, store = storage.load, storage.store
-
-    def unary_in_place(out, *args):
-        params = params_like(out, args)
-        block = FLAT_BLOCK_BYTES // out.itemsize
-        for k in prange((out.shape[0] + block - 1) // block):
-            full_width_vectors()
-            lo = k * block
-            _prefetch_ahead(out, lo)
-            os = out[lo : lo + block]
-            for i in range(os.shape[0]):
-                os[i] = stored_whole(store(scalar(load(os[i]), *params)))
-
-    return _jit(unary_in_place, scalar, parallel, storage)
-
-
-# The strided 2-d kernels of all but the light scalars (Activation.light) copy
-# STRIDED_CHUNK elements at a time (in row-major order of the 2-d view, across rows) into a
-# buffer, run the SIMD loop over it and copy it back: a loop over a run-time stride does
-# not vectorize, and scalar transcendental math costs several times the copies. Each task
-# allocates its buffers once (2 KiB of float64 each: in L1, and no allocation the size of
-# the input) and works through STRIDED_TASK_CHUNKS consecutive chunks.
-
-
-@njit(forceinline=True, nogil=True)
-def _gather(a, buf, start, count):
-    """buf[:count] = elements start .. start + count of 2-d ``a`` in row-major order."""
-    cols = a.shape[1]
-    r, c = start // cols, start % cols
-    i = 0
-    while i < count:
-        m = min(cols - c, count - i)
-        row = a[r]
-        for j in range(m):
-            buf[i + j] = row[np.uintp(c + j)]  # unsigned: no wraparound test per element
-        i, r, c = i + m, r + 1, 0
-
-
-@njit(forceinline=True, nogil=True)
-def _scatter(buf, out, start, count):
-    """The inverse of :func:`_gather`: out's elements start .. start + count = buf[:count]."""
-    cols = out.shape[1]
-    r, c = start // cols, start % cols
-    i = 0
-    while i < count:
-        m = min(cols - c, count - i)
-        row = out[r]
-        for j in range(m):
-            row[np.uintp(c + j)] = buf[i + j]
-        i, r, c = i + m, r + 1, 0
-
-
-def _unary_2d(scalar, parallel, light, storage=NATIVE):
-    load, store = storage.load, storage.store
-    if light:
-
-        def unary_2d(x, out, *args):
-            params = params_like(out, args)
-            for i in prange(x.shape[0]):
-                full_width_vectors()
-                for j in range(x.shape[1]):
-                    out[i, j] = store(scalar(load(x[i, j]), *params))
-
-        return _jit(unary_2d, scalar, parallel, storage)
-
-    def unary_2d(x, out, *args):
-        params = params_like(out, args)
-        n = x.shape[0] * x.shape[1]
-        per_task = STRIDED_CHUNK * STRIDED_TASK_CHUNKS
-        for t in prange((n + per_task - 1) // per_task):
-            full_width_vectors()
-            buf = np.empty(STRIDED_CHUNK, out.dtype)
-            for start in range(t * per_task, min(n, (t + 1) * per_task), STRIDED_CHUNK):
-                count = min(STRIDED_CHUNK, n - start)
-                _gather(x, buf, start, count)
-                for i in range(count):
-                    buf[i] = store(scalar(load(buf[i]), *params))
-                _scatter(buf, out, start, count)
-
-    return _jit(unary_2d, scalar, parallel, storage)
-
-
-def _binary(scalar, parallel, reads, storage=NATIVE):
-    load, store = storage.load, storage.store
-    prefetch_a, prefetch_b = reads  # a prefetch of an input the scalar ignores streams it for nothing
-
-    def binary(a, b, out, *args):
-        params = params_like(out, args)
-        block = FLAT_BLOCK_BYTES // a.itemsize
-        for k in prange((a.shape[0] + block - 1) // block):
-            full_width_vectors()
-            lo = k * block
-            if prefetch_a:
-                _prefetch_ahead(a, lo)
-            if prefetch_b:
-                _prefetch_ahead(b, lo)
-            as_, bs, os = a[lo : lo + block], b[lo : lo + block], out[lo : lo + block]
-            for i in range(as_.shape[0]):
-                os[i] = store(scalar(load(as_[i]), load(bs[i]), *params))
-
-    return _jit(binary, scalar, parallel, storage)
-
-
-def _binary_in_place(scalar, parallel, reads, storage=NATIVE):
-    load, store = storage.load, storage.store
-    """The kernel for ``out`` that is ``a`` (grad): out[i] = f(out[i], b[i])."""
-    prefetch_b = reads[1]
-
-    def binary_in_place(b, out, *args):
-        params = params_like(out, args)
-        block = FLAT_BLOCK_BYTES // out.itemsize
-        for k in prange((out.shape[0] + block - 1) // block):
-            full_width_vectors()
-            lo = k * block
-            _prefetch_ahead(out, lo)  # read, or at least written: its lines come in either way
-            if prefetch_b:
-                _prefetch_ahead(b, lo)
-            bs, os = b[lo : lo + block], out[lo : lo + block]
-            for i in range(os.shape[0]):
-                os[i] = stored_whole(store(scalar(load(os[i]), load(bs[i]), *params)))
-
-    return _jit(binary_in_place, scalar, parallel, storage)
-
-
-def _binary_2d(scalar, parallel, light, storage=NATIVE):
-    load, store = storage.load, storage.store
-    if light:
-
-        def binary_2d(a, b, out, *args):
-            params = params_like(out, args)
-            for i in prange(a.shape[0]):
-                full_width_vectors()
-                for j in range(a.shape[1]):
-                    out[i, j] = store(scalar(load(a[i, j]), load(b[i, j]), *params))
-
-        return _jit(binary_2d, scalar, parallel, storage)
-
-    def binary_2d(a, b, out, *args):
-        params = params_like(out, args)
-        n = a.shape[0] * a.shape[1]
-        per_task = STRIDED_CHUNK * STRIDED_TASK_CHUNKS
-        for t in prange((n + per_task - 1) // per_task):
-            full_width_vectors()
-            abuf, bbuf = np.empty(STRIDED_CHUNK, out.dtype), np.empty(STRIDED_CHUNK, out.dtype)
-            for start in range(t * per_task, min(n, (t + 1) * per_task), STRIDED_CHUNK):
-                count = min(STRIDED_CHUNK, n - start)
-                _gather(a, abuf, start, count)
-                _gather(b, bbuf, start, count)
-                for i in range(count):
-                    abuf[i] = store(scalar(load(abuf[i]), load(bbuf[i]), *params))
-                _scatter(abuf, out, start, count)
-
-    return _jit(binary_2d, scalar, parallel, storage)
 
 
 @njit(forceinline=True, nogil=True)
@@ -285,78 +111,215 @@ def _prefetch_row(a, r):
             prefetch(a, offset)
 
 
-def _unary_rows(scalar, parallel, storage=NATIVE):
-    """2-d kernels for arrays whose rows are contiguous (``x[:, :k]``, ``x[::2]``): a SIMD
-    loop per row, the rows about PREFETCH_AHEAD bytes ahead prefetched (rows of a view
-    sit apart, where the hardware prefetcher does not follow)."""
-    load, store = storage.load, storage.store
+@dataclass(frozen=True)
+class Layout:
+    """How a loop cuts its arrays into tasks (one prange iteration each, ``t``), as source the
+    loop generators write into their loops: ``setup`` before the loop, of the arrays' first
+    (``{a}``); ``count``, the tasks; ``start``, the first line of task ``t``; ``view``, its 1-d
+    contiguous view of array ``{a}``; ``prefetch``, of the data of ``{a}`` ahead of the task.
+    Source, not inlined njit functions: composed out of those, the loops compiled to other
+    code than the hand-written ones (a rows backward in place ran 6-30% slower)."""
 
-    def unary_rows(x, out, *args):
-        params = params_like(out, args)
-        ahead = _rows_ahead(x)
-        for r in prange(x.shape[0]):
-            full_width_vectors()
-            _prefetch_row(x, r + ahead)
-            xs, os = row_view(x, r), row_view(out, r)
-            for i in range(xs.shape[0]):
-                os[i] = store(scalar(load(xs[i]), *params))
+    name: str  # as :class:`Flavour` names it
+    setup: str
+    count: str
+    start: str
+    view: str
+    prefetch: str
 
-    return _jit(unary_rows, scalar, parallel, storage)
+    @property
+    def suffix(self) -> str:
+        """Of the elementwise kernels' names: none for flat, ``_rows``."""
+        return "" if self.name == "flat" else f"_{self.name}"
 
+    def head(self, first: str, prefetched: tuple[str, ...]) -> str:
+        """The source of the loop over the tasks of array ``first`` and its tasks' first
+        lines, the prefetches of ``prefetched`` among them (unindented; the task's body
+        follows, indented once)."""
+        lines = [self.setup.format(a=first), f"for t in prange({self.count.format(a=first)}):"]
+        lines += ["    full_width_vectors()", *(f"    {line}" for line in self.start.splitlines())]
+        lines += [f"    {self.prefetch.format(a=a)}" for a in prefetched]
+        return "\n".join(lines) + "\n"
 
-def _unary_rows_in_place(scalar, parallel, storage=NATIVE):
-    load, store = storage.load, storage.store
-
-    def unary_rows_in_place(out, *args):
-        params = params_like(out, args)
-        ahead = _rows_ahead(out)
-        for r in prange(out.shape[0]):
-            full_width_vectors()
-            _prefetch_row(out, r + ahead)
-            os = row_view(out, r)
-            for i in range(os.shape[0]):
-                os[i] = stored_whole(store(scalar(load(os[i]), *params)))
-
-    return _jit(unary_rows_in_place, scalar, parallel, storage)
-
-
-def _binary_rows(scalar, parallel, reads, storage=NATIVE):
-    load, store = storage.load, storage.store
-    prefetch_a, prefetch_b = reads
-
-    def binary_rows(a, b, out, *args):
-        params = params_like(out, args)
-        ahead = _rows_ahead(a)
-        for r in prange(a.shape[0]):
-            full_width_vectors()
-            if prefetch_a:
-                _prefetch_row(a, r + ahead)
-            if prefetch_b:
-                _prefetch_row(b, r + ahead)
-            as_, bs, os = row_view(a, r), row_view(b, r), row_view(out, r)
-            for i in range(as_.shape[0]):
-                os[i] = store(scalar(load(as_[i]), load(bs[i]), *params))
-
-    return _jit(binary_rows, scalar, parallel, storage)
+    def views(self, names: tuple[str, ...], arrays: tuple[str, ...]) -> str:
+        """``names = `` task ``t``'s views of ``arrays``, indented once."""
+        return f"    {', '.join(names)} = {', '.join(self.view.format(a=a) for a in arrays)}\n"
 
 
-def _binary_rows_in_place(scalar, parallel, reads, storage=NATIVE):
-    load, store = storage.load, storage.store
-    prefetch_b = reads[1]
+FLAT = Layout(
+    "flat",
+    setup="block = FLAT_BLOCK_BYTES // {a}.itemsize",
+    count="({a}.shape[0] + block - 1) // block",
+    start="lo = t * block",
+    view="{a}[lo : lo + block]",
+    prefetch="_prefetch_ahead({a}, lo)",
+)
+ROWS = Layout(
+    "rows",
+    setup="ahead = _rows_ahead({a})",
+    count="{a}.shape[0]",
+    start="",
+    view="row_view({a}, t)",
+    prefetch="_prefetch_row({a}, t + ahead)",
+)
+LAYOUTS = {layout.name: layout for layout in (FLAT, ROWS)}
 
-    def binary_rows_in_place(b, out, *args):
-        params = params_like(out, args)
-        ahead = _rows_ahead(out)
-        for r in prange(out.shape[0]):
-            full_width_vectors()
-            _prefetch_row(out, r + ahead)
-            if prefetch_b:
-                _prefetch_row(b, r + ahead)
-            bs, os = row_view(b, r), row_view(out, r)
-            for i in range(os.shape[0]):
-                os[i] = stored_whole(store(scalar(load(os[i]), load(bs[i]), *params)))
 
-    return _jit(binary_rows_in_place, scalar, parallel, storage)
+def generated(name: str, arrays: str, body: str, namespace: dict, closure: dict) -> Callable:
+    """The function ``name(<arrays>, *args)`` running ``body`` (its source, unindented),
+    closing over the values of ``closure`` and seeing ``namespace`` as its globals (those of
+    the module whose loop it is).
+
+    The loop generators write each variant's source, so that it takes its arrays as explicit
+    arguments (taken as one ``*operands`` tuple they cost numba's dispatcher 35-50 ns more a
+    call) and its loop reads as the hand-written one would (see :class:`Layout`). The code
+    compiles under the module's file name, where numba's cache finds a file to stamp its
+    index with (line numbers in numba's messages count in the generated source); numba keys
+    a kernel's entries by its code and closure (see :func:`pin_uuid`), so what varies
+    between the variants of a loop is in one or the other.
+    """
+    inner = f"def {name}({arrays}, *args):\n" + textwrap.indent(body, "    ")
+    source = f"def factory({', '.join(closure)}):\n{textwrap.indent(inner, '    ')}\n    return {name}\n"
+    local: dict = {}
+    # fixed templates, no outside input
+    exec(compile(source, namespace["__file__"], "exec"), namespace, local)
+    return local["factory"](**closure)
+
+
+# the names the loops' templates read as globals, besides those this module uses itself
+_LOOP_GLOBALS = (params_like, stored_whole, row_view, STRIDED_CHUNK, STRIDED_TASK_CHUNKS)
+
+
+def _call(scalar: str, inputs: tuple[str, ...]) -> str:
+    """The source of ``store(scalar(load(input), ..., *params))``."""
+    return f"store({scalar}({', '.join(f'load({v})' for v in inputs)}, *params))"
+
+
+_CONTIGUOUS = """\
+params = params_like(out, args)
+{head}{views}    for i in range({first_view}.shape[0]):
+        os[i] = {value}
+"""
+_VIEW = {"x": "xs", "a": "as_", "b": "bs", "out": "os"}  # a task's view of each array
+
+
+def _contiguous_kernel(scalar, parallel, layout, nin, in_place, reads_second=True, storage=NATIVE):
+    """The kernel of ``scalar`` (``nin`` inputs, 1 or 2) over ``layout``'s tasks:
+    ``k(x, out, *params)`` / ``k(a, b, out, *params)``; in place, where ``out`` is input 0,
+    ``k(out, *params)`` / ``k(b, out, *params)``. ``reads_second``: whether the scalar reads
+    input 1 (a prefetch of an input it ignores streams it for nothing).
+
+    In place is a kernel of its own, with one array where there would be two. Given two
+    pointers, LLVM guards its vector loop with a run-time overlap check, and ``out``
+    overlapping ``x`` sends it to the scalar loop (several times slower than out of place:
+    docs/TUNING.md). The parallel kernels need it as much: numba gives a prange body
+    noalias arguments only where it takes no views of them, and the tasks are views. (The
+    strided kernels are not helped this way: with a run-time inner stride and one array,
+    LLVM does not vectorize at all.)
+    """
+    binary = nin == 2
+    inputs = ("a", "b") if binary else ("x",)
+    first = "out" if in_place else inputs[0]  # in place: out is input 0, and the kernel reads it
+    arrays = (*inputs[1:], "out") if in_place else (*inputs, "out")
+    # a prefetch of out in place: read, or at least written; its lines come in either way
+    prefetched = (first, "b") if binary and reads_second else (first,)
+    value = _call("scalar", tuple(f"{_VIEW[v]}[i]" for v in (first, *inputs[1:])))
+    body = _CONTIGUOUS.format(
+        head=layout.head(first, prefetched),
+        views=layout.views(tuple(_VIEW[v] for v in arrays), arrays),
+        first_view=_VIEW[first],
+        value=f"stored_whole({value})" if in_place else value,
+    )
+    name = ("binary" if binary else "unary") + layout.suffix + ("_in_place" if in_place else "")
+    closure = {"scalar": scalar, "load": storage.load, "store": storage.store}
+    kernel = generated(name, ", ".join(arrays), body, globals(), closure)
+    return _jit(kernel, scalar, parallel, storage)
+
+
+# The strided 2-d kernels of all but the light scalars (Activation.light) copy
+# STRIDED_CHUNK elements at a time (in row-major order of the 2-d view, across rows) into a
+# buffer, run the SIMD loop over it and copy it back: a loop over a run-time stride does
+# not vectorize, and scalar transcendental math costs several times the copies. Each task
+# allocates its buffers once (2 KiB of float64 each: in L1, and no allocation the size of
+# the input) and works through STRIDED_TASK_CHUNKS consecutive chunks.
+
+
+def _row_major(copy_run, name: str):
+    """``name(a, buf, start, count)``, a walk over elements start .. start + count of 2-d
+    ``a`` in row-major order, one run along a row at a time: ``copy_run(row, c, buf, i, m)``
+    copies between row[c : c + m] and buf[i : i + m]."""
+
+    def walk(a, buf, start, count):
+        cols = a.shape[1]
+        r, c = start // cols, start % cols
+        i = 0
+        while i < count:
+            m = min(cols - c, count - i)
+            copy_run(a[r], c, buf, i, m)
+            i, r, c = i + m, r + 1, 0
+
+    walk.__name__ = walk.__qualname__ = name
+    return njit(forceinline=True, nogil=True)(walk)
+
+
+@njit(forceinline=True, nogil=True)
+def _run_to_buf(row, c, buf, i, m):
+    for j in range(m):
+        buf[i + j] = row[np.uintp(c + j)]  # unsigned: no wraparound test per element
+
+
+@njit(forceinline=True, nogil=True)
+def _buf_to_run(row, c, buf, i, m):
+    for j in range(m):
+        row[np.uintp(c + j)] = buf[i + j]
+
+
+_gather = _row_major(_run_to_buf, "_gather")  # buf[:count] = the elements of a
+_scatter = _row_major(_buf_to_run, "_scatter")  # the elements of a = buf[:count]
+
+
+_STRIDED_LIGHT = """\
+params = params_like(out, args)
+for i in prange(a.shape[0]):
+    full_width_vectors()
+    for j in range(a.shape[1]):
+        out[i, j] = {value}
+"""
+
+_STRIDED_BUFFERED = """\
+params = params_like(out, args)
+n = a.shape[0] * a.shape[1]
+per_task = STRIDED_CHUNK * STRIDED_TASK_CHUNKS
+for t in prange((n + per_task - 1) // per_task):
+    full_width_vectors()
+    {buffers}
+    for start in range(t * per_task, min(n, (t + 1) * per_task), STRIDED_CHUNK):
+        count = min(STRIDED_CHUNK, n - start)
+{gathers}        for i in range(count):
+            abuf[i] = {value}
+        _scatter(out, abuf, start, count)
+"""
+
+
+def _strided_kernel(scalar, parallel, nin, light, storage=NATIVE):
+    """The kernel of ``scalar`` (``nin`` inputs) over 2-d arrays of any strides,
+    ``k(a, out, *params)`` / ``k(a, b, out, *params)``: a light scalar's loops over the
+    strides, the others' through buffers (see above)."""
+    inputs = ("a", "b")[:nin]
+    if light:
+        body = _STRIDED_LIGHT.format(value=_call("scalar", tuple(f"{v}[i, j]" for v in inputs)))
+    else:
+        body = _STRIDED_BUFFERED.format(
+            buffers=", ".join(f"{v}buf" for v in inputs)
+            + " = "
+            + ", ".join("np.empty(STRIDED_CHUNK, out.dtype)" for _ in inputs),
+            gathers="".join(f"        _gather({v}, {v}buf, start, count)\n" for v in inputs),
+            value=_call("scalar", tuple(f"{v}buf[i]" for v in inputs)),
+        )
+    name = ("binary" if nin == 2 else "unary") + "_2d"
+    closure = {"scalar": scalar, "load": storage.load, "store": storage.store}
+    kernel = generated(name, ", ".join((*inputs, "out")), body, globals(), closure)
+    return _jit(kernel, scalar, parallel, storage)
 
 
 def _convert(function, parallel):
@@ -491,40 +454,36 @@ def pin_uuid(dispatcher) -> None:
     compat.pin_uuid(dispatcher, f"fastact:{func.__module__}.{func.__qualname__}:{source_fingerprint()}")
 
 
-def _kernel_set(scalar, nin: int, light: bool, reads: tuple[bool, bool], storage: Storage = NATIVE):
+def _kernel_set(scalar, nin: int, light: bool, reads_second: bool, storage: Storage = NATIVE):
     """Every flavour of ``scalar``'s kernels for arrays stored as ``storage``; the native set
     builds the others on demand (:meth:`KernelSet.stored`)."""
     pin_uuid(scalar)
     for function in (storage.load, storage.store):
         pin_uuid(function)
-    factories = {
-        ("flat", False): _unary if nin == 1 else functools.partial(_binary, reads=reads),
-        ("strided", False): functools.partial(_unary_2d if nin == 1 else _binary_2d, light=light),
-        ("flat", True): _unary_in_place if nin == 1 else functools.partial(_binary_in_place, reads=reads),
-        ("rows", False): _unary_rows if nin == 1 else functools.partial(_binary_rows, reads=reads),
-        ("rows", True): _unary_rows_in_place
-        if nin == 1
-        else functools.partial(_binary_rows_in_place, reads=reads),
-    }
-    kernels = {
-        f.field: factories[f.layout, f.in_place](scalar, f.parallel, storage=storage) for f in FLAVOURS
-    }
-    formats = None if storage is not NATIVE else functools.partial(_stored_set, scalar, nin, light, reads)
+
+    def kernel(f: Flavour):
+        if f.layout == "strided":
+            return _strided_kernel(scalar, f.parallel, nin, light, storage)
+        layout = LAYOUTS[f.layout]
+        return _contiguous_kernel(scalar, f.parallel, layout, nin, f.in_place, reads_second, storage)
+
+    kernels = {f.field: kernel(f) for f in FLAVOURS}
+    formats = functools.partial(_stored_set, scalar, nin, light, reads_second) if storage is NATIVE else None
     return KernelSet(**kernels, formats=formats)
 
 
 @cache
-def _stored_set(scalar, nin: int, light: bool, reads: tuple[bool, bool], storage: Storage) -> KernelSet:
-    return _kernel_set(scalar, nin, light, reads, storage)
+def _stored_set(scalar, nin: int, light: bool, reads_second: bool, storage: Storage) -> KernelSet:
+    return _kernel_set(scalar, nin, light, reads_second, storage)
 
 
 @cache
 def forward_kernels(name: str) -> KernelSet:
     entry = ACTIVATIONS[name]
-    return _kernel_set(entry.forward, 1, entry.light_forward, (True, True))
+    return _kernel_set(entry.forward, 1, entry.light_forward, True)
 
 
 @cache
 def backward_kernels(name: str) -> KernelSet:
     entry: Activation = ACTIVATIONS[name]
-    return _kernel_set(entry.backward, 2, entry.light_backward, (True, entry.backward_reads_saved))
+    return _kernel_set(entry.backward, 2, entry.light_backward, entry.backward_reads_saved)
