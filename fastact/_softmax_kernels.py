@@ -799,15 +799,18 @@ _FACTORIES = {
     "softmax_backward": (_backward, False),
     "log_softmax_backward": (_backward, True),
 }
-_OPS = {(name, NATIVE): factory(log) for name, (factory, log) in _FACTORIES.items()}
+_OPS = {name: factory(log) for name, (factory, log) in _FACTORIES.items()}
+_STORED_OPS: dict[tuple[str, Storage], Op] = {}  # the 16-bit ones, made on first use
 
 
 def _op(name: str, storage: Storage) -> Op:
-    """The op ``name`` (a key of _FACTORIES) for ``storage``, made on first use."""
-    op = _OPS.get((name, storage))
+    """The op ``name`` (a key of _OPS) for arrays stored as ``storage``."""
+    if storage is NATIVE:
+        return _OPS[name]
+    op = _STORED_OPS.get((name, storage))
     if op is None:
         factory, log = _FACTORIES[name]
-        op = _OPS[name, storage] = factory(log, storage)
+        op = _STORED_OPS[name, storage] = factory(log, storage)
     return op
 
 
@@ -970,7 +973,7 @@ _built: dict[tuple[str, bool, Storage], Kernels] = {}
 
 
 def kernels(op: str, masked: bool = False, storage: Storage = NATIVE) -> Kernels:
-    """The kernels of ``op`` (a key of _FACTORIES), plain or (``masked``) masked and
+    """The kernels of ``op`` (a key of _OPS), plain or (``masked``) masked and
     scaled, for arrays stored as ``storage``, built (not compiled) on first use."""
     k = _built.get((op, masked, storage))
     if k is None:
