@@ -202,7 +202,10 @@ def _run(
         mode, groups = "rows", [tuple(x.reshape(-1, n) for x in arrays)]
     else:
         mode, groups = _views(arrays, axis)
-    kernels = _k.kernels(op, masked, storage)
+    if storage is NATIVE:
+        kernels = _k.masked_kernels(op) if masked else _k.kernels(op)
+    else:
+        kernels = _k.kernels(op, masked, storage)
     itemsize = out.dtype.itemsize if storage is NATIVE else 4  # 16-bit: the float32 kernels' sizes
     size = 0 if serial else out.size // len(groups)
     for views in groups:
