@@ -1,7 +1,8 @@
 """LLVM-level building blocks of the softmax and cross-entropy row kernels.
 
 ``_maxnum`` (llvm.maxnum); ``_row_max`` and ``_row_max_masked`` (a row's max, vectorised by
-hand) and ``_count_true`` (a mask row's count); ``_stream_scaled`` and ``_store_fence``
+hand; ``stored_max`` gives their twins for rows of 16-bit patterns, widened to float32 in
+the vector registers) and ``_count_true`` (a mask row's count); ``_stream_scaled`` and ``_store_fence``
 (non-temporal stores of a scaled row); the software prefetch of the next row
 (``_prefetch_step``, ``_prefetch_row``). :mod:`fastact._softmax_kernels` builds on them, and
 :mod:`fastact._xent_kernels` on both; this module imports neither.
@@ -15,6 +16,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ._half import BFLOAT16, FLOAT16, Storage, hardware_float16
 from ._intrinsics import prefetch as _prefetch
 from ._kernels import FASTMATH
 
@@ -43,16 +45,21 @@ MAX_VECTOR_BYTES = 32  # one AVX vector; other targets split it
 MAX_ACCUMULATORS = 4  # independent chains per iteration (max latency 3-4 cycles)
 
 
-def _max_codegen(masked: bool):
+def _max_codegen(masked: bool, widen=None):
     """The codegen of a row max: of x, or (``masked``) of c x where the bool row w is True
     (-inf elsewhere). Contiguous rows in vectors (MAX_ACCUMULATORS of MAX_VECTOR_BYTES per
-    iteration, then single vectors, then scalars); strided ones element by element."""
+    iteration, then single vectors, then scalars); strided ones element by element.
+
+    ``widen``: x holds 16-bit patterns, ``widen(builder, v)`` the float32 value(s) of
+    the i16 (vector) v; the vectors are those of float32 (MAX_VECTOR_BYTES of float32
+    lanes), so the max is taken in the order of a float32 row's."""
 
     def codegen(context, builder, sig, args):
         arr = context.make_array(sig.args[0])(context, builder, args[0])
         fty = context.get_value_type(sig.return_type)
-        size = context.get_abi_sizeof(fty)
-        width = MAX_VECTOR_BYTES // size
+        width = MAX_VECTOR_BYTES // context.get_abi_sizeof(fty)
+        ety = fty if widen is None else ir.IntType(16)  # the element as stored
+        size = context.get_abi_sizeof(ety)
         vty = ir.VectorType(fty, width)
         i8, i64 = ir.IntType(8), ir.IntType(64)
         n = builder.extract_value(arr.shape, 0)
@@ -81,7 +88,9 @@ def _max_codegen(masked: bool):
             return builder.inttoptr(builder.add(start, builder.mul(i, step)), ty.as_pointer())
 
         def value(i, lanes: bool, step, wstep):  # the element(s) at i, scaled and masked
-            v = builder.load(at(base, i, vty if lanes else fty, step), align=size)
+            v = builder.load(at(base, i, ir.VectorType(ety, width) if lanes else ety, step), align=size)
+            if widen is not None:
+                v = widen(builder, v)
             if not masked:
                 return v
             v = builder.fmul(v, cs if lanes else c)  # rounded once, as the other passes
@@ -147,6 +156,65 @@ def _row_max_masked(typingctx, x, w, c):
     if not ok or c != x.dtype:
         return None
     return x.dtype(x, w, c), _max_codegen(masked=True)
+
+
+# Their twins for rows of 16-bit patterns (uint16 arrays), returning float32: the widening
+# of each storage format in LLVM IR, on scalars or vectors.
+
+
+def _lanes(ty, value):
+    """``ty`` (a scalar type), or a vector of it as wide as ``value`` is."""
+    return ir.VectorType(ty, value.type.count) if isinstance(value.type, ir.VectorType) else ty
+
+
+def _splat(value, constant):
+    vector = isinstance(value.type, ir.VectorType)
+    return ir.Constant(value.type, [constant] * value.type.count if vector else constant)
+
+
+def _widen_bfloat16(builder, v):  # as fastact._half.bf16_widen
+    wide = builder.zext(v, _lanes(ir.IntType(32), v))
+    return builder.bitcast(builder.shl(wide, _splat(wide, 16)), _lanes(ir.FloatType(), v))
+
+
+def _widen_float16(builder, v):  # as fastact._half's hardware f16_widen (F16C's vcvtph2ps)
+    return builder.fpext(builder.bitcast(v, _lanes(ir.HalfType(), v)), _lanes(ir.FloatType(), v))
+
+
+def _u16_row(x) -> bool:
+    return isinstance(x, types.Array) and x.ndim == 1 and x.dtype == types.uint16
+
+
+def _stored_max_intrinsics(name: str, widen):
+    def row_max(typingctx, x):
+        if not _u16_row(x):
+            return None
+        return types.float32(x), _max_codegen(masked=False, widen=widen)
+
+    def row_max_masked(typingctx, x, w, c):
+        ok = _u16_row(x) and isinstance(w, types.Array) and w.ndim == 1 and w.dtype == types.boolean
+        if not ok or c != types.float32:
+            return None
+        return types.float32(x, w, c), _max_codegen(masked=True, widen=widen)
+
+    for f in (row_max, row_max_masked):  # named apart: pin_all names an intrinsic after it
+        f.__name__ = f.__qualname__ = f"_{f.__name__}_{name}"
+    return intrinsic(row_max), intrinsic(row_max_masked)
+
+
+_row_max_bfloat16, _row_max_masked_bfloat16 = _stored_max_intrinsics("bfloat16", _widen_bfloat16)
+_row_max_float16, _row_max_masked_float16 = _stored_max_intrinsics("float16", _widen_float16)
+
+
+def stored_max(storage: Storage):
+    """(row_max, row_max_masked) of ``_row_max``'s signatures for uint16 rows of 16-bit
+    ``storage``, returning float32; None where the widening is not plain IR (float16 on
+    a CPU without F16C: the caller loops instead)."""
+    if storage is BFLOAT16:
+        return _row_max_bfloat16, _row_max_masked_bfloat16
+    if storage is FLOAT16 and hardware_float16():
+        return _row_max_float16, _row_max_masked_float16
+    return None
 
 
 COUNT_VECTOR_BYTES = 32  # mask bytes tested at once: one AVX2 compare and movemask, or an AVX-512 test

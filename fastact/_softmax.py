@@ -45,7 +45,7 @@ from . import _config as config
 from . import _softmax_kernels as _k
 from . import _xent_kernels as _xk
 from ._dispatch import _parallel
-from ._half import is_bfloat16, storage_of
+from ._half import NATIVE, is_bfloat16, storage_of
 from ._kernels import converters
 from ._layout import aliasing, merge_axes, pad_axes, unaliased
 from ._validate import as_input, as_output, choice, real, same_layout
@@ -175,14 +175,18 @@ def _run(
     The kernels get ``a=None`` when a is out (in place) and ``b=None`` for forward ops.
     With a scale other than 1 or a mask ``where`` (bool, of out's shape: a broadcast
     view), the masked kernels run instead, ``where`` (or None) one more array of the
-    views, reduced with the others (its zero strides kept: never copied). 16-bit arrays go
-    through float32 blocks (:func:`_run_half`). ``serial``: the serial kernels whatever the
-    size.
+    views, reduced with the others (its zero strides kept: never copied). 16-bit arrays
+    reduced along their last, contiguous axis run the kernels of their storage format
+    (:func:`_fused_half`); other 16-bit layouts go through float32 blocks
+    (:func:`_run_half`). ``serial``: the serial kernels whatever the size.
     """
     if out.size == 0:
         return out
+    storage = NATIVE
     if out.dtype.itemsize == 2:
-        return _run_half(op, a, b, out, axis, scale, where)
+        if not _fused_half(a, b, out, axis):
+            return _run_half(op, a, b, out, axis, scale, where)
+        storage = storage_of(out.dtype)
     masked = scale != 1.0 or where is not None
     a = _reader(a, out)
     if b is not None:
@@ -191,13 +195,18 @@ def _run(
         where = unaliased(where, out)
     read = out if a is None else a
     arrays = (read, *(() if b is None else (b,)), *(() if where is None else (where,)), out)
+    if storage is not NATIVE:  # the kernels see the bits
+        arrays = tuple(x if x is where else x.view(np.uint16) for x in arrays)
     if axis == out.ndim - 1 and all(x.flags.c_contiguous for x in arrays):  # the common case, quickly
         n = out.shape[-1]
         mode, groups = "rows", [tuple(x.reshape(-1, n) for x in arrays)]
     else:
         mode, groups = _views(arrays, axis)
-    kernels = _k.masked_kernels(op) if masked else _k.kernels(op)
-    itemsize = out.dtype.itemsize
+    if storage is NATIVE:
+        kernels = _k.masked_kernels(op) if masked else _k.kernels(op)
+    else:
+        kernels = _k.kernels(op, masked, storage)
+    itemsize = out.dtype.itemsize if storage is NATIVE else 4  # 16-bit: the float32 kernels' sizes
     size = 0 if serial else out.size // len(groups)
     for views in groups:
         args = (
@@ -289,6 +298,19 @@ def in_blocks(work, blocks: list, size: int) -> None:
     with ThreadPoolExecutor(workers) as pool:
         for done in [pool.submit(work, blocks[i::workers], True) for i in range(workers)]:
             done.result()
+
+
+def _fused_half(a: np.ndarray, b: np.ndarray | None, out: np.ndarray, axis: int) -> bool:
+    """Whether a 16-bit call runs the 16-bit kernels: reduced along the last axis of
+    C-contiguous arrays (the mask ``where`` any layout), so that they are rows (the
+    other layouts go through float32 blocks, :func:`_run_half`)."""
+    return (
+        out.ndim >= 1
+        and axis == out.ndim - 1
+        and out.flags.c_contiguous
+        and a.flags.c_contiguous
+        and (b is None or b.flags.c_contiguous)
+    )
 
 
 def _run_half(op, a, b, out, axis, scale, where) -> np.ndarray:

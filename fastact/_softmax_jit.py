@@ -27,8 +27,9 @@ from ._numba_compat import PrunedPipeline
 __all__ = ["Kernel", "PrunedPipeline", "pin_all"]
 
 
-def _flavoured(parallel):
-    """njit a kernel from a factory under a name that says serial or parallel.
+def _flavoured(parallel, suffix=""):
+    """njit a kernel from a factory under a name that says serial or parallel (and
+    ``suffix``: its storage format, say).
 
     numba's disk cache keys a function by its name, code and closure, not by its
     options: without distinct names a serial kernel could load its parallel twin's
@@ -36,7 +37,7 @@ def _flavoured(parallel):
     """
 
     def decorate(kernel):
-        kernel.__qualname__ += "_parallel" if parallel else "_serial"
+        kernel.__qualname__ += ("_parallel" if parallel else "_serial") + suffix
         jit = njit(parallel=parallel, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
         return interleaved(jit(kernel))
 

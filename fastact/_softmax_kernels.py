@@ -50,6 +50,7 @@ from numba.core.dispatcher import Dispatcher
 from numba.extending import overload
 
 from . import _row_intrinsics
+from ._half import NATIVE, Storage
 from ._kernels import FASTMATH, interleaved
 from ._math import _exp_nonpos
 from ._math import exp as _exp
@@ -63,6 +64,7 @@ from ._row_intrinsics import (
     _row_max_masked,
     _store_fence,
     _stream_scaled,
+    stored_max,
 )
 from ._softmax_jit import Kernel, PrunedPipeline, _flavoured, _Generic, pin_all
 
@@ -77,6 +79,14 @@ REDUCE = dict.fromkeys(sorted(FASTMATH | {"reassoc"}), True)
 # scale: a float of the arrays' dtype, or None for none). numba prunes ``if w is None`` and
 # ``if c is None`` for a None-typed argument before typing: the unmasked, unscaled kernels
 # (w and c None) compile to the code of the loops written without mask or scale.
+#
+# The helpers that read or write elements come from a factory per storage format
+# (fastact._half.Storage): each element read goes through the format's ``load`` and each
+# one written through its ``store`` (both the identity for float32/float64, whose code is
+# that of the loops written without them); 16-bit arrays are uint16 arrays of the bits,
+# computed in float32 (``_like``).
+
+_generated: list[Dispatcher] = []  # every function the factories made (_pin_all pins them)
 
 
 @njit
@@ -87,20 +97,36 @@ def _src(a, out):
     return a
 
 
-@njit
 def _seg(a, o, r, lo, hi):
     """The segment to read: ``a[r, lo:hi]``, or ``o`` (the segment written) when a is None.
 
     Returning ``o`` itself, rather than slicing ``out`` a second time, is what lets LLVM
     see that the loop reads and writes the same memory.
     """
-    if a is None:
-        return o
-    return a[r, lo:hi]
+
+
+@overload(_seg)
+def _seg_typed(a, o, r, lo, hi):
+    # chosen by a's type: o may be of another dtype than a (a 16-bit row's float32 scratch)
+    if isinstance(a, types.NoneType):
+        return lambda a, o, r, lo, hi: o
+    return lambda a, o, r, lo, hi: a[r, lo:hi]
+
+
+def _like(a, v):
+    """v as the type a's elements are computed in: a's dtype, float32 for 16-bit
+    patterns (a uint16 array)."""
+
+
+@overload(_like, inline="always")
+def _like_typed(a, v):
+    if isinstance(a, types.Array) and a.dtype == types.uint16:
+        return lambda a, v: np.float32(v)
+    return lambda a, v: a.dtype.type(v)
 
 
 def _scale_of(out, c):
-    """The scale c (a float) as out's dtype, or None (c None: no scale)."""
+    """The scale c (a float) as out's compute type (``_like``), or None (c None: no scale)."""
 
 
 @overload(_scale_of)
@@ -108,7 +134,7 @@ def _scale_of_typed(out, c):
     # chosen by c's type: a function with both returns would return an optional
     if isinstance(c, types.NoneType):
         return lambda out, c: None
-    return lambda out, c: out.dtype.type(c)
+    return lambda out, c: _like(out, c)
 
 
 # Each helper slices its row segment first: a loop ``for j in range(lo, hi): a[r, j]``
@@ -133,74 +159,11 @@ def _mul(x, c):
     return x * c
 
 
-@njit(fastmath=REDUCE, error_model="numpy")
-def _max(a, w, r, lo, hi, c):
-    """max_j (c a[r, j] where w[r, j], else -inf) over [lo, hi); NaN ignored."""
-    x = a[r, lo:hi]
-    if w is not None:
-        return _row_max_masked(x, w[r, lo:hi], c)  # vectorised by hand, as _row_max
-    if c is None:
-        return _row_max(x)
-    if c > 0:  # rounding is monotonic: max_j fl(c x_j) = fl(c max_j x_j)
-        return _mul(_row_max(x), c)
-    m = a.dtype.type(-np.inf)
-    for j in range(x.shape[0]):
-        m = _maxnum(m, _mul(x[j], c))
-    return m
-
-
 @njit(fastmath=FASTMATH, error_model="numpy")
 def _shift(a, m):
     """The max to subtract: m, or 0 where m is -inf (a part of only -inf or NaN), whose
     exps are then 0 (or NaN) rather than NaN: it adds nothing to a row with finite entries."""
-    return m if m > -np.inf else a.dtype.type(0)
-
-
-# The sum-exp helpers: sum_j e_j, e_j = exp(c a[r, j] - m), 0 where w[r, j] is False,
-# over [lo, hi). forceinline: the row loops call them once per PREFETCH_CHUNK. A loop that
-# writes out reads _seg(a, o, ...) in the function that slices o (see _seg): its vectorised
-# form is then not sent to the scalar fallback by an overlap check when a is None.
-@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp(a, w, r, lo, hi, m, c):
-    x = a[r, lo:hi]
-    s = a.dtype.type(0)
-    if w is None:
-        for j in range(x.shape[0]):
-            s += _exp_nonpos(_mul(x[j], c) - m)
-    else:
-        v = w[r, lo:hi]
-        for j in range(x.shape[0]):
-            t = _mul(x[j], c) - m
-            s += _exp_nonpos(t if v[j] else a.dtype.type(-np.inf))
-    return s
-
-
-@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_store(a, w, out, ro, r, lo, hi, m, c):
-    """_sumexp, each e_j stored into out[ro, j]: ro = r, or 0 for a (1, L) scratch row
-    (a is then never out)."""
-    o = out[ro, lo:hi]
-    x = _seg(a, o, r, lo, hi)
-    s = out.dtype.type(0)
-    if w is None:
-        for j in range(o.shape[0]):
-            e = _exp_nonpos(_mul(x[j], c) - m)
-            o[j] = e
-            s += e
-    else:
-        v = w[r, lo:hi]
-        for j in range(o.shape[0]):
-            t = _mul(x[j], c) - m
-            e = _exp_nonpos(t if v[j] else out.dtype.type(-np.inf))
-            o[j] = e
-            s += e
-    return s
-
-
-@njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
-def _sumexp_only(a, w, out, ro, r, lo, hi, m, c):
-    """_sumexp of the array read (a, or out in place), in _sumexp_store's signature."""
-    return _sumexp(_src(a, out), w, r, lo, hi, m, c)
+    return m if m > -np.inf else _like(a, 0)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -221,21 +184,6 @@ def _scale_m(w, out, r, lo, hi, q):
         v = w[r, lo:hi]
         for j in range(o.shape[0]):
             o[j] = o[j] * q if v[j] else out.dtype.type(0)
-
-
-@njit(fastmath=FASTMATH, error_model="numpy")
-def _log_store(a, w, out, r, lo, hi, m, ls, c):
-    """out = (c x - m) - ls, -inf where w is False."""
-    o = out[r, lo:hi]
-    x = _seg(a, o, r, lo, hi)
-    if w is None:
-        for j in range(o.shape[0]):
-            o[j] = (_mul(x[j], c) - m) - ls
-    else:
-        v = w[r, lo:hi]
-        for j in range(o.shape[0]):
-            t = (_mul(x[j], c) - m) - ls
-            o[j] = t if v[j] else out.dtype.type(-np.inf)
 
 
 @njit(fastmath=FASTMATH, error_model="numpy")
@@ -261,9 +209,6 @@ def _combine_sum(ps, qs):
     return total, 0.0
 
 
-# --- the next row's prefetch, and the mask's chunks --------------------------------------
-
-
 @njit(fastmath=REDUCE, error_model="numpy", forceinline=True)
 def _mask_count(w, r, lo, hi):
     """How many of w[r, lo:hi] are True."""
@@ -282,44 +227,227 @@ def _zero_none(out, r, lo, hi):
     return
 
 
-def _prefetching(sumexp, zero):
-    """njit sum over row r of ``sumexp(a, w, out, ro, r, lo, hi, m, c)``, PREFETCH_CHUNK
-    elements at a time while row r + 1 of ``src`` (the array read) is prefetched (see
-    _prefetch_step), and of the mask w too (the mask of one head, re-read for each head,
-    is evicted by the rows streaming through the cache in between). With a mask, the row
-    goes in PREFETCH_CHUNK segments: one with no entry included only stores 0 (``zero``
-    clears what sumexp would have written), one with every entry included runs the loop
-    without the mask; only the others (a causal mask's diagonal) select. A causal mask so
-    computes half the exps of an unmasked row."""
+class Rows(NamedTuple):
+    """The row helpers of one storage format (see _row_helpers)."""
 
-    def run(a, w, out, ro, src, r, n, m, c):
-        step = _prefetch_step(n, src.itemsize, src.strides[1])
-        chunk = step if w is None else PREFETCH_CHUNK
-        s = src.dtype.type(0)
-        lo = 0
-        while lo < n:
-            hi = lo + chunk if lo + chunk < n else n
-            _prefetch_row(src, r + 1, lo, hi, step)
-            if w is None:
-                s += sumexp(a, w, out, ro, r, lo, hi, m, c)
-            else:
-                _prefetch_row(w, r + 1, lo, hi, step)  # (a broadcast mask: lines already in cache)
-                k = _mask_count(w, r, lo, hi)
-                if k == 0:
-                    zero(out, ro, lo, hi)
-                elif k == hi - lo:
-                    s += sumexp(a, None, out, ro, r, lo, hi, m, c)
-                else:
-                    s += sumexp(a, w, out, ro, r, lo, hi, m, c)
-            lo = hi
+    max: Dispatcher
+    sumexp: Dispatcher
+    sumexp_store: Dispatcher
+    log_store: Dispatcher
+    sumexp_store_prefetching: Dispatcher
+    sumexp_only_prefetching: Dispatcher
+    store_scaled: Dispatcher  # 16-bit only: a row of float32 exps, scaled, into out
+    exp_scaled: Dispatcher  # 16-bit only: a segment's exps recomputed, scaled, into out
+
+
+def _row_helpers(storage: Storage) -> Rows:
+    """The row helpers that read or write elements, for arrays stored as ``storage``.
+
+    For 16-bit storage the exps summed by ``sumexp_store`` go into a float32 row (never
+    rounded), and two helpers write out: ``store_scaled`` (that row times 1 / S) and
+    ``exp_scaled`` (a chunk's exps computed again, times its factor), each value rounded
+    once, as the float32 kernels' result is when narrowed."""
+    load, store = storage.load, storage.store
+    half = storage is not NATIVE
+    suffix = f"_{storage.name}" if half else ""
+    maxes = stored_max(storage) if half else (_row_max, _row_max_masked)
+
+    def jit(fastmath=FASTMATH, **options):
+        def decorate(func):
+            func.__name__ = func.__qualname__ = func.__name__ + suffix  # its own identity (pin_uuid)
+            dispatcher = njit(fastmath=fastmath, error_model="numpy", **options)(func)
+            _generated.append(dispatcher)
+            return dispatcher
+
+        return decorate
+
+    if maxes is None:  # float16 without F16C: the conversion is not plain IR, a loop
+
+        @jit(fastmath=REDUCE)
+        def _row_max_loop(x):
+            m = np.float32(-np.inf)
+            for j in range(x.shape[0]):
+                m = _maxnum(m, load(x[j]))
+            return m
+
+        @jit(fastmath=REDUCE)
+        def _row_max_masked_loop(x, w, c):
+            m = np.float32(-np.inf)
+            for j in range(x.shape[0]):
+                m = _maxnum(m, _mul(load(x[j]), c) if w[j] else np.float32(-np.inf))
+            return m
+
+        maxes = _row_max_loop, _row_max_masked_loop
+    row_max, row_max_masked = maxes
+
+    @jit(fastmath=REDUCE)
+    def _max(a, w, r, lo, hi, c):
+        """max_j (c a[r, j] where w[r, j], else -inf) over [lo, hi); NaN ignored."""
+        x = a[r, lo:hi]
+        if w is not None:
+            return row_max_masked(x, w[r, lo:hi], c)  # vectorised by hand, as _row_max
+        if c is None:
+            return row_max(x)
+        if c > 0:  # rounding is monotonic: max_j fl(c x_j) = fl(c max_j x_j)
+            return _mul(row_max(x), c)
+        m = _like(a, -np.inf)
+        for j in range(x.shape[0]):
+            m = _maxnum(m, _mul(load(x[j]), c))
+        return m
+
+    # The sum-exp helpers: sum_j e_j, e_j = exp(c a[r, j] - m), 0 where w[r, j] is False,
+    # over [lo, hi). forceinline: the row loops call them once per PREFETCH_CHUNK. A loop
+    # that writes out reads _seg(a, o, ...) in the function that slices o (see _seg): its
+    # vectorised form is then not sent to the scalar fallback by an overlap check when a is
+    # None.
+    @jit(fastmath=REDUCE, forceinline=True)
+    def _sumexp(a, w, r, lo, hi, m, c):
+        x = a[r, lo:hi]
+        s = _like(a, 0)
+        if w is None:
+            for j in range(x.shape[0]):
+                s += _exp_nonpos(_mul(load(x[j]), c) - m)
+        else:
+            v = w[r, lo:hi]
+            for j in range(x.shape[0]):
+                t = _mul(load(x[j]), c) - m
+                s += _exp_nonpos(t if v[j] else _like(a, -np.inf))
         return s
 
-    run.__qualname__ = f"{sumexp.py_func.__name__}_prefetching"  # its own identity (pin_uuid)
-    return njit(fastmath=FASTMATH, error_model="numpy", forceinline=True)(run)
+    @jit(fastmath=REDUCE, forceinline=True)
+    def _sumexp_store(a, w, out, ro, r, lo, hi, m, c):
+        """_sumexp, each e_j stored into out[ro, j]: ro = r, or 0 for a (1, L) scratch row
+        (a is then never out; for 16-bit a, out is that float32 row)."""
+        o = out[ro, lo:hi]
+        x = _seg(a, o, r, lo, hi)
+        s = out.dtype.type(0)
+        if w is None:
+            for j in range(o.shape[0]):
+                e = _exp_nonpos(_mul(load(x[j]), c) - m)
+                o[j] = e
+                s += e
+        else:
+            v = w[r, lo:hi]
+            for j in range(o.shape[0]):
+                t = _mul(load(x[j]), c) - m
+                e = _exp_nonpos(t if v[j] else out.dtype.type(-np.inf))
+                o[j] = e
+                s += e
+        return s
+
+    @jit(fastmath=REDUCE, forceinline=True)
+    def _sumexp_only(a, w, out, ro, r, lo, hi, m, c):
+        """_sumexp of the array read (a, or out in place), in _sumexp_store's signature."""
+        return _sumexp(_src(a, out), w, r, lo, hi, m, c)
+
+    @jit()
+    def _log_store(a, w, out, r, lo, hi, m, ls, c):
+        """out = (c x - m) - ls, -inf where w is False."""
+        o = out[r, lo:hi]
+        x = _seg(a, o, r, lo, hi)
+        if w is None:
+            for j in range(o.shape[0]):
+                o[j] = store((_mul(load(x[j]), c) - m) - ls)
+        else:
+            v = w[r, lo:hi]
+            for j in range(o.shape[0]):
+                t = (_mul(load(x[j]), c) - m) - ls
+                o[j] = store(t if v[j] else _like(out, -np.inf))
+
+    def _prefetching(sumexp, zero):
+        """njit sum over row r of ``sumexp(a, w, out, ro, r, lo, hi, m, c)``, PREFETCH_CHUNK
+        elements at a time while row r + 1 of ``src`` (the array read) is prefetched (see
+        _prefetch_step), and of the mask w too (the mask of one head, re-read for each
+        head, is evicted by the rows streaming through the cache in between). With a mask,
+        the row goes in PREFETCH_CHUNK segments: one with no entry included only stores 0
+        (``zero`` clears what sumexp would have written), one with every entry included
+        runs the loop without the mask; only the others (a causal mask's diagonal) select.
+        A causal mask so computes half the exps of an unmasked row. A 16-bit row goes in
+        the segments of a float32 row (its sums are the float32 kernels')."""
+
+        def run(a, w, out, ro, src, r, n, m, c):
+            if half:  # the float32 row's step: 4-byte elements
+                step = _prefetch_step(n, 4, 2 * src.strides[1])
+            else:
+                step = _prefetch_step(n, src.itemsize, src.strides[1])
+            chunk = step if w is None else PREFETCH_CHUNK
+            s = _like(src, 0)
+            lo = 0
+            while lo < n:
+                hi = lo + chunk if lo + chunk < n else n
+                _prefetch_row(src, r + 1, lo, hi, step)
+                if w is None:
+                    s += sumexp(a, w, out, ro, r, lo, hi, m, c)
+                else:
+                    _prefetch_row(w, r + 1, lo, hi, step)  # (a broadcast mask: lines already in cache)
+                    k = _mask_count(w, r, lo, hi)
+                    if k == 0:
+                        zero(out, ro, lo, hi)
+                    elif k == hi - lo:
+                        s += sumexp(a, None, out, ro, r, lo, hi, m, c)
+                    else:
+                        s += sumexp(a, w, out, ro, r, lo, hi, m, c)
+                lo = hi
+            return s
+
+        run.__name__ = run.__qualname__ = f"{sumexp.py_func.__name__.removesuffix(suffix)}_prefetching"
+        return jit(forceinline=True)(run)
+
+    @jit()
+    def _store_scaled(w, out, r, tmp, q):
+        """out[r] = tmp q (tmp: a (1, L) float32 row); where q is not finite, 0 where w is
+        False (as _scale_m)."""
+        o = out[r, 0 : out.shape[1]]
+        t = tmp[0]
+        if w is None or (q == q and q < np.inf):
+            for j in range(o.shape[0]):
+                o[j] = store(t[j] * q)
+        else:
+            v = w[r, 0 : out.shape[1]]
+            for j in range(o.shape[0]):
+                o[j] = store(t[j] * q if v[j] else np.float32(0))
+
+    @jit()
+    def _exp_scaled(a, w, out, r, lo, hi, m, q, c):
+        """out[r, lo:hi] = e_j q, e_j = exp(c x_j - m) as _sumexp_store computes it (0
+        where w is False); where q is not finite, 0 where w is False (as _scale_m)."""
+        o = out[r, lo:hi]
+        x = _seg(a, o, r, lo, hi)
+        if w is None:
+            for j in range(o.shape[0]):
+                o[j] = store(_exp_nonpos(_mul(load(x[j]), c) - m) * q)
+        else:
+            v = w[r, lo:hi]
+            full = q == q and q < np.inf
+            for j in range(o.shape[0]):
+                t = _mul(load(x[j]), c) - m
+                e = _exp_nonpos(t if v[j] else np.float32(-np.inf)) * q
+                o[j] = store(e if full or v[j] else np.float32(0))
+
+    return Rows(
+        _max,
+        _sumexp,
+        _sumexp_store,
+        _log_store,
+        _prefetching(_sumexp_store, _zero_row),
+        _prefetching(_sumexp_only, _zero_none),
+        _store_scaled,
+        _exp_scaled,
+    )
 
 
-_sumexp_store_prefetching = _prefetching(_sumexp_store, _zero_row)
-_sumexp_only_prefetching = _prefetching(_sumexp_only, _zero_none)
+_NATIVE_ROWS = _row_helpers(NATIVE)
+_max, _sumexp, _sumexp_store, _log_store = _NATIVE_ROWS[:4]
+_sumexp_store_prefetching, _sumexp_only_prefetching = _NATIVE_ROWS[4:6]
+_ROW_HELPERS = {NATIVE: _NATIVE_ROWS}
+
+
+def row_helpers(storage: Storage) -> Rows:
+    """The row helpers of ``storage``, made on first use."""
+    rows = _ROW_HELPERS.get(storage)
+    if rows is None:
+        rows = _ROW_HELPERS[storage] = _row_helpers(storage)
+    return rows
 
 
 # --- ops ------------------------------------------------------------------------------
@@ -338,6 +466,14 @@ _sumexp_only_prefetching = _prefetching(_sumexp_only, _zero_none)
 # both, its ``log`` a closure constant. numba prunes an ``if log:`` branch on a constant
 # before typing, and PrunedPipeline fuses the blocks left: each op compiles to the machine
 # code of the function written with its branches alone.
+#
+# The factories take a storage format too (its row helpers, and ``half`` a closure
+# constant pruned in the same way): the 16-bit ops read and write uint16 patterns and
+# compute what the float32 op computes on the widened values, each result rounded once.
+# Only 16-bit softmax differs in its passes: it cannot keep unscaled exps in out (they
+# would be rounded twice), so whole keeps them in a float32 row of scratch (``scratch``
+# makes one per row block; whole's ``tmp``) and part sums them only, finish computing
+# each chunk's exps again. The rows and split kernels run them; no tile, no stream.
 AHEAD = 512
 
 
@@ -349,11 +485,19 @@ class Op(NamedTuple):
     part: Dispatcher
     combine: Dispatcher
     finish: Dispatcher
-    tile: Dispatcher
+    tile: Dispatcher | None
     stream: Dispatcher | None = None
+    scratch: Dispatcher | None = None  # scratch(out, n): whole's tmp, made per row block
 
 
-_generated: list[Dispatcher] = []  # every function the op factories made (_pin_all pins them)
+@njit
+def _no_scratch(out, n):
+    return None
+
+
+@njit
+def _scratch_row(out, n):
+    return np.empty((1, n), np.float32)
 
 
 def _named(prefix: str, fastmath=FASTMATH):
@@ -431,22 +575,29 @@ def _tile_max(a, w, o, i0, i1, m, c):
         m[i] = _shift(a, m[i])
 
 
-def _forward(log: bool) -> Op:
+def _forward(log: bool, storage: Storage = NATIVE) -> Op:
     """softmax(c x) (log False) or log_softmax(c x) over the entries where w is True.
     softmax stores the exps while summing them and scales them by 1 / S; log_softmax
     sums them only and writes (c x - M) - log S."""
-    named = _named("_log_softmax" if log else "_softmax")
+    half = storage is not NATIVE
+    named = _named(("_log_softmax" if log else "_softmax") + (f"_{storage.name}" if half else ""))
+    rmax, sumexp, sumexp_store, log_store, store_prefetching, only_prefetching, store_scaled, exp_scaled = (
+        row_helpers(storage)
+    )
 
     @named
-    def whole(a, b, w, out, r, n, carry, nxt, c):
+    def whole(a, b, w, out, r, n, carry, nxt, c, tmp):
         src = _src(a, out)
         cc = _scale_of(out, c)
-        m = _shift(out, _max(src, w, r, 0, n, cc))
+        m = _shift(out, rmax(src, w, r, 0, n, cc))
         if log:
-            s = _sumexp_only_prefetching(a, w, out, r, src, r, n, m, cc)
-            _log_store(a, w, out, r, 0, n, m, out.dtype.type(math.log(s)), cc)
+            s = only_prefetching(a, w, out, r, src, r, n, m, cc)
+            log_store(a, w, out, r, 0, n, m, _like(out, math.log(s)), cc)
+        elif half:  # the exps in tmp, out = tmp / S
+            s = store_prefetching(src, w, tmp, 0, src, r, n, m, cc)
+            store_scaled(w, out, r, tmp, np.float32(1) / s)
         else:
-            s = _sumexp_store_prefetching(a, w, out, r, src, r, n, m, cc)
+            s = store_prefetching(a, w, out, r, src, r, n, m, cc)
             _scale_m(w, out, r, 0, n, out.dtype.type(1) / s)
         return 0
 
@@ -454,11 +605,11 @@ def _forward(log: bool) -> Op:
     def part(a, b, w, out, r, lo, hi, c):
         x = _src(a, out)
         cc = _scale_of(out, c)
-        m = _max(x, w, r, lo, hi, cc)
-        if log:
-            s = _sumexp(x, w, r, lo, hi, _shift(out, m), cc)
+        m = rmax(x, w, r, lo, hi, cc)
+        if log or half:
+            s = sumexp(x, w, r, lo, hi, _shift(out, m), cc)
         else:
-            s = _sumexp_store(a, w, out, r, r, lo, hi, _shift(out, m), cc)
+            s = sumexp_store(a, w, out, r, r, lo, hi, _shift(out, m), cc)
         return np.float64(m), np.float64(s)
 
     @named
@@ -471,7 +622,10 @@ def _forward(log: bool) -> Op:
     @named
     def finish(a, b, w, out, r, lo, hi, m, s, big, q, c):  # q: log S, or 1 / S
         if log:
-            _log_store(a, w, out, r, lo, hi, out.dtype.type(big), out.dtype.type(q), _scale_of(out, c))
+            log_store(a, w, out, r, lo, hi, _like(out, big), _like(out, q), _scale_of(out, c))
+        elif half:  # the chunk's exps again (as part summed them), times the factor
+            f = np.float32(math.exp(m - big) * q)
+            exp_scaled(a, w, out, r, lo, hi, _shift(out, np.float32(m)), f, _scale_of(out, c))
         else:
             # A chunk of only -inf stored exp(-inf - 0) = 0; its factor e^(-inf - M) is 0 too.
             _scale_m(w, out, r, lo, hi, out.dtype.type(math.exp(m - big) * q))
@@ -533,29 +687,35 @@ def _forward(log: bool) -> Op:
                     t = y[i] * out.dtype.type(s[i])
                     y[i] = t if v[i] else out.dtype.type(0)
 
-    return Op(_forward_lead, whole, part, combine, finish, tile, None if log else _softmax_stream)
+    if half:  # rows only; softmax's whole keeps its exps in a float32 row
+        scratch = _no_scratch if log else _scratch_row
+        return Op(_forward_lead, whole, part, combine, finish, None, None, scratch)
+    stream = None if log else _softmax_stream
+    return Op(_forward_lead, whole, part, combine, finish, tile, stream, _no_scratch)
 
 
-def _backward(log: bool) -> Op:
+def _backward(log: bool, storage: Storage = NATIVE) -> Op:
     """c y (g - D), D = sum g y (softmax_backward, log False), or c (g - e^y D), D = sum g
     (log_softmax_backward, log True), over the entries where w is True; 0 elsewhere (g
     and y there are not used). D is what lead, whole and part reduce."""
-    prefix = "_log_softmax_backward" if log else "_softmax_backward"
+    half = storage is not NATIVE
+    prefix = ("_log_softmax_backward" if log else "_softmax_backward") + (f"_{storage.name}" if half else "")
     named = _named(prefix)
+    load, store = storage.load, storage.store
 
     @_named(prefix, REDUCE)  # it sums: reassociated, to vectorise
     def reduce(g, y, w, r, lo, hi):
         x = g[r, lo:hi]
         p = y[r, lo:hi]
-        s = g.dtype.type(0)
+        s = _like(g, 0)
         if w is None:
             for j in range(x.shape[0]):
-                s += x[j] if log else x[j] * p[j]
+                s += load(x[j]) if log else load(x[j]) * load(p[j])
         else:
             v = w[r, lo:hi]
             for j in range(x.shape[0]):
-                t = x[j] if log else x[j] * p[j]
-                s += t if v[j] else g.dtype.type(0)
+                t = load(x[j]) if log else load(x[j]) * load(p[j])
+                s += t if v[j] else _like(g, 0)
         return s
 
     @named
@@ -565,22 +725,23 @@ def _backward(log: bool) -> Op:
         p = y[r, lo:hi]
         if w is None:
             for j in range(o.shape[0]):
-                o[j] = _mul(x[j] - _exp(p[j]) * d if log else p[j] * (x[j] - d), c)
+                t = _mul(load(x[j]) - _exp(load(p[j])) * d if log else load(p[j]) * (load(x[j]) - d), c)
+                o[j] = store(t)
         else:
             v = w[r, lo:hi]
             for j in range(o.shape[0]):
-                t = _mul(x[j] - _exp(p[j]) * d if log else p[j] * (x[j] - d), c)
-                o[j] = t if v[j] else out.dtype.type(0)
+                t = _mul(load(x[j]) - _exp(load(p[j])) * d if log else load(p[j]) * (load(x[j]) - d), c)
+                o[j] = store(t if v[j] else _like(out, 0))
 
     @named
     def lead(g, y, w, out, r, n, c):
         return reduce(_src(g, out), y, w, r, 0, n)
 
     @named
-    def whole(g, y, w, out, r, n, d, nxt, c):
+    def whole(g, y, w, out, r, n, d, nxt, c, tmp):
         src = _src(g, out)
         cc = _scale_of(out, c)
-        dn = out.dtype.type(0)
+        dn = _like(out, 0)
         for lo in range(0, n, AHEAD):
             hi = min(lo + AHEAD, n)
             if nxt >= 0:
@@ -594,7 +755,7 @@ def _backward(log: bool) -> Op:
 
     @named
     def finish(g, y, w, out, r, lo, hi, p, q, total, _, c):
-        grad(g, y, w, out, r, lo, hi, out.dtype.type(total), _scale_of(out, c))
+        grad(g, y, w, out, r, lo, hi, _like(out, total), _scale_of(out, c))
 
     @named
     def tile(g, y, w, out, o, i0, i1, m, s, c):
@@ -629,15 +790,28 @@ def _backward(log: bool) -> Op:
                     t = _mul(x[i] - _exp(p[i]) * m[i] if log else p[i] * (x[i] - m[i]), cc)
                     z[i] = t if v[i] else out.dtype.type(0)
 
-    return Op(lead, whole, part, _combine_sum, finish, tile)
+    return Op(lead, whole, part, _combine_sum, finish, None if half else tile, None, _no_scratch)
 
 
-_OPS = {
-    "softmax": _forward(log=False),
-    "log_softmax": _forward(log=True),
-    "softmax_backward": _backward(log=False),
-    "log_softmax_backward": _backward(log=True),
+_FACTORIES = {
+    "softmax": (_forward, False),
+    "log_softmax": (_forward, True),
+    "softmax_backward": (_backward, False),
+    "log_softmax_backward": (_backward, True),
 }
+_OPS = {name: factory(log) for name, (factory, log) in _FACTORIES.items()}
+_STORED_OPS: dict[tuple[str, Storage], Op] = {}  # the 16-bit ones, made on first use
+
+
+def _op(name: str, storage: Storage) -> Op:
+    """The op ``name`` (a key of _OPS) for arrays stored as ``storage``."""
+    if storage is NATIVE:
+        return _OPS[name]
+    op = _STORED_OPS.get((name, storage))
+    if op is None:
+        factory, log = _FACTORIES[name]
+        op = _STORED_OPS[name, storage] = factory(log, storage)
+    return op
 
 
 # --- kernels ----------------------------------------------------------------------------
@@ -650,10 +824,10 @@ _OPS = {
 ROW_BLOCKS = 64
 
 
-def _rows(lead, whole, part, combine, finish, parallel):
+def _rows(lead, whole, part, combine, finish, scratch, parallel, suffix=""):
     max_blocks = ROW_BLOCKS if parallel else 1
 
-    @_flavoured(parallel)
+    @_flavoured(parallel, suffix)
     def kernel(a, b, w, out, c, chunk, whole_max):
         n_rows, n = out.shape
         if n <= whole_max and n_rows > 0:
@@ -663,9 +837,10 @@ def _rows(lead, whole, part, combine, finish, parallel):
             for blk in prange(n_blocks):
                 r0 = blk * n_rows // n_blocks
                 r1 = (blk + 1) * n_rows // n_blocks
+                tmp = scratch(out, n)
                 carry = lead(a, b, w, out, r0, n, c)
                 for r in range(r0, r1):
-                    carry = whole(a, b, w, out, r, n, carry, r + 1 if r + 1 < r1 else -1, c)
+                    carry = whole(a, b, w, out, r, n, carry, r + 1 if r + 1 < r1 else -1, c, tmp)
             return
         n_chunks = (n + chunk - 1) // chunk
         for r in prange(n_rows):
@@ -699,9 +874,7 @@ def _rows_stream(stream):
     return kernel
 
 
-def _split(part, combine, finish):
-    @interleaved
-    @njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _split(part, combine, finish, suffix=""):
     def kernel(a, b, w, out, c, chunk, whole_max):  # whole_max: unused, the rows kernels' signature
         n_rows, n = out.shape
         n_chunks = (n + chunk - 1) // chunk
@@ -722,7 +895,9 @@ def _split(part, combine, finish):
             lo = k * chunk
             finish(a, b, w, out, r, lo, min(lo + chunk, n), ps[r, k], qs[r, k], big[r], small[r], c)
 
-    return kernel
+    kernel.__qualname__ += suffix
+    jit = njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+    return interleaved(jit(kernel))
 
 
 def _cols(tile, parallel):
@@ -769,32 +944,40 @@ class Kernels:
     float, w a mask or None); the mask's layout never sends a call to the generic
     kernels, and the fast ones are compiled once per dtype and None pattern (w typed
     'A', every input read-only): a mask of x's shape, a broadcast one, a writeable x or
-    a read-only one share one compilation."""
+    a read-only one share one compilation.
 
-    def __init__(self, op: Op, masked: bool):
+    ``storage`` 16-bit: the kernels of uint16 arrays of its patterns, rows and split only
+    (cols and rows_stream None), for rows of any layout, sized as the float32 kernels'
+    (the wrapper passes the float32 chunk and whole_max)."""
+
+    def __init__(self, op: Op, masked: bool, storage: Storage = NATIVE):
         _pin_all()
-        lead, whole, part, combine, finish, tile, stream = op
+        lead, whole, part, combine, finish, tile, stream, scratch = op
+        suffix = "" if storage is NATIVE else f"_{storage.name}"
         roles = _MASKED_ROLES if masked else _ROLES
         kw = {"fast_roles": _MASKED_FAST_ROLES, "loose": (2,)} if masked else {}
         self.rows_stream = None if stream is None else _rows_stream(stream)
         if masked and stream is not None:
             self.rows_stream = _Generic(self.rows_stream, _MASKED_FAST_ROLES)
-        self.rows = Kernel(lambda: _rows(lead, whole, part, combine, finish, False), roles, **kw)
-        self.rows_parallel = Kernel(lambda: _rows(lead, whole, part, combine, finish, True), roles, **kw)
-        self.split = Kernel(lambda: _split(part, combine, finish), roles, **kw)
-        self.cols = Kernel(lambda: _cols(tile, False), roles, **kw)
-        self.cols_parallel = Kernel(lambda: _cols(tile, True), roles, **kw)
+        rows = (lead, whole, part, combine, finish, scratch)
+        self.rows = Kernel(lambda: _rows(*rows, False, suffix), roles, **kw)
+        self.rows_parallel = Kernel(lambda: _rows(*rows, True, suffix), roles, **kw)
+        self.split = Kernel(lambda: _split(part, combine, finish, suffix), roles, **kw)
+        self.cols = self.cols_parallel = None
+        if tile is not None:
+            self.cols = Kernel(lambda: _cols(tile, False), roles, **kw)
+            self.cols_parallel = Kernel(lambda: _cols(tile, True), roles, **kw)
 
 
-_built: dict[tuple[str, bool], Kernels] = {}
+_built: dict[tuple[str, bool, Storage], Kernels] = {}
 
 
-def kernels(op: str, masked: bool = False) -> Kernels:
-    """The kernels of ``op`` (a key of _OPS), plain or (``masked``) masked and scaled,
-    built (not compiled) on first use."""
-    k = _built.get((op, masked))
+def kernels(op: str, masked: bool = False, storage: Storage = NATIVE) -> Kernels:
+    """The kernels of ``op`` (a key of _OPS), plain or (``masked``) masked and
+    scaled, for arrays stored as ``storage``, built (not compiled) on first use."""
+    k = _built.get((op, masked, storage))
     if k is None:
-        k = _built[op, masked] = Kernels(_OPS[op], masked)
+        k = _built[op, masked, storage] = Kernels(_op(op, storage), masked, storage)
     return k
 
 

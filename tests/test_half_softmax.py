@@ -1,16 +1,19 @@
 """softmax, log_softmax (with scale= and where=), their backwards and softmax cross-entropy
 on bfloat16 and float16 arrays: the float32 result rounded once to the format.
 
-The 16-bit calls widen blocks of rows into float32 and run the float32 kernels on them, whose
-sums may run in another order (another kernel: rows instead of cols) than on the whole array:
-a result must be the rounding of a value within the float32 result's error bound (a few ulps,
-plus the absolute bound where log_softmax or a backward cancels), see :func:`assert_rounded`."""
+Along the last axis of C-contiguous arrays the 16-bit kernels compute what the float32
+kernels compute on the widened values, in the same order: the float32 result rounded once,
+bit for bit (test_last_axis_is_the_float32_result_rounded). Other layouts widen blocks of
+rows into float32 and run the float32 kernels on them, whose sums may run in another order
+(another kernel: rows instead of cols) than on the whole array: a result must be the
+rounding of a value within the float32 result's error bound (a few ulps, plus the absolute
+bound where log_softmax or a backward cancels), see :func:`assert_rounded`."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ALL16, assert_rounded, f32, peak_bytes, require
+from conftest import ALL16, assert_rounded, assert_same, f32, peak_bytes, require, rounded_f32
 
 import fastact as fa
 
@@ -54,6 +57,64 @@ def test_every_value(op, fmt):
     y = np.where(finite, y, np.zeros((), fmt))
     want = backward(f32(grad), f32(y))
     assert_rounded(backward(grad, y), want, op + "_backward", atol=backward_atol(op, grad, y))
+
+
+# Rows done whole (in one or many row blocks: the backwards' sums differ between the two),
+# long rows in chunks, few long rows split across threads.
+LAST_AXIS_SHAPES = {
+    "rows": (64, 33),
+    "many rows": (1024, 40),
+    "3-d": (2, 3, 1031),
+    "long rows": (3, 40000),
+    "few long rows": (2, 140001),
+}
+
+
+def _edgy(fmt, shape, seed):
+    """Normal values with inf, NaN, zeros of both signs, subnormals and large values
+    scattered in, and rows of only -inf, of -inf but one, of +-0 and of one large value."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 4
+    flat = x.reshape(-1)
+    special = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -6e-8, 3e38, -60000.0, 60000.0]
+    at = rng.integers(0, flat.size, max(1, flat.size // 64))
+    flat[at] = rng.choice(special, at.size)
+    rows = x.reshape(-1, shape[-1])
+    rows[1::9] = -np.inf
+    rows[2::9, :-1] = -np.inf
+    rows[3::9, ::2] = -0.0
+    rows[3::9, 1::2] = 0.0
+    rows[4::9] = 60000.0
+    with np.errstate(all="ignore"):
+        return x.astype(np.float32).astype(fmt)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("shape", LAST_AXIS_SHAPES)
+def test_last_axis_is_the_float32_result_rounded(op, fmt, shape):
+    """Bit for bit (NaN for NaN): forward and backward, new and in place, plain, scaled,
+    masked (a mask of x's shape with rows of nothing included, and a broadcast one)."""
+    shape = LAST_AXIS_SHAPES[shape]
+    x = _edgy(fmt, shape, 0)
+    g = _x(fmt, shape, seed=1, scale=1.0)
+    rng = np.random.default_rng(2)
+    mask = rng.random(shape) > 0.3
+    mask.reshape(-1, shape[-1])[5::7] = False
+    f, f_, b, b_ = (getattr(fa, op + s) for s in ("", "_", "_backward", "_backward_"))
+    for scale, where in ((1.0, None), (0.37, mask), (-1.5, rng.random(shape[-1]) > 0.5)):
+        kw = dict(scale=scale, where=where)
+        what = f"{op} scale={scale} where={where is not None}"
+        y = f(x, **kw)
+        assert_same(y, rounded_f32(f, x, **kw), what)
+        xi = x.copy()
+        assert f_(xi, **kw) is xi
+        assert_same(xi, y, what + " in place")
+        y = np.where(np.isfinite(f32(y)), y, np.zeros((), fmt))
+        want = rounded_f32(b, g, y, **kw)
+        assert_same(b(g, y, **kw), want, what + " backward")
+        gi = g.copy()
+        assert b_(gi, y, **kw) is gi
+        assert_same(gi, want, what + " backward in place")
 
 
 LAYOUTS = {
