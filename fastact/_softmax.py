@@ -197,7 +197,8 @@ def _run(
     arrays = (read, *(() if b is None else (b,)), *(() if where is None else (where,)), out)
     if storage is not NATIVE:  # the kernels see the bits
         arrays = tuple(x if x is where else x.view(np.uint16) for x in arrays)
-    if axis == out.ndim - 1 and all(x.flags.c_contiguous for x in arrays):  # the common case, quickly
+    contiguous = axis == out.ndim - 1 and all(x.flags.c_contiguous for x in arrays)
+    if contiguous:  # the common case, quickly
         n = out.shape[-1]
         mode, groups = "rows", [tuple(x.reshape(-1, n) for x in arrays)]
     else:
@@ -207,6 +208,9 @@ def _run(
     else:
         kernels = _k.kernels(op, masked, storage)
     itemsize = out.dtype.itemsize if storage is NATIVE else 4  # 16-bit: the float32 kernels' sizes
+    rows_k, rows_parallel, split = kernels.rows, kernels.rows_parallel, kernels.split
+    if contiguous:  # every array C-contiguous: the specialising dispatchers, without the layout test
+        rows_k, rows_parallel, split = rows_k.fast, rows_parallel.fast, split.fast
     size = 0 if serial else out.size // len(groups)
     for views in groups:
         args = (
@@ -221,11 +225,11 @@ def _run(
             chunk = config.CHUNK_BYTES // itemsize
             whole = config.ROW_CACHE_BYTES // itemsize
             if n >= 4 * chunk and size >= config.PARALLEL_THRESHOLD and _few_rows(rows):
-                _call(kernels.split, kernels.rows, size, (*args, chunk, whole))
+                _call(split, rows_k, size, (*args, chunk, whole))
             elif _streams(kernels, a, views if where is None else (*views[:-2], views[-1]), whole):
-                _call(kernels.rows_stream, kernels.rows, size, (*args, chunk, whole))
+                _call(kernels.rows_stream, rows_k, size, (*args, chunk, whole))
             else:
-                _call(kernels.rows_parallel, kernels.rows, size, (*args, chunk, whole))
+                _call(rows_parallel, rows_k, size, (*args, chunk, whole))
         else:
             n_outer, _, n_inner = views[-1].shape
             tw, blocks = _tiles(n_outer, n_inner, itemsize, size >= config.PARALLEL_THRESHOLD)
