@@ -50,7 +50,7 @@ from numba.core.dispatcher import Dispatcher
 from numba.extending import overload
 
 from . import _row_intrinsics
-from ._half import NATIVE, Storage
+from ._half import NATIVE, STORAGES, Storage
 from ._kernels import FASTMATH, interleaved
 from ._math import _exp_nonpos
 from ._math import exp as _exp
@@ -920,10 +920,12 @@ def _cols(tile, parallel):
 def _pin_all() -> None:
     """pin_all for what the kernels here reach: the globals of this module and of
     _row_intrinsics (whose helpers call intrinsics imported there only, such as
-    prefetch), and the functions the op factories made."""
+    prefetch), the functions the op factories made and the storage formats' load and
+    store they close over."""
     pin_all(vars(_row_intrinsics).values())
     pin_all(globals().values())
     pin_all(_generated)
+    pin_all(f for storage in STORAGES.values() for f in (storage.load, storage.store))
 
 
 # The plain kernels (w and c None) compile a fast dispatcher per argument types (C
